@@ -1,0 +1,165 @@
+"""One loader for TOFU-format data: the hub id ``locuslab/TOFU`` or a local directory.
+
+A local directory holds one file per split, named after the split: ``forget10.json``
+(a JSON list or JSON lines, as TOFU ships them), ``forget10.jsonl`` or
+``forget10.parquet``. Any split name works. Everything else (hub ids) goes through
+``datasets.load_dataset``, exactly as TOFU and open-unlearning load it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from unlearn_audit.data._item import Item
+from unlearn_audit.data.families import classify_question
+
+DEFAULT_DATASET = "locuslab/TOFU"
+# TOFU lays its fictitious authors out as 20 consecutive QA pairs each.
+TOFU_ITEMS_PER_AUTHOR = 20
+_EXTENSIONS = (".json", ".jsonl", ".parquet")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read or does not follow TOFU's schema."""
+
+
+def _read_local(path: Path) -> list[dict]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq  # ships with `datasets`
+
+        return pq.read_table(path).to_pylist()
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{path}: not valid JSON ({e}).") from e
+        return rows
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DatasetError(
+                f"{path}, line {lineno}: not valid JSON ({e}). Expected a JSON list or one "
+                "JSON object per line."
+            ) from e
+    return rows
+
+
+def _find_split_file(root: Path, split: str) -> Path:
+    for ext in _EXTENSIONS:
+        p = root / f"{split}{ext}"
+        if p.is_file():
+            return p
+    have = sorted(p.stem for p in root.iterdir() if p.suffix in _EXTENSIONS)
+    raise DatasetError(
+        f"Dataset directory {root} has no file for split '{split}' "
+        f"(looked for {', '.join(split + e for e in _EXTENSIONS)}). "
+        f"Splits present: {', '.join(have) or 'none'}. Pass --forget-split with one of those, "
+        "or add the file."
+    )
+
+
+def _read_hub(dataset: str, split: str) -> list[dict]:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is a hard dependency
+        raise DatasetError("Reading a hub dataset needs `pip install datasets`.") from e
+    try:
+        ds = datasets.load_dataset(dataset, split, split="train")
+    except Exception as e:
+        raise DatasetError(
+            f"Could not load split '{split}' of dataset '{dataset}' from the hub ({type(e).__name__}: "
+            f"{e}). Offline? Pass --dataset with a local directory of TOFU-format files "
+            f"(e.g. {split}.json)."
+        ) from e
+    return [dict(r) for r in ds]
+
+
+def _validate(rows: Iterable[dict], where: str, split: str) -> list[Item]:
+    items: list[Item] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DatasetError(f"{where}, split '{split}', row {i}: expected an object, got {type(row).__name__}.")
+        missing = [k for k in ("question", "answer") if k not in row]
+        if missing:
+            raise DatasetError(
+                f"{where}, split '{split}', row {i}: missing field(s) {', '.join(missing)} "
+                f"(has: {', '.join(sorted(row)) or 'nothing'}). TOFU's schema needs question and answer; "
+                "perturbed splits also paraphrased_answer and perturbed_answer (a list)."
+            )
+        for k in ("question", "answer", "paraphrased_question", "paraphrased_answer"):
+            if k in row and row[k] is not None and not isinstance(row[k], str):
+                raise DatasetError(
+                    f"{where}, split '{split}', row {i}: field '{k}' must be a string, got {type(row[k]).__name__}."
+                )
+        pert = row.get("perturbed_answer", [])
+        if isinstance(pert, str):
+            pert = [pert]
+        if not isinstance(pert, (list, tuple)) or not all(isinstance(p, str) for p in pert):
+            raise DatasetError(
+                f"{where}, split '{split}', row {i}: field 'perturbed_answer' must be a list of strings."
+            )
+        author = row.get("author")
+        if author is None and ("forget" in split or split in ("full", "retain90", "retain95", "retain99")):
+            author = f"tofu_author_{i // TOFU_ITEMS_PER_AUTHOR:03d}"
+        items.append(
+            Item(
+                split=split,
+                index=i,
+                question=row["question"],
+                answer=row["answer"],
+                paraphrased_question=row.get("paraphrased_question"),
+                paraphrased_answer=row.get("paraphrased_answer"),
+                perturbed_answer=tuple(pert),
+                author=author,
+                family=row.get("family") or classify_question(row["question"]),
+                key_fact=row.get("key_fact"),
+            )
+        )
+    if not items:
+        raise DatasetError(f"{where}, split '{split}': no rows.")
+    return items
+
+
+def load_split(dataset: str | Path, split: str, *, limit: int | None = None,
+               require: tuple[str, ...] = ()) -> list[Item]:
+    """Load one split as a list of :class:`Item`.
+
+    Args:
+        dataset: a local directory of TOFU-format files, or a hub id (``locuslab/TOFU``).
+        split: the split name (``forget10``, ``forget10_perturbed``, ``retain_perturbed``, ...).
+        limit: keep only the first ``limit`` items (after validation).
+        require: optional fields every item must have (e.g. ``("paraphrased_answer",)``);
+            a view that needs them names them so a wrong split fails here, clearly.
+
+    Raises:
+        DatasetError: the file or split is missing, or a row breaks the schema. The message
+            names the file, the split, the row and the field.
+    """
+    path = Path(dataset)
+    if path.exists():
+        if not path.is_dir():
+            raise DatasetError(f"--dataset {path} is a file; pass the directory that holds {split}.json.")
+        f = _find_split_file(path, split)
+        items = _validate(_read_local(f), str(f), split)
+    elif str(dataset).startswith((".", "/", "~")) or str(dataset).count("/") != 1:
+        raise DatasetError(
+            f"--dataset '{dataset}' is neither an existing directory nor a hub id of the form owner/name."
+        )
+    else:
+        items = _validate(_read_hub(str(dataset), split), str(dataset), split)
+    for field_name in require:
+        bad = [it.index for it in items if not getattr(it, field_name)]
+        if bad:
+            raise DatasetError(
+                f"{dataset}, split '{split}': {len(bad)} item(s) lack '{field_name}' (first: row {bad[0]}). "
+                f"This view needs it; use the '_perturbed' split (e.g. {split}_perturbed) that carries it."
+            )
+    return items[:limit] if limit else items

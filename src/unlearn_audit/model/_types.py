@@ -1,0 +1,90 @@
+"""The small contract between views and the engine: what may be asked of a model.
+
+Views build requests from items; the engine answers them (batched, cached); scorers
+turn answers into per-item records and never see a model. A request is a plain frozen
+value so it can be hashed into the on-disk cache key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the model is shown, independent of any chat template.
+
+    Attributes:
+        turns: the conversation as ``(role, text)`` pairs, ``role`` in ``user``/``assistant``,
+            ending with a ``user`` turn. The system prompt is added by the model's prompt
+            format (it is part of the model's configuration, not of the item).
+        stem: text the assistant's answer starts with; the model continues from it
+            (sentence completion). Empty for an ordinary question.
+    """
+
+    turns: tuple[tuple[str, str], ...]
+    stem: str = ""
+
+    @classmethod
+    def question(cls, text: str, stem: str = "") -> Prompt:
+        return cls(turns=(("user", text),), stem=stem)
+
+    def shown_text(self) -> str:
+        """Every piece of text the user side put in front of the model (for novel content)."""
+        return "\n".join([t for _, t in self.turns] + ([self.stem] if self.stem else []))
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Teacher-forced scoring of ``continuation`` after ``prompt``.
+
+    ``add_eot`` appends the model's end-of-turn token to the continuation, as TOFU and
+    open-unlearning do on the chat path (the closing token counts in the mean loss).
+    """
+
+    prompt: Prompt
+    continuation: str
+    add_eot: bool = True
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """Generation after ``prompt``. ``temperature == 0`` means greedy (then ``n`` must be 1)."""
+
+    prompt: Prompt
+    max_new_tokens: int = 200
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class TokenScores:
+    """Per-token answer to a :class:`ScoreRequest`.
+
+    Attributes:
+        logprobs: ``log p(token_t | prompt, tokens_<t)`` for each continuation token, float64.
+        token_ids: the continuation's token ids (the end-of-turn token last when added).
+        offsets: character span ``(start, end)`` of each token in ``continuation``
+            (the end-of-turn token gets ``(len, len)``), to map words to tokens.
+    """
+
+    logprobs: np.ndarray
+    token_ids: list[int]
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def total(self) -> float:
+        return float(np.sum(self.logprobs))
+
+    @property
+    def mean_nll(self) -> float:
+        """Mean negative log-likelihood per token (TOFU's ``avg_gt_loss``)."""
+        return float(-np.mean(self.logprobs)) if len(self.logprobs) else float("nan")
