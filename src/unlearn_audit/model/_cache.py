@@ -1,0 +1,120 @@
+"""The engine's on-disk result cache: one SQLite file per model fingerprint.
+
+Why SQLite (stdlib): every batch is committed as it finishes, so an interrupted run
+resumes where it stopped and a re-run computes nothing; a half-written batch is rolled
+back instead of leaving a torn file. Values are JSON (floats round-trip exactly through
+``repr``), never pickle, so a cache directory copied from elsewhere cannot run code.
+
+The key is the SHA-256 of ``[method, engine config that changes numbers, request]``
+(lm-evaluation-harness's scheme); the file name carries the model fingerprint, so another
+checkpoint, tokenizer or quantization mode never reads this model's numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+# Bump when the engine's arithmetic changes (tokenisation, masking, dtype handling), so
+# old cached numbers are not served for new code.
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$UNLEARN_AUDIT_CACHE`` or ``~/.cache/unlearn-audit``: the same root the tiny world uses."""
+    env = os.environ.get("UNLEARN_AUDIT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "unlearn-audit"
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def request_key(method: str, config: dict[str, Any], request: Any) -> str:
+    """SHA-256 of ``[method, config, request]`` as canonical JSON.
+
+    Args:
+        method: ``score``, ``generate``, ...
+        config: engine settings that change the numbers (prompt format, system prompt,
+            date, mask mode, dtype, cache version).
+        request: a frozen request dataclass (or anything JSON-serialisable).
+    """
+    blob = json.dumps([method, _jsonable(config), _jsonable(request)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class ResultCache:
+    """Key -> JSON value store in ``<cache_dir>/<fingerprint>.sqlite``.
+
+    ``cache_dir=None`` gives a cache that remembers nothing, so callers need no branches.
+    """
+
+    def __init__(self, cache_dir: Path | None, fingerprint: str):
+        self.path = None if cache_dir is None else Path(cache_dir) / f"engine-{fingerprint}.sqlite"
+        self._conn: sqlite3.Connection | None = None
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    def _connect(self) -> sqlite3.Connection | None:
+        if self.path is None:
+            return None
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # A generous timeout because pytest-xdist workers may share one file.
+            self._conn = sqlite3.connect(self.path, timeout=60)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            self._conn.commit()
+        return self._conn
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        """The cached values among ``keys`` (missing keys are simply absent)."""
+        conn = self._connect()
+        if conn is None or not keys:
+            self.misses += len(keys)
+            return {}
+        found: dict[str, Any] = {}
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 500):  # SQLite caps bound parameters per statement
+            chunk = unique[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for k, v in conn.execute(
+                f"SELECT key, value FROM results WHERE key IN ({marks})", chunk
+            ):
+                found[k] = json.loads(v)
+        self.hits += sum(k in found for k in keys)
+        self.misses += sum(k not in found for k in keys)
+        return found
+
+    def put_many(self, items: dict[str, Any]) -> None:
+        """Store and commit at once, so a crash after this call loses nothing."""
+        conn = self._connect()
+        if conn is None or not items:
+            return
+        conn.executemany(
+            "INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)",
+            [(k, json.dumps(v)) for k, v in items.items()],
+        )
+        conn.commit()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

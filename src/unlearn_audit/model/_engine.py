@@ -1,0 +1,950 @@
+"""The one place a model runs: batched, prefix-sharing, disk-cached scoring and generation.
+
+Views build :class:`ScoreRequest`/:class:`GenRequest` values; the engine answers them.
+What it guarantees, and how:
+
+* **Batching never changes a number** (beyond float noise, tested to 1e-4): every batch
+  carries an attention mask *and* explicit ``position_ids`` computed from the real tokens
+  only, so left or right padding (the tokenizer's ``padding_side`` is honoured) gives the
+  same positions as scoring one request alone. Log-probabilities are a log-softmax of
+  the logits at the continuation positions, accumulated in float64 (see ``_log_prob_of``).
+* **Shared prompts are computed once.** A TOFU item is scored as its paraphrased answer
+  plus five perturbed answers after the *same* prompt, and every chat prompt starts with
+  the same system block. Requests are deduplicated by ``(prompt, continuation,
+  add_eot)`` and grouped by prompt into batches; each batch then extends one KV cache
+  (``past_key_values``) in three passes: the prefix all its prompts share (run once),
+  the rest of each distinct prompt minus its last token (once per prompt), and the
+  continuations, each row reading a copy of its prompt's cache
+  (``Cache.batch_select_indices``). Six answers of one item cost one prompt pass instead
+  of six. The continuation pass is split into length bands when that saves more padding
+  than the extra calls cost. Models whose cache cannot be re-indexed fall back to full
+  sequences automatically (``share_prefix=False`` forces it).
+* **A re-run computes nothing.** Results go to a SQLite file per model fingerprint,
+  committed after every batch; see :mod:`unlearn_audit.model._cache`.
+* **Sampling does not depend on batch composition.** Each sample (request, index) draws
+  from its own ``torch.Generator`` seeded from ``(request.seed, index)``, inside a logits
+  processor; ``model.generate`` then only picks that token. A request's samples are thus
+  the same alone or in any batch, and sample ``i`` is the same whatever ``n`` is.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unlearn_audit.model._cache import CACHE_VERSION, ResultCache, request_key
+from unlearn_audit.model._format import PromptFormat
+from unlearn_audit.model._load import LoadedModel
+from unlearn_audit.model._types import GenRequest, ScoreRequest, TokenScores
+
+# Below this many batches a progress bar is noise.
+_PROGRESS_MIN_BATCHES = 4
+# Rows of log-softmax computed at once, bounding its extra memory at ~rows x vocab x 8 B.
+_LOGSOFTMAX_CHUNK = 1024
+# What one extra forward call costs, in padded tokens it would have to save to pay off:
+# small on a CPU (tiny models are compute-bound), large on a GPU (launch-bound).
+_CALL_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 2048}
+# A prefix shared by every prompt of a batch gets its own pass only when at least this
+# long; shorter, the extra forward call costs more than it saves.
+_MIN_SHARED_PREFIX = 8
+
+
+@dataclass
+class _ScoreRow:
+    key: str
+    prompt_ids: tuple[int, ...]
+    cont_ids: list[int]
+    offsets: list[tuple[int, int]]
+
+
+@dataclass
+class _GenRow:
+    req_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    request: GenRequest
+
+
+class Engine:
+    """Answers score, generate and hidden-state requests for one loaded model.
+
+    Args:
+        loaded: the model, tokenizer and fingerprint from :func:`load_model`.
+        fmt: how prompts become text (chat template or plain).
+        cache_dir: directory of the on-disk result cache; ``None`` disables caching.
+        batch_size: maximum sequences per forward pass; ``None`` sizes batches by a token
+            budget derived from the vocabulary and (on CUDA) free memory, halving it on
+            out-of-memory.
+        compat_openunlearning_mask: reproduce open-unlearning's masking bug (pad = eos, so
+            the attention mask is 0 at every end-of-turn/EOS token inside the prompt). Only
+            for matching their published numbers; off by default because it is wrong.
+        progress: show tqdm bars on loops of more than a few batches.
+        share_prefix: compute each distinct prompt once per batch and score continuations
+            against its KV cache (see module docstring); ``False`` runs full sequences.
+        token_budget: padded tokens per forward pass when ``batch_size`` is ``None``;
+            ``None`` picks one for the device.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        fmt: PromptFormat,
+        cache_dir: Path | None = None,
+        batch_size: int | None = None,
+        compat_openunlearning_mask: bool = False,
+        progress: bool = True,
+        *,
+        share_prefix: bool = True,
+        token_budget: int | None = None,
+    ):
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(
+                f"--batch-size must be a positive integer or None (auto); got {batch_size!r}"
+            )
+        if token_budget is not None and token_budget < 1:
+            raise ValueError(f"token_budget must be positive; got {token_budget!r}")
+        self.loaded = loaded
+        self.fmt = fmt
+        self.batch_size = batch_size
+        self.compat_openunlearning_mask = bool(compat_openunlearning_mask)
+        self.progress = progress
+        self.share_prefix = share_prefix
+        self._cache = ResultCache(
+            Path(cache_dir) if cache_dir is not None else None, loaded.fingerprint
+        )
+        self._budget = token_budget or self._default_budget()
+        self._budget_explicit = token_budget is not None
+        tok = loaded.tokenizer
+        self._pad_id = next(
+            (int(i) for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None), 0
+        )
+        self._compat_ids = sorted(
+            {int(i) for i in (fmt.eot_token_id, tok.eos_token_id) if i is not None}
+        )
+        self._call_overhead = _CALL_OVERHEAD_TOKENS.get(self._device_type(), 512)
+        self._takes_logits_to_keep = (
+            "logits_to_keep" in inspect.signature(loaded.model.forward).parameters
+        )
+        # Counters for tests and benchmarks: work done, and prompt tokens not recomputed.
+        self.stats = {
+            "forward_calls": 0,
+            "generate_calls": 0,
+            "score_rows": 0,
+            "gen_rows": 0,
+            "prefix_tokens_reused": 0,
+        }
+
+    # --- properties -------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return self.loaded.fingerprint
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    @property
+    def device(self):
+        return self.loaded.device
+
+    @property
+    def n_layers(self) -> int:
+        """Transformer blocks; ``hidden_states`` returns ``n_layers + 1`` states per token."""
+        return int(self._text_config().num_hidden_layers)
+
+    def _text_config(self):
+        cfg = self.loaded.model.config
+        return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Engine settings that change numbers: part of every cache key and of the report."""
+        return {
+            "cache_version": CACHE_VERSION,
+            "format": self.fmt.config(),
+            "compat_openunlearning_mask": self.compat_openunlearning_mask,
+            "dtype": self.loaded.dtype,
+        }
+
+    @property
+    def cache(self) -> ResultCache:
+        return self._cache
+
+    # --- scoring ----------------------------------------------------------------------------
+    def score(self, requests: Sequence[ScoreRequest]) -> list[TokenScores]:
+        """Teacher-forced log-probabilities of each request's continuation.
+
+        The prompt is rendered and tokenised with its special tokens (one BOS), the
+        continuation separately without them, plus the end-of-turn id when ``add_eot``.
+
+        Returns:
+            One :class:`TokenScores` per request, in order; equal (to float noise) to
+            scoring each request alone.
+
+        Raises:
+            TypeError: an element is not a :class:`ScoreRequest`.
+        """
+        requests = list(requests)
+        for i, r in enumerate(requests):
+            if not isinstance(r, ScoreRequest):
+                raise TypeError(
+                    f"score() takes ScoreRequest values; item {i} is {type(r).__name__}"
+                )
+        keys = [request_key("score", self.config, r) for r in requests]
+        results: dict[str, TokenScores] = {
+            k: _scores_from_json(v) for k, v in self._cache.get_many(keys).items()
+        }
+        todo: dict[str, ScoreRequest] = {}
+        for k, r in zip(keys, requests, strict=True):
+            if k not in results and k not in todo:
+                todo[k] = r
+        if todo:
+            rows = self._score_rows(todo)
+            for row in rows:  # nothing to compute for an empty continuation
+                if not row.cont_ids:
+                    results[row.key] = TokenScores(np.zeros(0, dtype=np.float64), [], [])
+            rows = [row for row in rows if row.cont_ids]
+            self.stats["score_rows"] += len(rows)
+
+            def run(batch: list[_ScoreRow]) -> None:
+                out = self._score_batch(batch)
+                results.update(out)
+                self._cache.put_many({k: _scores_to_json(v) for k, v in out.items()})
+
+            self._run_planned(rows, self._plan_score, run, "score")
+        return [_copy_scores(results[k]) for k in keys]
+
+    def _score_rows(self, todo: dict[str, ScoreRequest]) -> list[_ScoreRow]:
+        prompt_ids: dict[Any, tuple[int, ...]] = {}
+        rows = []
+        for key, r in todo.items():
+            if r.prompt not in prompt_ids:
+                prompt_ids[r.prompt] = tuple(self.fmt.encode_prompt(r.prompt))
+            p = prompt_ids[r.prompt]
+            if not p:
+                raise ValueError(
+                    f"The prompt {r.prompt!r} renders to no tokens; nothing predicts the answer."
+                )
+            ids, offsets = self.fmt.encode_continuation(r.continuation, add_eot=r.add_eot)
+            rows.append(_ScoreRow(key, p, ids, offsets))
+        return rows
+
+    def _plan_score(self, rows: list[_ScoreRow], budget: int) -> list[list[_ScoreRow]]:
+        max_rows = self.batch_size or 1 << 30
+        if not self.share_prefix:
+            return _plan_by_length(
+                rows, lambda r: len(r.prompt_ids) + len(r.cont_ids) - 1, budget, max_rows
+            )
+        groups: dict[tuple[int, ...], list[_ScoreRow]] = {}
+        for r in rows:
+            groups.setdefault(r.prompt_ids, []).append(r)
+        ordered = sorted(
+            groups.items(), key=lambda g: (len(g[0]), max(len(r.cont_ids) for r in g[1]))
+        )
+        batches: list[list[_ScoreRow]] = []
+        cur: list[_ScoreRow] = []
+        n_prompts = lp_max = lc_max = 0
+        for prompt, members in ordered:
+            members = sorted(members, key=lambda r: len(r.cont_ids))
+            lp = len(prompt) - 1
+            while members:
+                # Take as many rows of this prompt as fit beside what the batch holds.
+                take = 0
+                for k in range(1, len(members) + 1):
+                    nlp = max(lp_max, lp)
+                    nlc = max(lc_max, len(members[k - 1].cont_ids))
+                    rows_now = len(cur) + k
+                    cost = (n_prompts + 1) * nlp + rows_now * nlc
+                    if rows_now > max_rows or cost > budget or rows_now * (nlp + nlc) > 2 * budget:
+                        break
+                    take = k
+                if take == 0:
+                    if cur:
+                        batches.append(cur)
+                        cur, n_prompts, lp_max, lc_max = [], 0, 0, 0
+                        continue
+                    take = 1  # one row over budget still has to run
+                chunk, members = members[:take], members[take:]
+                cur.extend(chunk)
+                n_prompts += 1
+                lp_max = max(lp_max, lp)
+                lc_max = max(lc_max, max(len(r.cont_ids) for r in chunk))
+        if cur:
+            batches.append(cur)
+        return batches
+
+    def _score_batch(self, batch: list[_ScoreRow]) -> dict[str, TokenScores]:
+        import torch
+
+        with torch.inference_mode():
+            if self.share_prefix and _reuse_pays(batch):
+                try:
+                    logprobs = self._score_prefix_shared(batch)
+                except (AttributeError, NotImplementedError, TypeError) as e:
+                    # This architecture's cache cannot be re-indexed by batch: score full
+                    # sequences from now on (same numbers, slower) rather than fail.
+                    warnings.warn(
+                        f"{type(self.model).__name__}: prompt-prefix reuse unavailable "
+                        f"({type(e).__name__}: {e}); scoring full sequences instead.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    self.share_prefix = False
+                    logprobs = self._score_full(batch)
+            else:
+                logprobs = self._score_full(batch)
+        return {
+            r.key: TokenScores(lp, list(r.cont_ids), list(r.offsets))
+            for r, lp in zip(batch, logprobs, strict=True)
+        }
+
+    def _score_full(self, batch: list[_ScoreRow]) -> list[np.ndarray]:
+        """Whole sequences (prompt + continuation minus its last token) in one forward."""
+        seqs = [list(r.prompt_ids) + r.cont_ids[:-1] for r in batch]
+        ids, mask, lefts = self._pad(seqs, self.tokenizer.padding_side)
+        pos = _positions(mask)
+        out = self._forward(
+            input_ids=ids, attention_mask=self._attn(ids, mask), position_ids=pos, use_cache=False
+        )
+        rows, cols, targets = [], [], []
+        for i, r in enumerate(batch):
+            start = lefts[i] + len(r.prompt_ids) - 1
+            rows += [i] * len(r.cont_ids)
+            cols += range(start, start + len(r.cont_ids))
+            targets += r.cont_ids
+        return self._gather(out.logits, rows, cols, targets, [len(r.cont_ids) for r in batch])
+
+    def _score_prefix_shared(self, batch: list[_ScoreRow]) -> list[np.ndarray]:
+        """Shared prompt tokens once, then every continuation against the prompt's KV cache.
+
+        Three passes, each extending the KV cache of the one before: (1) the prefix that
+        every prompt in the batch shares (a chat template's system block, with its date
+        line; skipped when short), run once; (2) the rest of each distinct prompt, run once
+        per prompt; (3) the continuations, each row reading its own prompt's cache. The
+        prompt's last token opens pass (3), so the logit predicting the first answer token
+        comes from the same pass as the others and passes (1)-(2) need no logits at all.
+        Every pass carries the padding mask of everything before it and explicit positions
+        counting real tokens only, so padding anywhere never moves a number.
+        """
+        prompts: dict[tuple[int, ...], int] = {}
+        for r in batch:
+            prompts.setdefault(r.prompt_ids, len(prompts))
+        prefixes = [list(p[:-1]) for p in prompts]
+        common = _common_prefix_len(prefixes) if len(prefixes) > 1 else 0
+        if common < _MIN_SHARED_PREFIX:
+            common = 0
+
+        state = None  # (cache, attention mask so far, real tokens so far), one row per parent
+        if common:
+            state = self._extend(None, [prefixes[0][:common]])
+        suffixes = [p[common:] for p in prefixes]
+        state = self._extend(state, suffixes, parent=[0] * len(suffixes) if common else None)
+        self.stats["prefix_tokens_reused"] += sum(len(r.prompt_ids) - 1 for r in batch) - (
+            common + sum(len(x) for x in suffixes)
+        )
+
+        # The continuation pass runs in a few length bands when that saves more padded
+        # tokens than the extra calls cost; every band reads a copy of the prompt cache.
+        order = sorted(range(len(batch)), key=lambda i: len(batch[i].cont_ids))
+        bands = _length_bands([len(batch[i].cont_ids) for i in order], self._call_overhead)
+        out: list[np.ndarray | None] = [None] * len(batch)
+        for b, (lo, hi) in enumerate(bands):
+            idx = order[lo:hi]
+            last = b == len(bands) - 1
+            band_state = state if last else (copy.deepcopy(state[0]), *state[1:])
+            conts = [[batch[i].prompt_ids[-1]] + batch[i].cont_ids[:-1] for i in idx]
+            logits, lefts = self._extend(
+                band_state,
+                conts,
+                parent=[prompts[batch[i].prompt_ids] for i in idx],
+                want_logits=True,
+            )
+            rows, cols, targets = [], [], []
+            for j, i in enumerate(idx):
+                n = len(batch[i].cont_ids)
+                rows += [j] * n
+                cols += range(lefts[j], lefts[j] + n)
+                targets += batch[i].cont_ids
+            lengths = [len(batch[i].cont_ids) for i in idx]
+            for i, lp in zip(idx, self._gather(logits, rows, cols, targets, lengths), strict=True):
+                out[i] = lp
+        return out
+
+    def _extend(self, state, seqs, parent=None, want_logits=False):
+        """Run ``seqs`` after the cached tokens of ``state`` (row ``i`` after ``parent[i]``).
+
+        Returns the new state, or ``(logits, left offsets)`` when ``want_logits``.
+        """
+        import torch
+
+        ids, mask, lefts = self._pad(seqs, self.tokenizer.padding_side)
+        attn = self._attn(ids, mask)
+        kwargs = {"use_cache": True}
+        if state is None:
+            pos = _positions(mask)
+        else:
+            cache, past_attn, past_real = state
+            index = torch.tensor(parent, device=ids.device)
+            cache.batch_select_indices(index)  # copy each parent's cache to its children
+            past_attn, past_real = past_attn[index], past_real[index]
+            pos = past_real[:, None] + _positions(mask)
+            attn = torch.cat([past_attn, attn], dim=1)
+            kwargs["past_key_values"] = cache
+        if not want_logits and self._takes_logits_to_keep:
+            kwargs["logits_to_keep"] = 1  # only the cache is wanted
+        out = self._forward(input_ids=ids, attention_mask=attn, position_ids=pos, **kwargs)
+        if want_logits:
+            return out.logits, lefts
+        real = mask.sum(dim=1) if state is None else past_real + mask.sum(dim=1)
+        return out.past_key_values, attn, real
+
+    def _gather(self, logits, rows, cols, targets, lengths) -> list[np.ndarray]:
+        """log p(target) = logit[target] - logsumexp(logits), accumulated in float64.
+
+        The exponentials of the max-shifted logits are taken in float32 and summed in
+        float64: within ~1e-8 of a full float64 log-softmax of the same logits (tested),
+        at a third of its cost on a CPU, where this step otherwise rivals the model itself.
+        """
+        import torch
+
+        dev = logits.device
+        rows_t = torch.tensor(rows, device=dev)
+        cols_t = torch.tensor(cols, device=dev)
+        tgt_t = torch.tensor(targets, device=dev)
+        parts = []
+        for s in range(0, len(rows), _LOGSOFTMAX_CHUNK):
+            chunk = slice(s, s + _LOGSOFTMAX_CHUNK)
+            parts.append(_log_prob_of(logits[rows_t[chunk], cols_t[chunk]], tgt_t[chunk]))
+        flat = torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
+        out, at = [], 0
+        for n in lengths:
+            out.append(np.asarray(flat[at : at + n], dtype=np.float64))
+            at += n
+        return out
+
+    # --- generation -------------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenRequest]) -> list[list[str]]:
+        """``n`` completions per request, decoded without special tokens.
+
+        Greedy when ``temperature == 0``; otherwise temperature + nucleus (top-p) sampling,
+        each sample seeded from ``(request.seed, sample index)`` so it does not depend on
+        what else is in the batch. Stops at the end-of-turn token or EOS.
+
+        Raises:
+            ValueError: greedy with ``n != 1``, or a non-positive ``n``/``max_new_tokens``,
+                a negative temperature, or ``top_p`` outside ``(0, 1]``.
+            TypeError: an element is not a :class:`GenRequest`.
+        """
+        requests = list(requests)
+        for i, r in enumerate(requests):
+            _check_gen_request(i, r)
+        keys = [request_key("generate", self.config, r) for r in requests]
+        results: dict[str, list[str]] = dict(self._cache.get_many(keys))
+        todo: dict[str, GenRequest] = {}
+        for k, r in zip(keys, requests, strict=True):
+            if k not in results and k not in todo:
+                todo[k] = r
+        if todo:
+            todo_keys = list(todo)
+            prompt_ids: dict[Any, list[int]] = {}
+            rows: list[_GenRow] = []
+            for qi, k in enumerate(todo_keys):
+                r = todo[k]
+                if r.prompt not in prompt_ids:
+                    prompt_ids[r.prompt] = self.fmt.encode_prompt(r.prompt)
+                rows += [_GenRow(qi, s, prompt_ids[r.prompt], r) for s in range(r.n)]
+            self.stats["gen_rows"] += len(rows)
+            partial: dict[int, dict[int, str]] = {}
+
+            def run(batch: list[_GenRow]) -> None:
+                texts = self._generate_batch(batch)
+                finished = {}
+                for row, text in zip(batch, texts, strict=True):
+                    got = partial.setdefault(row.req_index, {})
+                    got[row.sample_index] = text
+                    req = todo[todo_keys[row.req_index]]
+                    if len(got) == req.n:
+                        finished[todo_keys[row.req_index]] = [got[i] for i in range(req.n)]
+                results.update(finished)
+                self._cache.put_many(finished)
+
+            self._run_planned(rows, self._plan_generate, run, "generate")
+        return [list(results[k]) for k in keys]
+
+    def _plan_generate(self, rows: list[_GenRow], budget: int) -> list[list[_GenRow]]:
+        # Generation memory is mostly KV cache (logits only for the last position), so
+        # a batch may hold more tokens than a scoring pass on a GPU.
+        gen_budget = budget * (4 if self._device_type() == "cuda" else 1)
+        ordered = sorted(rows, key=lambda r: (r.request.max_new_tokens, len(r.prompt_ids)))
+        return _plan_by_length(
+            ordered,
+            lambda r: len(r.prompt_ids) + r.request.max_new_tokens,
+            gen_budget,
+            self.batch_size or 1 << 30,
+            presorted=True,
+        )
+
+    def _generate_batch(self, batch: list[_GenRow]) -> list[str]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        ids, mask, _ = self._pad([r.prompt_ids for r in batch], "left")
+        stop = self.fmt.stop_token_ids()
+        max_new = max(r.request.max_new_tokens for r in batch)
+        sampler = _PerRowSampler(
+            [float(r.request.temperature) for r in batch],
+            [float(r.request.top_p) for r in batch],
+            [_sample_seed(r.request.seed, r.sample_index) for r in batch],
+            ids.device,
+        )
+        gen_cfg = GenerationConfig(
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new,
+            eos_token_id=stop,
+            pad_token_id=self._pad_id,
+            use_cache=True,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            min_new_tokens=0,
+        )
+        model = self.model
+        saved = model.generation_config
+        # The checkpoint's own generation_config.json (Llama-3: do_sample, temperature 0.6,
+        # top_p 0.9) would fill every field left unset; start from library defaults instead.
+        model.generation_config = GenerationConfig()
+        try:
+            with torch.inference_mode():
+                self.stats["generate_calls"] += 1
+                out = model.generate(
+                    input_ids=ids,
+                    attention_mask=self._attn(ids, mask),
+                    generation_config=gen_cfg,
+                    logits_processor=LogitsProcessorList([sampler]),
+                )
+        finally:
+            model.generation_config = saved
+        new = out[:, ids.shape[1] :].cpu().tolist()
+        texts = []
+        stop_set = set(stop)
+        for row, toks in zip(batch, new, strict=True):
+            toks = toks[: row.request.max_new_tokens]
+            cut = next((i for i, t in enumerate(toks) if t in stop_set), len(toks))
+            texts.append(self.tokenizer.decode(toks[:cut], skip_special_tokens=True))
+        return texts
+
+    # --- hidden states ----------------------------------------------------------------------
+    def hidden_states(
+        self, requests: Sequence[ScoreRequest], layers: Sequence[int] | None = None
+    ) -> list[np.ndarray]:
+        """Residual-stream states at the positions that predict each continuation token.
+
+        For continuation token ``t`` the state is read at position ``t - 1`` (the last
+        prompt token for the first answer token), the input the model predicts ``t`` from.
+
+        Args:
+            requests: what to teacher-force, as for :meth:`score`.
+            layers: indices into the ``n_layers + 1`` states to keep (saves memory);
+                ``None`` keeps all.
+
+        Returns:
+            Per request a float32 array ``(n_kept_layers, n_cont_tokens, d)``. Index 0 is
+            the embedding output; index ``n_layers`` is the last block's output **after**
+            the final norm, exactly as Hugging Face returns it (so ``lm_head`` of it gives
+            the model's logits); indices in between are pre-norm. Not cached on disk
+            (they are large).
+        """
+        import torch
+
+        requests = list(requests)
+        for i, r in enumerate(requests):
+            if not isinstance(r, ScoreRequest):
+                raise TypeError(
+                    f"hidden_states() takes ScoreRequest values; item {i} is {type(r).__name__}"
+                )
+        n_states = self.n_layers + 1
+        keep = list(range(n_states)) if layers is None else [int(x) for x in layers]
+        bad = [x for x in keep if not -n_states <= x < n_states]
+        if bad:
+            raise ValueError(
+                f"layers {bad} out of range for {n_states} hidden states (0..{n_states - 1})."
+            )
+        todo = {str(i): r for i, r in enumerate(requests)}
+        rows = self._score_rows(todo)
+        d = int(self._text_config().hidden_size)
+        results: dict[str, np.ndarray] = {
+            r.key: np.zeros((len(keep), 0, d), dtype=np.float32) for r in rows if not r.cont_ids
+        }
+        rows = [r for r in rows if r.cont_ids]
+
+        def run(batch: list[_ScoreRow]) -> None:
+            seqs = [list(r.prompt_ids) + r.cont_ids[:-1] for r in batch]
+            ids, mask, lefts = self._pad(seqs, self.tokenizer.padding_side)
+            extra = {"logits_to_keep": 1} if self._takes_logits_to_keep else {}
+            with torch.inference_mode():
+                out = self._forward(
+                    input_ids=ids,
+                    attention_mask=self._attn(ids, mask),
+                    position_ids=_positions(mask),
+                    use_cache=False,
+                    output_hidden_states=True,
+                    **extra,
+                )
+                stacked = torch.stack([out.hidden_states[k] for k in keep])  # L, B, T, d
+                for i, r in enumerate(batch):
+                    start = lefts[i] + len(r.prompt_ids) - 1
+                    sl = stacked[:, i, start : start + len(r.cont_ids)]
+                    results[r.key] = sl.to(torch.float32).cpu().numpy()
+
+        self._run_planned(
+            rows,
+            lambda rs, b: _plan_by_length(
+                rs, lambda r: len(r.prompt_ids) + len(r.cont_ids) - 1, b, self.batch_size or 1 << 30
+            ),
+            run,
+            "hidden states",
+        )
+        return [results[str(i)] for i in range(len(requests))]
+
+    def lm_head_logits(self, h: np.ndarray, layer: int | None = None) -> np.ndarray:
+        """Logit lens: final norm + output head applied to hidden states.
+
+        Hugging Face's last hidden state is already normed, so the norm is skipped for it
+        (norming twice changes the numbers); every other layer is normed first.
+
+        Args:
+            h: either a full stack ``(n_layers + 1, T, d)`` as :meth:`hidden_states`
+                returns with ``layers=None`` (the last entry is treated as normed), or the
+                states of one layer ``(..., d)`` with ``layer`` saying which.
+            layer: the index (into ``0..n_layers``, negatives allowed) ``h`` came from;
+                required unless ``h`` is a full stack.
+
+        Returns:
+            float32 logits with ``h``'s leading shape and the vocabulary as last axis.
+        """
+        import torch
+
+        h = np.asarray(h)
+        n_states = self.n_layers + 1
+        if layer is None:
+            if h.ndim != 3 or h.shape[0] != n_states:
+                raise ValueError(
+                    f"lm_head_logits needs layer=... unless h is a full stack of shape "
+                    f"({n_states}, T, d); got shape {h.shape}."
+                )
+            return np.stack([self.lm_head_logits(h[i], layer=i) for i in range(n_states)])
+        if not -n_states <= layer < n_states:
+            raise ValueError(f"layer {layer} out of range for {n_states} hidden states.")
+        is_last = layer % n_states == n_states - 1
+        head = self.model.get_output_embeddings()
+        param = head.weight
+        with torch.inference_mode():
+            x = torch.as_tensor(h, device=param.device).to(_compute_dtype(param))
+            if not is_last:
+                x = self._final_norm()(x)
+            return head(x).to(torch.float32).cpu().numpy()
+
+    def _final_norm(self):
+        decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
+        for name in ("norm", "final_layernorm", "ln_f", "final_layer_norm"):
+            mod = getattr(decoder, name, None)
+            if mod is not None:
+                return mod
+        raise NotImplementedError(
+            f"Cannot find the final norm of {type(self.model).__name__} (looked for "
+            "norm, final_layernorm, ln_f, final_layer_norm on its decoder); the logit lens "
+            "needs it."
+        )
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def _forward(self, **kwargs):
+        self.stats["forward_calls"] += 1
+        return self.model(**kwargs)
+
+    def _pad(self, seqs: list[list[int]], side: str):
+        """Pad to a rectangle; returns ids, 0/1 real-token mask and each row's left offset."""
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        lefts = []
+        for i, s in enumerate(seqs):
+            left = width - len(s) if side == "left" else 0
+            ids[i, left : left + len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, left : left + len(s)] = 1
+            lefts.append(left)
+        return ids.to(self.device), mask.to(self.device), lefts
+
+    def _attn(self, ids, mask):
+        """The attention mask the model sees: real tokens, minus eot/eos in compat mode."""
+        if not self.compat_openunlearning_mask:
+            return mask
+        import torch
+
+        hidden = torch.isin(ids, torch.tensor(self._compat_ids, device=ids.device))
+        return mask * (~hidden).long()
+
+    def _device_type(self) -> str:
+        return getattr(self.device, "type", str(self.device))
+
+    def _default_budget(self) -> int:
+        """Padded tokens per forward: bounded by logits memory (vocab) and free GPU memory."""
+        text_cfg = self._text_config()
+        vocab = int(getattr(text_cfg, "vocab_size", 32000))
+        hidden = int(getattr(text_cfg, "hidden_size", 1024))
+        per_token = vocab * 12 + hidden * 48  # logits (+ float64 chunk) and activations
+        if self._device_type() == "cuda":
+            import torch
+
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return int(min(max(free * 0.3 / per_token, 256), 65536))
+        return int(min(max((1 << 30) / per_token, 256), 8192))
+
+    def _run_planned(
+        self,
+        work: list,
+        plan: Callable[[list, int], list[list]],
+        run: Callable[[list], None],
+        desc: str,
+    ) -> None:
+        """Plan batches under the token budget and run them, halving it on CUDA OOM."""
+        if not work:
+            return
+        import torch
+        from tqdm.auto import tqdm
+
+        pending = list(work)
+        batches = plan(pending, self._budget)
+        bar = tqdm(
+            total=len(pending),
+            desc=desc,
+            unit="seq",
+            leave=False,
+            disable=not self.progress or len(batches) < _PROGRESS_MIN_BATCHES,
+        )
+        try:
+            while batches:
+                batch = batches.pop(0)
+                try:
+                    run(batch)
+                except torch.OutOfMemoryError as e:
+                    if self.batch_size is not None or self._budget_explicit or self._budget <= 64:
+                        raise RuntimeError(
+                            f"Out of memory in {desc} with batches of up to {len(batch)} "
+                            f"sequences. Fix: pass a smaller --batch-size (or leave it unset "
+                            f"for automatic sizing), or use --dtype bfloat16."
+                        ) from e
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    self._budget //= 2
+                    rest = batch + [r for b in batches for r in b]
+                    batches = plan(rest, self._budget)
+                    continue
+                bar.update(len(batch))
+        finally:
+            bar.close()
+
+
+class _PerRowSampler:
+    """A logits processor that samples each row from its own generator.
+
+    ``generate`` runs greedy (``do_sample=False``); this processor draws the sampled rows'
+    tokens itself (temperature, then top-p, from the row's ``torch.Generator``) and leaves
+    only that token finite, so argmax picks it. Greedy rows (temperature 0) pass through.
+    """
+
+    def __init__(self, temperatures, top_ps, seeds, device):
+        import torch
+
+        self.temps = temperatures
+        self.top_ps = top_ps
+        self.sampled = [i for i, t in enumerate(temperatures) if t > 0]
+        self.generators = {}
+        for i in self.sampled:
+            g = torch.Generator(device=device)
+            g.manual_seed(seeds[i])
+            self.generators[i] = g
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if not self.sampled:
+            return scores
+        idx = torch.tensor(self.sampled, device=scores.device)
+        temps = torch.tensor(
+            [self.temps[i] for i in self.sampled], device=scores.device, dtype=torch.float32
+        )
+        probs = torch.softmax(scores[idx].float() / temps[:, None], dim=-1)
+        top_p = torch.tensor([self.top_ps[i] for i in self.sampled], device=scores.device)
+        if bool((top_p < 1.0).any()):
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            before = sorted_p.cumsum(dim=-1) - sorted_p  # mass strictly above each token
+            drop_sorted = before >= top_p[:, None]
+            drop_sorted[:, 0] = False  # always keep the most likely token
+            drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+            probs = probs.masked_fill(drop, 0.0)
+        chosen = [
+            int(torch.multinomial(probs[j], 1, generator=self.generators[i]))
+            for j, i in enumerate(self.sampled)
+        ]
+        out = scores.clone()
+        out[idx] = -math.inf
+        out[idx, torch.tensor(chosen, device=scores.device)] = 0.0
+        return out
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _positions(mask):
+    """Position ids counting real tokens only, so padding never shifts a position."""
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+def _reuse_pays(batch: list[_ScoreRow]) -> bool:
+    """Whether the cached-prefix passes save work here (else one full pass is cheaper)."""
+    if min(len(r.prompt_ids) for r in batch) < 2:
+        return False  # a one-token prompt leaves no prefix to cache
+    distinct = {r.prompt_ids for r in batch}
+    if len(distinct) < len(batch):
+        return True  # some prompt feeds several continuations
+    if len(distinct) == 1:
+        return False
+    return _common_prefix_len([list(p[:-1]) for p in distinct]) >= _MIN_SHARED_PREFIX
+
+
+def _length_bands(lengths: list[int], overhead: int) -> list[tuple[int, int]]:
+    """Cut sorted ``lengths`` into contiguous bands minimising padded tokens + calls.
+
+    Cost of a band = rows x its longest length; each band adds ``overhead``. Exact dynamic
+    programme over the positions where the length changes (few distinct lengths).
+    """
+    n = len(lengths)
+    cuts = [0] + [i for i in range(1, n) if lengths[i] != lengths[i - 1]] + [n]
+    best = {0: (0, None)}  # cut position -> (cost, previous cut)
+    for j in range(1, len(cuts)):
+        end = cuts[j]
+        options = []
+        for i in range(j):
+            start = cuts[i]
+            cost = best[start][0] + (end - start) * lengths[end - 1] + overhead
+            options.append((cost, start))
+        best[end] = min(options)
+    bands, end = [], n
+    while end:
+        start = best[end][1]
+        bands.append((start, end))
+        end = start
+    return bands[::-1]
+
+
+def _common_prefix_len(seqs: list[list[int]]) -> int:
+    n = min(len(x) for x in seqs)
+    first = seqs[0]
+    for i in range(n):
+        t = first[i]
+        if any(x[i] != t for x in seqs):
+            return i
+    return n
+
+
+def _log_prob_of(logits, targets):
+    """float64 ``log_softmax(logits)[target]`` per row, exponentials in float32.
+
+    ``exp(x - max)`` lies in (0, 1]; its float32 relative error (~6e-8) is all the
+    shortcut costs, while the sum, the log and the subtraction run in float64.
+    """
+    import torch
+
+    x = logits.float()
+    top = x.max(dim=-1, keepdim=True).values
+    sum_exp = (x - top).exp().sum(dim=-1, dtype=torch.float64)
+    target = x.gather(1, targets[:, None])[:, 0].double()
+    return target - top[:, 0].double() - sum_exp.log()
+
+
+def _compute_dtype(param):
+    import torch
+
+    # Quantized heads keep int8/uint8 storage; activations then run in the compute dtype.
+    return param.dtype if param.dtype.is_floating_point else torch.float16
+
+
+def _plan_by_length(
+    rows: list, length: Callable[[Any], int], budget: int, max_rows: int, presorted: bool = False
+) -> list[list]:
+    """Sort by length and cut batches whose padded size (rows x longest) fits the budget."""
+    ordered = rows if presorted else sorted(rows, key=length)
+    batches: list[list] = []
+    cur: list = []
+    longest = 0
+    for r in ordered:
+        n = length(r)
+        if cur and (len(cur) + 1 > max_rows or (len(cur) + 1) * max(longest, n) > budget):
+            batches.append(cur)
+            cur, longest = [], 0
+        cur.append(r)
+        longest = max(longest, n)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _sample_seed(seed: int, index: int) -> int:
+    """A well-mixed 63-bit seed for sample ``index`` of a request seeded ``seed``."""
+    return int(
+        np.random.SeedSequence([int(seed) & (2**63 - 1), index]).generate_state(1, np.uint64)[0]
+        >> 1
+    )
+
+
+def _check_gen_request(i: int, r: Any) -> None:
+    if not isinstance(r, GenRequest):
+        raise TypeError(f"generate() takes GenRequest values; item {i} is {type(r).__name__}")
+    if r.n < 1:
+        raise ValueError(f"GenRequest {i}: n must be >= 1; got {r.n}")
+    if r.max_new_tokens < 1:
+        raise ValueError(f"GenRequest {i}: max_new_tokens must be >= 1; got {r.max_new_tokens}")
+    if r.temperature < 0:
+        raise ValueError(f"GenRequest {i}: temperature must be >= 0; got {r.temperature}")
+    if r.temperature == 0 and r.n != 1:
+        raise ValueError(
+            f"GenRequest {i}: greedy decoding (temperature=0) gives one answer, so n must be 1; "
+            f"got n={r.n}. Use temperature > 0 for several samples."
+        )
+    if not 0 < r.top_p <= 1:
+        raise ValueError(f"GenRequest {i}: top_p must be in (0, 1]; got {r.top_p}")
+
+
+def _scores_to_json(s: TokenScores) -> dict:
+    return {
+        "logprobs": [float(x) for x in s.logprobs],
+        "token_ids": list(s.token_ids),
+        "offsets": [list(o) for o in s.offsets],
+    }
+
+
+def _scores_from_json(d: dict) -> TokenScores:
+    return TokenScores(
+        np.asarray(d["logprobs"], dtype=np.float64),
+        list(d["token_ids"]),
+        [tuple(o) for o in d["offsets"]],
+    )
+
+
+def _copy_scores(s: TokenScores) -> TokenScores:
+    # Duplicated requests must not share one mutable array.
+    return TokenScores(s.logprobs.copy(), list(s.token_ids), list(s.offsets))

@@ -1,0 +1,204 @@
+"""Rendering a :class:`Prompt` to the exact text and token ids a model is shown.
+
+The format is part of the model's configuration, not of the item: the same item is asked
+of a Llama-3 chat checkpoint through its chat template (with TOFU's system prompt and a
+pinned date) and of a base model through plain ``Question:/Answer:`` text. Scoring,
+generation and fine-tuning all tokenise through :meth:`PromptFormat.encode_prompt` and
+:meth:`PromptFormat.encode_continuation`, so what is trained is exactly what is measured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unlearn_audit.model._load import ModelLoadError
+from unlearn_audit.model._types import Prompt
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+# TOFU/open-unlearning evaluate Llama-3 with this date; without it the template inserts
+# today's date and every number drifts from one day to the next.
+DEFAULT_DATE_STRING = "10 Apr 2025"
+EOT_TOKEN = "<|eot_id|>"
+
+
+class PromptFormat:
+    """Base class: prompt -> text -> token ids, and the token that closes an answer.
+
+    Attributes:
+        kind: ``chat`` or ``plain``; part of the engine's cache key.
+        eot_token_id: the token that ends the assistant's turn; appended to scored
+            continuations (``add_eot``) and a stop token for generation.
+    """
+
+    kind: str = "base"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.eot_token_id: int | None = tokenizer.eos_token_id
+
+    def render(self, prompt: Prompt) -> str:
+        """The full prompt text, ending where the assistant's answer begins (after the stem)."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """The settings that change rendered text, for cache keys and the report."""
+        return {"kind": self.kind}
+
+    def stop_token_ids(self) -> list[int]:
+        """Token ids that end a generation: the end-of-turn token and EOS."""
+        ids = [self.eot_token_id, self.tokenizer.eos_token_id]
+        return list(dict.fromkeys(int(i) for i in ids if i is not None))
+
+    def encode_prompt(self, prompt: Prompt | str) -> list[int]:
+        """Token ids of the rendered prompt, with special tokens as the template renders them.
+
+        BOS is added by the tokenizer only when the rendered text does not already start
+        with it (chat templates write it themselves; a second BOS changes every number).
+        """
+        text = prompt if isinstance(prompt, str) else self.render(prompt)
+        bos = self.tokenizer.bos_token
+        has_bos = bool(bos) and text.startswith(bos)
+        ids = self.tokenizer(text, add_special_tokens=not has_bos)["input_ids"]
+        return list(ids)
+
+    def encode_continuation(
+        self, text: str, add_eot: bool = True
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and character offsets of an answer, tokenised on its own.
+
+        The answer is tokenised separately from the prompt (no special tokens), as TOFU
+        and open-unlearning do, so its tokens do not depend on how the prompt ends.
+
+        Returns:
+            ``(ids, offsets)``; with ``add_eot`` the end-of-turn id is last with the empty
+            span ``(len(text), len(text))``.
+
+        Raises:
+            ValueError: ``add_eot`` but the tokenizer has neither an end-of-turn nor EOS token.
+        """
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+        if add_eot:
+            if self.eot_token_id is None:
+                raise ValueError(
+                    "add_eot=True but the tokenizer has no end-of-turn or EOS token; "
+                    "score with ScoreRequest(add_eot=False)."
+                )
+            ids.append(int(self.eot_token_id))
+            offsets.append((len(text), len(text)))
+        return ids, offsets
+
+
+class ChatFormat(PromptFormat):
+    """The tokenizer's chat template, with an optional system prompt and a fixed date.
+
+    Args:
+        tokenizer: a tokenizer whose ``chat_template`` is set.
+        system_prompt: prepended as the system message; ``None`` omits the message.
+        date_string: passed to the template (Llama-3 templates print it in the system block).
+    """
+
+    kind = "chat"
+
+    def __init__(
+        self,
+        tokenizer,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        date_string: str = DEFAULT_DATE_STRING,
+    ):
+        super().__init__(tokenizer)
+        if not getattr(tokenizer, "chat_template", None):
+            raise _no_template_error(tokenizer)
+        self.system_prompt = system_prompt
+        self.date_string = date_string
+        vocab = tokenizer.get_vocab()
+        self.eot_token_id = vocab.get(EOT_TOKEN, tokenizer.eos_token_id)
+
+    def messages(self, prompt: Prompt) -> list[dict[str, str]]:
+        msgs = (
+            []
+            if self.system_prompt is None
+            else [{"role": "system", "content": self.system_prompt}]
+        )
+        msgs += [{"role": role, "content": text} for role, text in prompt.turns]
+        return msgs
+
+    def render(self, prompt: Prompt) -> str:
+        _check_turns(prompt)
+        text = self.tokenizer.apply_chat_template(
+            self.messages(prompt),
+            add_generation_prompt=True,
+            tokenize=False,
+            date_string=self.date_string,
+        )
+        return text + prompt.stem
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "system_prompt": self.system_prompt,
+            "date_string": self.date_string,
+        }
+
+
+class PlainFormat(PromptFormat):
+    """``Question: {q}\\nAnswer: {stem}`` for models without a chat template.
+
+    Earlier turns become ``Question:``/``Answer:`` pairs, one per line. There is no system
+    prompt (TOFU's plain format has none); the end-of-turn token is EOS.
+    """
+
+    kind = "plain"
+
+    def render(self, prompt: Prompt) -> str:
+        _check_turns(prompt)
+        lines = []
+        for role, text in prompt.turns:
+            lines.append(f"Question: {text}" if role == "user" else f"Answer: {text}")
+        return "\n".join(lines) + f"\nAnswer: {prompt.stem}"
+
+
+def _check_turns(prompt: Prompt) -> None:
+    if not prompt.turns or prompt.turns[-1][0] != "user":
+        raise ValueError(
+            f"A Prompt must end with a user turn; got turns={prompt.turns!r}. "
+            "Put the text the answer starts with in Prompt.stem."
+        )
+    bad = [role for role, _ in prompt.turns if role not in ("user", "assistant")]
+    if bad:
+        raise ValueError(f"Prompt turn roles must be 'user' or 'assistant'; got {bad!r}.")
+
+
+def _no_template_error(tokenizer) -> ModelLoadError:
+    name = getattr(tokenizer, "name_or_path", "") or "this model"
+    return ModelLoadError(
+        f"The tokenizer of {name} has no chat template, so the chat prompt format cannot "
+        "be rendered. Fix: pass --prompt-format plain (Question:/Answer: text) for a base "
+        "model, or use a checkpoint whose tokenizer_config.json/chat_template.jinja has one."
+    )
+
+
+def make_format(
+    tokenizer,
+    kind: str = "chat",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    date_string: str = DEFAULT_DATE_STRING,
+) -> PromptFormat:
+    """The prompt format a run asked for.
+
+    Chat is the default and never silently falls back to plain: numbers from the two
+    formats are not comparable, so plain must be chosen explicitly.
+    ``system_prompt`` and ``date_string`` only affect the chat format.
+
+    Raises:
+        ModelLoadError: ``chat`` on a tokenizer without a chat template.
+        ValueError: an unknown ``kind``.
+    """
+    if kind == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise _no_template_error(tokenizer)
+        return ChatFormat(tokenizer, system_prompt=system_prompt, date_string=date_string)
+    if kind == "plain":
+        return PlainFormat(tokenizer)
+    raise ValueError(f"--prompt-format {kind!r} is not supported. Use chat or plain.")

@@ -1,0 +1,544 @@
+"""Loading a checkpoint: hub id, local directory or PEFT adapter, with a content fingerprint.
+
+Everything that decides which numbers a model produces is resolved here, once: where the
+files are, which weights and tokenizer they hold, the dtype, the device and the
+quantization mode. The fingerprint hashes exactly those inputs, so an on-disk result cache
+keyed by it can never serve one checkpoint's numbers for another (open-unlearning's resume
+silently reuses stale results; this is the fix).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unlearn_audit.model._cache import default_cache_dir
+
+QUANTIZATION_MODES = (None, "int8", "nf4")
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
+SAFE_WEIGHTS = ("*.safetensors",)
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+# Any of these means a directory carries a tokenizer that ``AutoTokenizer`` can load.
+_TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint cannot be loaded as asked; the message says what is wrong and the fix."""
+
+
+class QuantizationUnavailable(RuntimeError):
+    """Quantized loading is impossible here (bitsandbytes missing or unsupported).
+
+    Kept apart from :class:`ModelLoadError` because it is a property of the machine, not a
+    mistake in the request: views report it as ``skipped`` with this message as the reason.
+    """
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load and how; everything a user can say about a model on the command line.
+
+    Attributes:
+        source: a hub id, a local directory with a full model, or a PEFT/LoRA adapter
+            directory (one holding ``adapter_config.json``).
+        label: the name the report uses for this model.
+        role: ``candidate``, ``full``, ``retain`` or ``base``.
+        base: the base model of an adapter; defaults to the adapter's
+            ``base_model_name_or_path``.
+        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``bfloat16``,
+            ``float16``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+        quantization: ``None``, ``int8`` (LLM.int8) or ``nf4`` (4-bit NormalFloat),
+            both through bitsandbytes.
+        trust_remote_code: run the checkpoint's own Python code; off unless asked for.
+        allow_pickle: accept pickle weights (``*.bin``/``*.pt``), which can execute code
+            when loaded; off unless asked for.
+    """
+
+    source: str
+    label: str
+    role: str = "candidate"
+    base: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    quantization: str | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the engine.
+
+    Attributes:
+        model: the ``PreTrainedModel`` in eval mode (adapters already merged).
+        tokenizer: its tokenizer, unchanged from disk.
+        spec: what was asked for.
+        fingerprint: sha256 over weight bytes, tokenizer files and the quantization mode.
+        device: where the model's parameters live.
+        dtype: the torch dtype the weights compute in, as a string (``float32``, ...).
+        path: the local directory the weights came from (an adapter's own directory).
+    """
+
+    model: Any
+    tokenizer: Any
+    spec: ModelSpec
+    fingerprint: str
+    device: Any
+    dtype: str = "float32"
+    path: Path | None = None
+
+
+# --- resolution -------------------------------------------------------------------------------
+
+
+def _looks_like_path(source: str) -> bool:
+    """True when ``source`` can only be a filesystem path, never a hub id (``org/name``)."""
+    return (
+        source.startswith(("/", "./", "../", "~", "\\"))
+        or source.count("/") > 1
+        or (len(source) > 1 and source[1] == ":")  # a Windows drive
+    )
+
+
+def _hub_offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # pragma: no cover - hub library always ships with transformers
+        return False
+
+
+def resolve_source(source: str, *, allow_pickle: bool = False) -> Path:
+    """Turn a hub id or a path into a local directory holding the checkpoint's files.
+
+    A hub id is looked up in the local hub cache first (works offline), then downloaded,
+    fetching only the files loading needs (no pickle weights unless ``allow_pickle``).
+
+    Raises:
+        ModelLoadError: when ``source`` is neither an existing directory nor a hub id that
+            could be reached.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists():
+        raise ModelLoadError(
+            f"Model source {source!r} is a file, not a directory. Pass the directory that "
+            "holds config.json and the weights (or adapter_config.json for an adapter)."
+        )
+    fix = (
+        "Fix: pass an existing local directory (check the spelling and the working "
+        "directory), or a hub id like 'org/name' on a machine that can reach the hub "
+        "(or has it in the local hub cache: `huggingface-cli download ORG/NAME`)."
+    )
+    if _looks_like_path(source):
+        raise ModelLoadError(
+            f"Model source {source!r} is neither a local directory (no such path) nor a hub "
+            f"id. {fix}"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:  # pragma: no cover
+        raise ModelLoadError(f"Cannot resolve hub id {source!r}: {e}. {fix}") from e
+    patterns = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"]
+    if allow_pickle:
+        patterns += ["*.bin", "*.pt", "*.pth"]
+    errors = []
+    for local_only in (True, False):
+        if not local_only and _hub_offline():
+            errors.append("HF_HUB_OFFLINE is set, so the hub was not asked")
+            break
+        try:
+            return Path(
+                snapshot_download(source, allow_patterns=patterns, local_files_only=local_only)
+            )
+        except Exception as e:  # the hub raises a zoo of types: validation, network, 404
+            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    raise ModelLoadError(
+        f"Model source {source!r} is neither a local directory (no such path) nor a reachable "
+        f"hub id ({'; '.join(errors)}). {fix}"
+    )
+
+
+def _glob(directory: Path, patterns: tuple[str, ...]) -> list[Path]:
+    found: set[Path] = set()
+    for pattern in patterns:
+        found.update(p for p in directory.glob(pattern) if p.is_file())
+    return sorted(found)
+
+
+def _weight_files(directory: Path, *, adapter: bool, allow_pickle: bool, source: str) -> list[Path]:
+    """The weight files ``from_pretrained`` will read, refusing pickle-only checkpoints.
+
+    Raises:
+        ModelLoadError: no weights at all, or only pickle weights without the opt-in.
+    """
+    prefix = "adapter_model" if adapter else ""
+    safe = [p for p in _glob(directory, SAFE_WEIGHTS) if p.name.startswith(prefix)]
+    if safe:
+        return safe
+    pickled = [p for p in _glob(directory, PICKLE_WEIGHTS) if p.name.startswith(prefix)]
+    if pickled and not allow_pickle:
+        names = ", ".join(p.name for p in pickled[:3])
+        raise ModelLoadError(
+            f"{source}: only pickle weights found ({names}); loading a pickle can run "
+            "arbitrary code, so it is off by default. Fix: convert the checkpoint to "
+            "safetensors (load it once you trust it, then `model.save_pretrained(DIR, "
+            "safe_serialization=True)`), or pass --allow-pickle (ModelSpec(allow_pickle=True)) "
+            "if you trust its origin."
+        )
+    if pickled:
+        return pickled
+    kind = "adapter weights (adapter_model.safetensors)" if adapter else "weights (*.safetensors)"
+    raise ModelLoadError(
+        f"{source}: no {kind} found in {directory}. Fix: point at the directory that "
+        "save_pretrained wrote, which holds the weight files; if the checkpoint only has "
+        "pickle weights (*.bin) on the hub, pass --allow-pickle to fetch them."
+    )
+
+
+def _has_tokenizer(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in _TOKENIZER_MARKERS)
+
+
+# --- fingerprint ------------------------------------------------------------------------------
+
+
+class _HashCache:
+    """File sha256 values remembered by (path, size, mtime), so big weights hash once.
+
+    Stored as a small JSON file; concurrent writers may drop each other's entries, which
+    only costs a re-hash, never a wrong hash (size and mtime must both still match).
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, dict] = {}
+        self.dirty = False
+        if path is not None and path.is_file():
+            try:
+                self.entries = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self.entries = {}  # a torn or foreign file: start over
+
+    def sha256(self, file: Path) -> str:
+        real = file.resolve()  # hub snapshots are symlinks into a blob store
+        st = real.stat()
+        key = str(real)
+        hit = self.entries.get(key)
+        if hit and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
+            return hit["sha256"]
+        h = hashlib.sha256()
+        with open(real, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+        self.entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".hashes-", suffix=".json")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.entries, fh, indent=0, sort_keys=True)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a read-only cache only means hashing again next run
+
+
+def compute_fingerprint(
+    weight_files: list[tuple[str, Path]],
+    tokenizer_dir: Path,
+    quantization: str | None,
+    *,
+    hash_cache: Path | None = None,
+) -> str:
+    """sha256 over weight bytes, tokenizer files and the quantization mode.
+
+    Files enter by role and name (not absolute path), so the same checkpoint copied
+    elsewhere keeps its fingerprint.
+
+    Args:
+        weight_files: ``(role, path)`` pairs; role separates a base model's files from an
+            adapter's (``adapter_config.json`` belongs here too: its scaling changes numbers).
+        tokenizer_dir: where the tokenizer files were read from.
+        quantization: the quantization mode (``None`` for full precision).
+        hash_cache: JSON file remembering file hashes; ``None`` hashes every time.
+    """
+    cache = _HashCache(hash_cache)
+    outer = hashlib.sha256()
+    for role, file in sorted(weight_files, key=lambda rp: (rp[0], rp[1].name)):
+        outer.update(f"{role}:{file.name}:{cache.sha256(file)}\n".encode())
+    for name in TOKENIZER_FILES:
+        file = tokenizer_dir / name
+        if file.is_file():
+            outer.update(f"tokenizer:{name}:{cache.sha256(file)}\n".encode())
+    outer.update(f"quantization:{quantization or 'none'}\n".encode())
+    cache.save()
+    return outer.hexdigest()
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _resolve_device(device: str):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ModelLoadError(
+            f"--device {device!r} is not a device torch knows ({e}). Use auto, cpu, cuda, "
+            "cuda:N or mps."
+        ) from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"--device {device!r} asks for CUDA but torch sees no CUDA device "
+            f"(torch {torch.__version__}). Use --device cpu or install a CUDA build of torch."
+        )
+    return dev
+
+
+def _resolve_dtype(dtype: str, device) -> str:
+    if dtype == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    name = _DTYPES.get(str(dtype).lower())
+    if name is None:
+        raise ModelLoadError(
+            f"--dtype {dtype!r} is not supported. Use auto, float32, bfloat16 or float16."
+        )
+    return name
+
+
+def _quantization_config(mode: str, compute_dtype):
+    """A ``BitsAndBytesConfig`` for ``mode``, or :class:`QuantizationUnavailable` with why."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as e:  # ImportError, or a broken native library raising at import
+        raise QuantizationUnavailable(
+            f"{mode} quantization needs bitsandbytes, which cannot be imported here "
+            f"({type(e).__name__}: {e}). Fix: pip install 'bitsandbytes>=0.45' "
+            "(it needs a supported GPU or CPU backend)."
+        ) from e
+    from transformers import BitsAndBytesConfig
+
+    if mode == "int8":
+        _quiet_int8_cast_warning()
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype
+    )
+
+
+class _DropInt8CastWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
+
+
+def _quiet_int8_cast_warning() -> None:
+    """Silence bitsandbytes' per-matmul notice that float32 inputs are cast to float16.
+
+    Expected for LLM.int8 and logged on every forward call: thousands of identical lines
+    would drown the audit's own output.
+    """
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _DropInt8CastWarning) for f in logger.filters):
+        logger.addFilter(_DropInt8CastWarning())
+
+
+def _from_pretrained(directory: Path, spec: ModelSpec, device, dtype: str, quant_mode):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {
+        "dtype": getattr(torch, dtype),
+        "trust_remote_code": spec.trust_remote_code,
+        # False only for a pickle-only directory, which _weight_files has already vetted
+        # against the allow_pickle opt-in.
+        "use_safetensors": any(directory.glob("*.safetensors")),
+    }
+    if quant_mode is not None:
+        kwargs["quantization_config"] = _quantization_config(quant_mode, getattr(torch, dtype))
+        kwargs["device_map"] = {"": str(device)}
+        try:
+            return AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+        except (ModelLoadError, QuantizationUnavailable):
+            raise
+        except Exception as e:
+            # Files were vetted before this point, so a failure here is bitsandbytes (or the
+            # platform) refusing the mode: report it as unavailable, not as a user error.
+            raise QuantizationUnavailable(
+                f"{quant_mode} quantization failed on {device} ({type(e).__name__}: {e})"
+            ) from e
+    model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+    return model.to(device)
+
+
+def load_model(spec: ModelSpec, *, hash_cache: Path | None | bool = True) -> LoadedModel:
+    """Load a checkpoint as ``spec`` says and fingerprint it.
+
+    Args:
+        spec: what to load.
+        hash_cache: JSON file caching file hashes; ``True`` uses
+            ``<cache dir>/file_hashes.json`` (see :func:`default_cache_dir`), ``None`` or
+            ``False`` disables it.
+
+    Returns:
+        The model in eval mode (an adapter merged into its base for speed), its tokenizer
+        and fingerprint.
+
+    Raises:
+        ModelLoadError: the source is missing, has no tokenizer, only pickle weights without
+            ``allow_pickle``, or an invalid dtype/device/quantization.
+        QuantizationUnavailable: quantization was asked for and cannot run here.
+    """
+    if spec.quantization not in QUANTIZATION_MODES:
+        raise ModelLoadError(
+            f"quantization {spec.quantization!r} is not supported. Use none, int8 or nf4."
+        )
+    if hash_cache is True:
+        hash_cache = default_cache_dir() / "file_hashes.json"
+    elif hash_cache is False:
+        hash_cache = None
+    device = _resolve_device(spec.device)
+    dtype = _resolve_dtype(spec.dtype, device)
+
+    directory = resolve_source(spec.source, allow_pickle=spec.allow_pickle)
+    adapter_cfg_file = directory / "adapter_config.json"
+    if adapter_cfg_file.is_file():
+        return _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache)
+
+    weights = _weight_files(
+        directory, adapter=False, allow_pickle=spec.allow_pickle, source=spec.source
+    )
+    tokenizer = _load_tokenizer(directory, spec)
+    fingerprint = compute_fingerprint(
+        [("model", w) for w in weights], directory, spec.quantization, hash_cache=hash_cache
+    )
+    model = _from_pretrained(directory, spec, device, dtype, spec.quantization)
+    model.eval()
+    return LoadedModel(model, tokenizer, spec, fingerprint, _model_device(model), dtype, directory)
+
+
+def _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache) -> LoadedModel:
+    """A PEFT adapter on top of its base, merged in full precision.
+
+    With quantization the merged weights are written to a temporary directory and loaded
+    from there quantized: rounding must apply to the merged weights the candidate really
+    has, not to the base with an unrounded adapter on top.
+    """
+    try:
+        adapter_cfg = json.loads(adapter_cfg_file.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{adapter_cfg_file}: unreadable adapter config ({e}).") from e
+    base_source = spec.base or adapter_cfg.get("base_model_name_or_path")
+    if not base_source:
+        raise ModelLoadError(
+            f"{spec.source}: adapter_config.json names no base model "
+            "(base_model_name_or_path). Fix: pass the base with --base-model "
+            "(ModelSpec(base=...))."
+        )
+    base_dir = resolve_source(base_source, allow_pickle=spec.allow_pickle)
+    adapter_weights = _weight_files(
+        directory, adapter=True, allow_pickle=spec.allow_pickle, source=spec.source
+    )
+    base_weights = _weight_files(
+        base_dir, adapter=False, allow_pickle=spec.allow_pickle, source=base_source
+    )
+    tok_dir = directory if _has_tokenizer(directory) else base_dir
+    tokenizer = _load_tokenizer(tok_dir, spec, also_checked=directory)
+    fingerprint = compute_fingerprint(
+        [("base", w) for w in base_weights]
+        + [("adapter", w) for w in adapter_weights]
+        + [("adapter", adapter_cfg_file)],
+        tok_dir,
+        spec.quantization,
+        hash_cache=hash_cache,
+    )
+    try:
+        from peft import PeftModel
+    except ImportError as e:
+        raise ModelLoadError(
+            f"{spec.source} is a PEFT adapter, which needs peft. Fix: pip install 'peft>=0.11'"
+        ) from e
+
+    if spec.quantization is None:
+        base = _from_pretrained(base_dir, spec, device, dtype, None)
+        model = PeftModel.from_pretrained(base, directory).merge_and_unload()
+        model.eval()
+        return LoadedModel(
+            model, tokenizer, spec, fingerprint, _model_device(model), dtype, directory
+        )
+
+    import torch
+
+    # Fail fast (before the full-precision merge) when bitsandbytes is absent.
+    _quantization_config(spec.quantization, getattr(torch, dtype))
+    cpu_spec = dataclasses.replace(spec, quantization=None)
+    base = _from_pretrained(base_dir, cpu_spec, torch.device("cpu"), dtype, None)
+    merged = PeftModel.from_pretrained(base, directory).merge_and_unload()
+    with tempfile.TemporaryDirectory(prefix="unlearn-audit-merged-") as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        del merged, base
+        model = _from_pretrained(Path(tmp), spec, device, dtype, spec.quantization)
+    model.eval()
+    return LoadedModel(model, tokenizer, spec, fingerprint, _model_device(model), dtype, directory)
+
+
+def _load_tokenizer(directory: Path, spec: ModelSpec, also_checked: Path | None = None):
+    if not _has_tokenizer(directory):
+        where = f"{directory}" + (f" or {also_checked}" if also_checked else "")
+        raise ModelLoadError(
+            f"{spec.source}: no tokenizer files in {where} (looked for "
+            f"{', '.join(_TOKENIZER_MARKERS)}). Fix: save the tokenizer next to the weights "
+            "(`AutoTokenizer.from_pretrained(BASE).save_pretrained(DIR)`)."
+        )
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(directory, trust_remote_code=spec.trust_remote_code)
+    except Exception as e:
+        raise ModelLoadError(
+            f"{spec.source}: the tokenizer in {directory} failed to load ({type(e).__name__}: {e})."
+        ) from e
+
+
+def _model_device(model):
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover - a model without parameters
+        import torch
+
+        return torch.device("cpu")

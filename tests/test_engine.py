@@ -1,0 +1,527 @@
+"""The engine: batching never changes numbers, caching, generation, hidden states, finetune.
+
+The reference for every number is the simplest possible computation: one unpadded
+sequence through the model, ``log_softmax`` in float64. Everything the engine does to be
+fast (sorting, padding on either side, prefix KV reuse, deduplication, the disk cache)
+must reproduce it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from _tiny import save_checkpoint
+from unlearn_audit.model import (
+    Engine,
+    GenRequest,
+    ModelSpec,
+    Prompt,
+    ScoreRequest,
+    finetune,
+    load_model,
+    make_format,
+)
+
+PROMPTS = [
+    Prompt.question("Where was Elena Marwick born?"),
+    Prompt.question("What genre does Tomas Okonkwo-Reyes write?", stem="He writes"),
+    Prompt(
+        turns=(
+            ("user", "Clue: she writes gothic novels."),
+            ("assistant", "Noted."),
+            ("user", "Who is she?"),
+        )
+    ),
+    Prompt.question("Hi?"),
+    # Stems make one prompt a token-prefix of another: an empty per-prompt suffix.
+    Prompt.question("Hi?", stem="Yes"),
+    Prompt.question("Hi?", stem="Yes, it is"),
+]
+CONTINUATIONS = [
+    "Port Aldric.",
+    "Elena Marwick was born in the city of Port Aldric, by the sea.",
+    "poetry",
+    "",
+    "1961",
+    "The Drowned Bell, Lanterns at Low Tide and Ashgrove.",
+]
+
+
+def cpu_spec(source: str, label: str, **kwargs) -> ModelSpec:
+    """Tests pin the CPU (float32) so they behave the same on a machine with a GPU."""
+    return ModelSpec(source, label, **{"device": "cpu", **kwargs})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny matrices: two intra-op threads only add synchronisation, and on a loaded
+    # two-core machine their spinning makes each matmul ~100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    d = save_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+    return load_model(cpu_spec(str(d), "tiny"), hash_cache=None)
+
+
+@pytest.fixture(scope="module")
+def chat(loaded):
+    return make_format(loaded.tokenizer, kind="chat")
+
+
+@pytest.fixture(scope="module")
+def plain(loaded):
+    return make_format(loaded.tokenizer, kind="plain")
+
+
+@pytest.fixture
+def padding_side(loaded):
+    """Set the shared tokenizer's padding side for one test, restoring it afterwards."""
+    original = loaded.tokenizer.padding_side
+
+    def set_side(side: str) -> None:
+        loaded.tokenizer.padding_side = side
+
+    yield set_side
+    loaded.tokenizer.padding_side = original
+
+
+def reference(model, fmt, req: ScoreRequest, compat: bool = False) -> np.ndarray:
+    """One request alone, unpadded; compat masks eot/eos tokens like open-unlearning."""
+    p = fmt.encode_prompt(req.prompt)
+    c, _ = fmt.encode_continuation(req.continuation, add_eot=req.add_eot)
+    ids = torch.tensor([p + c])
+    mask = torch.ones_like(ids)
+    if compat:
+        hidden = {fmt.eot_token_id, fmt.tokenizer.eos_token_id}
+        mask = torch.tensor([[0 if t in hidden else 1 for t in p + c]])
+    with torch.no_grad():
+        logits = model(
+            input_ids=ids, attention_mask=mask, position_ids=torch.arange(ids.shape[1])[None]
+        ).logits[0]
+    lsm = logits.double().log_softmax(-1)
+    return np.array([lsm[len(p) - 1 + i, t].item() for i, t in enumerate(c)])
+
+
+_REF: dict = {}
+
+
+def cached_reference(loaded, fmt, req):
+    key = (fmt.kind, req)
+    if key not in _REF:
+        _REF[key] = reference(loaded.model, fmt, req)
+    return _REF[key]
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+requests_st = st.lists(
+    st.builds(
+        ScoreRequest,
+        prompt=st.sampled_from(PROMPTS),
+        continuation=st.sampled_from(CONTINUATIONS),
+        add_eot=st.booleans(),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    requests=requests_st,
+    side=st.sampled_from(["left", "right"]),
+    share_prefix=st.booleans(),
+    batch_size=st.sampled_from([None, 1, 2, 3]),
+    token_budget=st.sampled_from([None, 96, 200]),
+    kind=st.sampled_from(["chat", "plain"]),
+    call_overhead=st.sampled_from([0, 64, 10**9]),  # many length bands .. one band
+)
+def test_batched_scoring_equals_one_at_a_time(
+    loaded,
+    chat,
+    plain,
+    padding_side,
+    requests,
+    side,
+    share_prefix,
+    batch_size,
+    token_budget,
+    kind,
+    call_overhead,
+):
+    fmt = chat if kind == "chat" else plain
+    padding_side(side)
+    engine = Engine(
+        loaded,
+        fmt,
+        None,
+        batch_size=batch_size,
+        progress=False,
+        share_prefix=share_prefix,
+        token_budget=token_budget,
+    )
+    engine._call_overhead = call_overhead
+    got = engine.score(requests)
+    assert len(got) == len(requests)
+    for req, scores in zip(requests, got, strict=True):
+        ref = cached_reference(loaded, fmt, req)
+        ids, offsets = fmt.encode_continuation(req.continuation, add_eot=req.add_eot)
+        assert scores.token_ids == ids and scores.offsets == offsets
+        assert scores.logprobs.dtype == np.float64
+        np.testing.assert_allclose(scores.logprobs, ref, atol=1e-4, rtol=0)
+
+
+def test_one_at_a_time_engine_matches_reference(loaded, chat):
+    engine = Engine(loaded, chat, None, batch_size=1, progress=False)
+    reqs = [ScoreRequest(p, c) for p in PROMPTS[:2] for c in CONTINUATIONS[:2]]
+    for req in reqs:
+        (one,) = engine.score([req])
+        np.testing.assert_allclose(one.logprobs, reference(loaded.model, chat, req), atol=1e-4)
+
+
+def test_shared_prompts_are_computed_once(loaded, chat):
+    # One item's pattern: a paraphrased answer and five perturbed ones after one prompt.
+    reqs = [ScoreRequest(PROMPTS[0], c) for c in CONTINUATIONS]
+    engine = Engine(loaded, chat, None, progress=False)
+    engine.score(reqs + reqs[:2])  # duplicates are deduplicated, not recomputed
+    assert engine.stats["score_rows"] == len(CONTINUATIONS)
+    assert engine.stats["forward_calls"] < len(CONTINUATIONS)
+    prompt_len = len(chat.encode_prompt(PROMPTS[0]))
+    # Every row but one read the prompt (minus its last token) from the cache.
+    assert engine.stats["prefix_tokens_reused"] == (len(CONTINUATIONS) - 1) * (prompt_len - 1)
+
+
+def test_prefix_shared_by_all_prompts_runs_once(loaded, chat):
+    # Two questions share the chat template's system block: it is computed once, each
+    # question's remainder once, and the continuations read both from the cache.
+    reqs = [ScoreRequest(p, c) for p in PROMPTS[:2] for c in CONTINUATIONS[:3]]
+    engine = Engine(loaded, chat, None, progress=False)
+    engine.score(reqs)
+    a, b = (chat.encode_prompt(p)[:-1] for p in PROMPTS[:2])
+    common = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    assert common >= 8  # the system block
+    computed = common + (len(a) - common) + (len(b) - common)
+    assert engine.stats["prefix_tokens_reused"] == 3 * (len(a) + len(b)) - computed
+
+
+def test_log_prob_helper_matches_float64_log_softmax():
+    from unlearn_audit.model._engine import _log_prob_of
+
+    gen = torch.Generator().manual_seed(0)
+    logits = (
+        torch.randn(64, 3000, generator=gen) * torch.tensor([0.1, 3.0, 30.0]).repeat(22)[:64, None]
+    )
+    targets = torch.randint(0, 3000, (64,), generator=gen)
+    exact = torch.log_softmax(logits.double(), dim=-1).gather(1, targets[:, None])[:, 0]
+    got = _log_prob_of(logits, targets)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, exact, atol=1e-7, rtol=0)
+
+
+def test_duplicate_requests_get_separate_arrays(loaded, chat):
+    req = ScoreRequest(PROMPTS[0], CONTINUATIONS[0])
+    a, b = Engine(loaded, chat, None, progress=False).score([req, req])
+    np.testing.assert_array_equal(a.logprobs, b.logprobs)
+    a.logprobs[0] = 0.0
+    assert b.logprobs[0] != 0.0
+
+
+def test_empty_continuation_and_empty_batch(loaded, chat):
+    engine = Engine(loaded, chat, None, progress=False)
+    assert engine.score([]) == []
+    (s,) = engine.score([ScoreRequest(PROMPTS[0], "", add_eot=False)])
+    assert s.n_tokens == 0 and np.isnan(s.mean_nll)
+
+
+def test_input_validation(loaded, chat):
+    with pytest.raises(ValueError, match="batch-size"):
+        Engine(loaded, chat, None, batch_size=0)
+    engine = Engine(loaded, chat, None, progress=False)
+    with pytest.raises(TypeError, match="ScoreRequest"):
+        engine.score([("prompt", "answer")])
+    with pytest.raises(TypeError, match="GenRequest"):
+        engine.generate([ScoreRequest(PROMPTS[0], "x")])
+    with pytest.raises(ValueError, match="n must be 1"):
+        engine.generate([GenRequest(PROMPTS[0], n=2, temperature=0.0)])
+    with pytest.raises(ValueError, match="top_p"):
+        engine.generate([GenRequest(PROMPTS[0], temperature=1.0, top_p=0.0)])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        engine.generate([GenRequest(PROMPTS[0], max_new_tokens=0)])
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_compat_mask_reproduces_open_unlearning(loaded, chat, padding_side, share_prefix, side):
+    padding_side(side)
+    reqs = [ScoreRequest(p, c) for p in PROMPTS[:3] for c in CONTINUATIONS[:3]]
+    assert all(chat.eot_token_id in chat.encode_prompt(r.prompt) for r in reqs)
+    correct = Engine(loaded, chat, None, progress=False, share_prefix=share_prefix).score(reqs)
+    compat_engine = Engine(
+        loaded,
+        chat,
+        None,
+        compat_openunlearning_mask=True,
+        progress=False,
+        share_prefix=share_prefix,
+    )
+    compat = compat_engine.score(reqs)
+    for req, good, bug in zip(reqs, correct, compat, strict=True):
+        assert np.abs(good.logprobs - bug.logprobs).max() > 1e-3
+        np.testing.assert_allclose(
+            bug.logprobs, reference(loaded.model, chat, req, compat=True), atol=1e-4
+        )
+    assert compat_engine.config != Engine(loaded, chat, None).config  # distinct cache keys
+
+
+# --- cache ------------------------------------------------------------------------------------
+
+
+def test_disk_cache_second_call_computes_nothing(loaded, chat, tmp_path, monkeypatch):
+    reqs = [ScoreRequest(p, c) for p in PROMPTS[:2] for c in CONTINUATIONS[:3]]
+    gens = [GenRequest(p, max_new_tokens=8) for p in PROMPTS[:2]]
+    first = Engine(loaded, chat, tmp_path, progress=False)
+    s1, g1 = first.score(reqs), first.generate(gens)
+    assert first.stats["forward_calls"] > 0 and first.stats["generate_calls"] > 0
+
+    calls = []
+    real_forward = loaded.model.forward
+    monkeypatch.setattr(
+        loaded.model, "forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k)
+    )
+    second = Engine(loaded, chat, tmp_path, progress=False)  # a new process, in effect
+    s2, g2 = second.score(reqs), second.generate(gens)
+    assert calls == [] and second.stats["forward_calls"] == 0
+    assert second.cache.hits == len(reqs) + len(gens)
+    assert g1 == g2
+    for a, b in zip(s1, s2, strict=True):
+        np.testing.assert_array_equal(a.logprobs, b.logprobs)  # JSON round-trip is exact
+        assert a.token_ids == b.token_ids and a.offsets == b.offsets
+
+    # Anything that changes the numbers misses the cache.
+    other = Engine(
+        loaded, make_format(loaded.tokenizer, system_prompt=None), tmp_path, progress=False
+    )
+    other.score(reqs[:1])
+    assert other.stats["forward_calls"] > 0
+
+
+def test_interrupted_run_resumes(loaded, chat, tmp_path, monkeypatch):
+    reqs = [ScoreRequest(p, c) for p in PROMPTS for c in CONTINUATIONS[:2]]
+    engine = Engine(loaded, chat, tmp_path, batch_size=2, progress=False)
+    real = engine._score_batch
+    done = []
+
+    def crash_after_two(batch):
+        if len(done) == 2:
+            raise KeyboardInterrupt
+        done.append(batch)
+        return real(batch)
+
+    monkeypatch.setattr(engine, "_score_batch", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        engine.score(reqs)
+    resumed = Engine(loaded, chat, tmp_path, batch_size=2, progress=False)
+    out = resumed.score(reqs)
+    assert resumed.cache.hits == 4 and resumed.stats["score_rows"] == len(reqs) - 4
+    for req, s in zip(reqs, out, strict=True):
+        np.testing.assert_allclose(s.logprobs, cached_reference(loaded, chat, req), atol=1e-4)
+
+
+# --- generation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["chat", "plain"])
+def test_greedy_batched_equals_one_at_a_time(loaded, chat, plain, kind):
+    fmt = chat if kind == "chat" else plain
+    gens = [GenRequest(p, max_new_tokens=16) for p in PROMPTS]
+    batched = Engine(loaded, fmt, None, progress=False).generate(gens)
+    assert Engine(loaded, fmt, None, progress=False).stats["generate_calls"] == 0
+    alone = Engine(loaded, fmt, None, batch_size=1, progress=False)
+    singles = [alone.generate([g])[0] for g in gens]
+    assert batched == singles
+    assert all(len(out) == 1 and isinstance(out[0], str) for out in batched)
+
+
+def test_greedy_matches_manual_argmax(loaded, chat):
+    p = PROMPTS[0]
+    (text,) = Engine(loaded, chat, None, progress=False).generate(
+        [GenRequest(p, max_new_tokens=6)]
+    )[0:1][0]
+    ids = chat.encode_prompt(p)
+    stop = set(chat.stop_token_ids())
+    out = []
+    with torch.no_grad():
+        for _ in range(6):
+            nxt = int(loaded.model(torch.tensor([ids + out])).logits[0, -1].argmax())
+            if nxt in stop:
+                break
+            out.append(nxt)
+    assert text == loaded.tokenizer.decode(out, skip_special_tokens=True)
+
+
+def test_sampling_is_seeded_per_request(loaded, chat):
+    def sample(reqs, **kw):
+        return Engine(loaded, chat, None, progress=False, **kw).generate(reqs)
+
+    req = GenRequest(PROMPTS[0], max_new_tokens=12, n=4, temperature=1.0, seed=7)
+    a = sample([req])[0]
+    assert len(a) == 4 and len(set(a)) > 1
+    assert sample([req])[0] == a  # same seed, same samples
+    assert sample([GenRequest(PROMPTS[0], max_new_tokens=12, n=4, temperature=1.0, seed=8)])[0] != a
+    # Independent of batch composition and of n.
+    others = [GenRequest(p, max_new_tokens=12, n=3, temperature=1.0, seed=1) for p in PROMPTS[1:]]
+    assert sample(others + [req] + others[:1])[len(others)] == a
+    assert sample([req], batch_size=3)[0] == a
+    assert (
+        sample([GenRequest(PROMPTS[0], max_new_tokens=12, n=2, temperature=1.0, seed=7)])[0]
+        == a[:2]
+    )
+
+
+def test_tiny_top_p_is_greedy(loaded, chat):
+    greedy = Engine(loaded, chat, None, progress=False).generate(
+        [GenRequest(p, max_new_tokens=10) for p in PROMPTS]
+    )
+    nucleus = Engine(loaded, chat, None, progress=False).generate(
+        [
+            GenRequest(p, max_new_tokens=10, n=2, temperature=0.7, top_p=1e-6, seed=3)
+            for p in PROMPTS
+        ]
+    )
+    assert [[g[0]] * 2 for g in greedy] == nucleus
+
+
+def test_generation_stops_at_end_of_turn(loaded, chat, monkeypatch):
+    tok = loaded.tokenizer
+    words = tok("Port Aldric", add_special_tokens=False)["input_ids"]
+    engine = Engine(loaded, chat, None, progress=False)
+
+    def fake_generate(input_ids, **kwargs):
+        tail = torch.tensor(words + [chat.eot_token_id] + words)
+        return torch.cat([input_ids, tail.expand(input_ids.shape[0], -1)], dim=1)
+
+    monkeypatch.setattr(loaded.model, "generate", fake_generate)
+    out = engine.generate(
+        [GenRequest(PROMPTS[0], max_new_tokens=50), GenRequest(PROMPTS[1], max_new_tokens=1)]
+    )
+    assert out == [["Port Aldric"], [tok.decode(words[:1])]]
+
+
+# --- hidden states ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_hidden_states_positions_and_logit_lens(loaded, chat, padding_side, side):
+    padding_side(side)
+    engine = Engine(loaded, chat, None, progress=False)
+    reqs = [
+        ScoreRequest(PROMPTS[i], c)
+        for i, c in [(0, CONTINUATIONS[1]), (3, CONTINUATIONS[0]), (1, CONTINUATIONS[2])]
+    ]
+    states = engine.hidden_states(reqs)
+    d = loaded.model.config.hidden_size
+    for req, h in zip(reqs, states, strict=True):
+        p = chat.encode_prompt(req.prompt)
+        c, _ = chat.encode_continuation(req.continuation)
+        assert h.shape == (engine.n_layers + 1, len(c), d) and h.dtype == np.float32
+        with torch.no_grad():
+            out = loaded.model(torch.tensor([p + c]), output_hidden_states=True)
+        sl = slice(len(p) - 1, len(p) - 1 + len(c))  # the positions predicting each token
+        for k in range(engine.n_layers + 1):
+            np.testing.assert_allclose(h[k], out.hidden_states[k][0, sl].numpy(), atol=1e-4)
+        # Logit lens at the last layer is the model's own logits (its state is post-norm).
+        np.testing.assert_allclose(
+            engine.lm_head_logits(h[-1], layer=-1), out.logits[0, sl].numpy(), atol=1e-4
+        )
+        lens = engine.lm_head_logits(h)
+        assert lens.shape == (engine.n_layers + 1, len(c), loaded.model.config.vocab_size)
+        np.testing.assert_allclose(lens[-1], out.logits[0, sl].numpy(), atol=1e-4)
+        with torch.no_grad():
+            manual0 = loaded.model.lm_head(loaded.model.model.norm(torch.from_numpy(h[0])))
+        np.testing.assert_allclose(lens[0], manual0.numpy(), atol=1e-4)
+    kept = engine.hidden_states(reqs[:1], layers=[0, -1])[0]
+    np.testing.assert_array_equal(kept, states[0][[0, -1]])
+    with pytest.raises(ValueError, match="layer="):
+        engine.lm_head_logits(states[0][1])
+
+
+# --- fine-tuning ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_finetune_trains_a_copy(loaded, chat, lora):
+    model = loaded.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    examples = [(PROMPTS[0], "Port Aldric."), (PROMPTS[1], "poetry about mountains.")]
+    kwargs = dict(
+        epochs=4,
+        lr=5e-2 if lora else 1e-2,
+        batch_size=2,
+        seed=0,
+        lora={"r": 4, "lora_alpha": 8} if lora else False,
+    )
+    tuned = finetune(model, loaded.tokenizer, chat, examples, **kwargs)
+    assert tuned is not model and not tuned.training
+    assert not hasattr(tuned, "peft_config")  # adapters merged back
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], atol=0, rtol=0)
+    # It learned: the trained answers became more likely.
+    reqs = [ScoreRequest(p, a) for p, a in examples]
+    old = Engine(loaded, chat, None, progress=False).score(reqs)
+    new_loaded = type(loaded)(tuned, loaded.tokenizer, loaded.spec, "tuned", loaded.device)
+    new = Engine(new_loaded, chat, None, progress=False).score(reqs)
+    assert all(n.mean_nll < o.mean_nll for n, o in zip(new, old, strict=True))
+    # Deterministic for a seed.
+    again = finetune(model, loaded.tokenizer, chat, examples, **kwargs)
+    for (k, v), (_, w) in zip(tuned.state_dict().items(), again.state_dict().items(), strict=True):
+        torch.testing.assert_close(v, w, atol=0, rtol=0, msg=k)
+
+
+def test_finetune_input_errors(loaded, chat):
+    with pytest.raises(ValueError, match="at least one"):
+        finetune(loaded.model, loaded.tokenizer, chat, [], epochs=1, lr=1e-3, batch_size=1, seed=0)
+    with pytest.raises(ValueError, match="epochs"):
+        finetune(
+            loaded.model,
+            loaded.tokenizer,
+            chat,
+            [(PROMPTS[0], "x")],
+            epochs=0,
+            lr=1e-3,
+            batch_size=1,
+            seed=0,
+        )
+
+
+def test_out_of_memory_halves_the_budget(loaded, chat, monkeypatch):
+    reqs = [ScoreRequest(p, c) for p in PROMPTS for c in CONTINUATIONS[:3]]
+    engine = Engine(loaded, chat, None, progress=False)
+    start = engine._budget
+    real = engine._score_batch
+
+    def small_batches_only(batch):
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(batch)
+
+    monkeypatch.setattr(engine, "_score_batch", small_batches_only)
+    out = engine.score(reqs)
+    assert engine._budget < start
+    for req, s in zip(reqs, out, strict=True):
+        np.testing.assert_allclose(s.logprobs, cached_reference(loaded, chat, req), atol=1e-4)
+    # With a fixed batch size the user chose, OOM is reported with the fix instead.
+    fixed = Engine(loaded, chat, None, batch_size=4, progress=False)
+    monkeypatch.setattr(fixed, "_score_batch", small_batches_only)
+    with pytest.raises(RuntimeError, match="smaller --batch-size"):
+        fixed.score(reqs)

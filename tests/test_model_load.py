@@ -1,0 +1,329 @@
+"""Loading checkpoints (local, adapter, pickle, quantized), fingerprints, prompt formats.
+
+Everything runs on a tiny random Llama saved to a temporary directory: no network.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from _tiny import EOT, build_model, build_tokenizer, save_checkpoint
+from unlearn_audit.model import (
+    ChatFormat,
+    ModelLoadError,
+    ModelSpec,
+    PlainFormat,
+    Prompt,
+    QuantizationUnavailable,
+    load_model,
+    make_format,
+)
+from unlearn_audit.model._load import compute_fingerprint
+
+
+def cpu_spec(source: str, label: str, **kwargs) -> ModelSpec:
+    """Tests pin the CPU (float32) so they behave the same on a machine with a GPU."""
+    return ModelSpec(source, label, **{"device": "cpu", **kwargs})
+
+
+@pytest.fixture(autouse=True)
+def _private_hash_cache(tmp_path, monkeypatch):
+    # Never write the file-hash cache into the user's home during tests.
+    monkeypatch.setenv("UNLEARN_AUDIT_CACHE", str(tmp_path / "ua-cache"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny matrices: two intra-op threads only add synchronisation, and on a loaded
+    # two-core machine their spinning makes each matmul ~100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tokenizer):
+    return save_checkpoint(tmp_path_factory.mktemp("tiny") / "model", tokenizer)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_dir):
+    return load_model(cpu_spec(str(tiny_dir), "tiny"), hash_cache=None)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_missing_path_says_neither_local_nor_hub(tmp_path):
+    with pytest.raises(ModelLoadError, match="neither a local directory") as e:
+        load_model(cpu_spec(str(tmp_path / "no-such-model"), "x"))
+    assert "Fix:" in str(e.value)
+
+
+def test_unreachable_hub_id_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="reachable hub id") as e:
+        load_model(cpu_spec("no-such-org-xyz/no-such-model-xyz", "x"))
+    assert "HF_HUB_OFFLINE" in str(e.value)
+
+
+def test_directory_without_tokenizer(tmp_path, tokenizer):
+    build_model(tokenizer).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="no tokenizer files") as e:
+        load_model(cpu_spec(str(tmp_path), "x"))
+    assert "save_pretrained" in str(e.value)
+
+
+def test_no_chat_template_suggests_plain(tmp_path, tiny_dir):
+    d = tmp_path / "nochat"
+    shutil.copytree(tiny_dir, d)
+    (d / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    lm = load_model(cpu_spec(str(d), "x"))
+    assert not lm.tokenizer.chat_template
+    with pytest.raises(ModelLoadError, match="--prompt-format plain"):
+        make_format(lm.tokenizer, kind="chat")
+    assert isinstance(make_format(lm.tokenizer, kind="plain"), PlainFormat)
+
+
+def test_pickle_only_needs_opt_in(tmp_path, tokenizer, tiny_dir):
+    d = tmp_path / "pickled"
+    d.mkdir()
+    model = build_model(tokenizer)
+    model.config.save_pretrained(d)
+    torch.save(model.state_dict(), d / "pytorch_model.bin")
+    tokenizer.save_pretrained(d)
+    with pytest.raises(ModelLoadError, match="--allow-pickle") as e:
+        load_model(cpu_spec(str(d), "x"))
+    assert "safetensors" in str(e.value)
+    lm = load_model(cpu_spec(str(d), "x", allow_pickle=True))
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(ids).logits, model(ids).logits)
+
+
+def test_explicit_dtype(tiny_dir):
+    lm = load_model(cpu_spec(str(tiny_dir), "x", dtype="bf16"), hash_cache=None)
+    assert lm.dtype == "bfloat16" and next(lm.model.parameters()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("dtype", "int4", "--dtype"),
+        ("quantization", "int3", "quantization"),
+        ("device", "gpu-please", "--device"),
+    ],
+)
+def test_bad_options_are_load_errors(tiny_dir, field, value, match):
+    spec = cpu_spec(str(tiny_dir), "x", **{field: value})
+    with pytest.raises(ModelLoadError, match=match):
+        load_model(spec)
+
+
+def test_file_instead_of_directory(tiny_dir):
+    with pytest.raises(ModelLoadError, match="is a file"):
+        load_model(cpu_spec(str(tiny_dir / "config.json"), "x"))
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def test_local_dir_loads_float32_on_cpu(loaded, tiny_dir):
+    # dtype "auto" is float32 on the CPU (bfloat16 only on CUDA).
+    assert loaded.dtype == "float32"
+    assert loaded.device.type == "cpu"
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    assert not loaded.model.training
+    assert loaded.path == tiny_dir.resolve()
+
+
+def test_adapter_directory_merges_onto_base(tmp_path, tiny_dir, loaded):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    base = load_model(cpu_spec(str(tiny_dir), "b"), hash_cache=None).model
+    # init_lora_weights=False gives a non-zero B, so the adapter really changes outputs.
+    peft_model = get_peft_model(
+        base,
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+    ids = torch.tensor([[0, 5, 9, 17, 33]])
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+
+    # The base given explicitly ...
+    lm = load_model(cpu_spec(str(adapter_dir), "a", base=str(tiny_dir)))
+    # ... or read from adapter_config.json.
+    cfg_file = adapter_dir / "adapter_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["base_model_name_or_path"] = str(tiny_dir)
+    cfg_file.write_text(json.dumps(cfg))
+    lm2 = load_model(cpu_spec(str(adapter_dir), "a"))
+    for got in (lm, lm2):
+        assert not hasattr(got.model, "peft_config")  # merged, a plain model
+        with torch.no_grad():
+            torch.testing.assert_close(got.model(ids).logits, expected, atol=1e-4, rtol=1e-4)
+    assert lm.fingerprint != loaded.fingerprint
+    assert lm.tokenizer.chat_template  # taken from the base directory
+
+
+def test_adapter_without_base_is_a_clear_error(tmp_path, tiny_dir):
+    d = tmp_path / "adapter"
+    d.mkdir()
+    (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    with pytest.raises(ModelLoadError, match="--base-model"):
+        load_model(cpu_spec(str(d), "a"))
+
+
+def test_quantized_load_works_or_says_why(tiny_dir):
+    # Whether bitsandbytes runs here depends on the platform; either outcome is fine as
+    # long as it is one of the two documented ones.
+    try:
+        lm = load_model(cpu_spec(str(tiny_dir), "q", quantization="nf4"), hash_cache=None)
+    except QuantizationUnavailable as e:
+        assert "nf4" in str(e)
+        return
+    plain = load_model(cpu_spec(str(tiny_dir), "p"), hash_cache=None)
+    assert lm.fingerprint != plain.fingerprint
+    with torch.no_grad():
+        out = lm.model(torch.tensor([[0, 5, 9]])).logits
+    assert torch.isfinite(out).all()
+
+
+def test_missing_bitsandbytes_is_quantization_unavailable(tiny_dir, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "bitsandbytes":
+            raise ImportError("No module named 'bitsandbytes'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(QuantizationUnavailable, match="pip install"):
+        load_model(cpu_spec(str(tiny_dir), "q", quantization="int8"), hash_cache=None)
+
+
+# --- fingerprint ------------------------------------------------------------------------------
+
+
+def test_fingerprint_stable_across_loads_and_copies(tmp_path, tiny_dir, loaded):
+    hashes = tmp_path / "hashes.json"
+    again = load_model(cpu_spec(str(tiny_dir), "again"), hash_cache=hashes)
+    assert again.fingerprint == loaded.fingerprint
+    assert hashes.is_file() and json.loads(hashes.read_text())
+    # The cached hash is used and agrees.
+    assert (
+        load_model(cpu_spec(str(tiny_dir), "c"), hash_cache=hashes).fingerprint
+        == loaded.fingerprint
+    )
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dir, copy)
+    assert (
+        load_model(cpu_spec(str(copy), "copy"), hash_cache=hashes).fingerprint == loaded.fingerprint
+    )
+
+
+def test_fingerprint_changes_with_weights_tokenizer_and_quantization(tmp_path, tiny_dir, loaded):
+    hashes = tmp_path / "hashes.json"
+    changed = tmp_path / "changed"
+    shutil.copytree(tiny_dir, changed)
+    model = load_model(cpu_spec(str(changed), "c"), hash_cache=hashes).model
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] += 1e-3
+    model.save_pretrained(changed)  # rewrites model.safetensors: new size/mtime and bytes
+    assert (
+        load_model(cpu_spec(str(changed), "c"), hash_cache=hashes).fingerprint != loaded.fingerprint
+    )
+
+    tok_changed = tmp_path / "tok"
+    shutil.copytree(tiny_dir, tok_changed)
+    (tok_changed / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    assert (
+        load_model(cpu_spec(str(tok_changed), "t"), hash_cache=hashes).fingerprint
+        != loaded.fingerprint
+    )
+
+    weights = [("model", tiny_dir / "model.safetensors")]
+    assert compute_fingerprint(weights, tiny_dir, None) == loaded.fingerprint
+    fps = {compute_fingerprint(weights, tiny_dir, q) for q in (None, "int8", "nf4")}
+    assert len(fps) == 3
+
+
+# --- prompt formats ---------------------------------------------------------------------------
+
+
+def test_chat_format_renders_system_date_and_stem(loaded):
+    tok = loaded.tokenizer
+    fmt = make_format(
+        tok, kind="chat", system_prompt="You are a helpful assistant.", date_string="10 Apr 2025"
+    )
+    assert isinstance(fmt, ChatFormat)
+    text = fmt.render(Prompt.question("Where was Elena Marwick born?", stem="She was born in"))
+    assert text.startswith(tok.bos_token)
+    assert "Today Date: 10 Apr 2025" in text
+    assert "You are a helpful assistant." in text
+    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\nShe was born in")
+    assert fmt.eot_token_id == tok.convert_tokens_to_ids(EOT) != tok.eos_token_id
+    assert fmt.stop_token_ids() == [fmt.eot_token_id, tok.eos_token_id]
+
+    no_system = ChatFormat(tok, system_prompt=None).render(Prompt.question("Hi?"))
+    assert "helpful" not in no_system and "system" not in no_system
+    # The prompt is encoded with exactly one BOS although the template writes it.
+    ids = fmt.encode_prompt(Prompt.question("Hi?"))
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+
+
+def test_chat_format_multi_turn(loaded):
+    fmt = make_format(loaded.tokenizer)
+    p = Prompt(turns=(("user", "Clue one."), ("assistant", "Noted."), ("user", "Who is it?")))
+    text = fmt.render(p)
+    assert text.index("Clue one.") < text.index("Noted.") < text.index("Who is it?")
+    assert text.count("<|start_header_id|>assistant") == 2
+
+
+def test_plain_format(loaded):
+    tok = loaded.tokenizer
+    fmt = make_format(tok, kind="plain")
+    assert fmt.render(Prompt.question("Where?", stem="In")) == "Question: Where?\nAnswer: In"
+    multi = Prompt(turns=(("user", "A?"), ("assistant", "a."), ("user", "B?")))
+    assert fmt.render(multi) == "Question: A?\nAnswer: a.\nQuestion: B?\nAnswer: "
+    assert fmt.eot_token_id == tok.eos_token_id
+    ids = fmt.encode_prompt(Prompt.question("Where?"))
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+
+
+def test_format_input_errors(loaded):
+    with pytest.raises(ValueError, match="chat or plain"):
+        make_format(loaded.tokenizer, kind="fancy")
+    fmt = make_format(loaded.tokenizer)
+    with pytest.raises(ValueError, match="end with a user turn"):
+        fmt.render(Prompt(turns=(("user", "Q"), ("assistant", "A"))))
+    with pytest.raises(ValueError, match="roles"):
+        fmt.render(Prompt(turns=(("narrator", "Once"), ("user", "Q"))))
+
+
+def test_continuation_offsets_and_eot(loaded):
+    fmt = make_format(loaded.tokenizer)
+    text = "Elena Marwick was born in Port Aldric, 1961."
+    ids, offsets = fmt.encode_continuation(text, add_eot=True)
+    assert ids[-1] == fmt.eot_token_id and offsets[-1] == (len(text), len(text))
+    assert "".join(text[a:b] for a, b in offsets) == text
+    ids2, _ = fmt.encode_continuation(text, add_eot=False)
+    assert ids2 == ids[:-1]
