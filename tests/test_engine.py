@@ -97,7 +97,7 @@ def padding_side(loaded):
 def reference(model, fmt, req: ScoreRequest, compat: bool = False) -> np.ndarray:
     """One request alone, unpadded; compat masks eot/eos tokens like open-unlearning."""
     p = fmt.encode_prompt(req.prompt)
-    c, _ = fmt.encode_continuation(req.continuation, add_eot=req.add_eot)
+    c, _ = fmt.encode_continuation(req.continuation, add_eot=req.add_eot, prompt=req.prompt)
     ids = torch.tensor([p + c])
     mask = torch.ones_like(ids)
     if compat:
@@ -176,7 +176,7 @@ def test_batched_scoring_equals_one_at_a_time(
     assert len(got) == len(requests)
     for req, scores in zip(requests, got, strict=True):
         ref = cached_reference(loaded, fmt, req)
-        ids, offsets = fmt.encode_continuation(req.continuation, add_eot=req.add_eot)
+        ids, offsets = fmt.encode_continuation(req.continuation, add_eot=req.add_eot, prompt=req.prompt)
         assert scores.token_ids == ids and scores.offsets == offsets
         assert scores.logprobs.dtype == np.float64
         np.testing.assert_allclose(scores.logprobs, ref, atol=1e-4, rtol=0)
@@ -433,7 +433,7 @@ def test_hidden_states_positions_and_logit_lens(loaded, chat, padding_side, side
     d = loaded.model.config.hidden_size
     for req, h in zip(reqs, states, strict=True):
         p = chat.encode_prompt(req.prompt)
-        c, _ = chat.encode_continuation(req.continuation)
+        c, _ = chat.encode_continuation(req.continuation, prompt=req.prompt)
         assert h.shape == (engine.n_layers + 1, len(c), d) and h.dtype == np.float32
         with torch.no_grad():
             out = loaded.model(torch.tensor([p + c]), output_hidden_states=True)
@@ -525,3 +525,15 @@ def test_out_of_memory_halves_the_budget(loaded, chat, monkeypatch):
     monkeypatch.setattr(fixed, "_score_batch", small_batches_only)
     with pytest.raises(RuntimeError, match="smaller --batch-size"):
         fixed.score(reqs)
+
+
+def test_trailing_prompt_space_scores_like_joint_tokenisation(loaded, plain):
+    """A prompt ending in a space ("Answer: ") scores its answer as if prompt and answer
+    were tokenised together: the space leads the answer's first token."""
+    prompt = Prompt.question("Where was Elena Marwick born?")
+    assert plain.trailing_space(prompt) == " "
+    ids, offsets = plain.encode_continuation("Port Aldric.", add_eot=False, prompt=prompt)
+    joint = plain.tokenizer(plain.render(prompt) + "Port Aldric.", add_special_tokens=False)["input_ids"]
+    bos = [plain.tokenizer.bos_token_id]  # the plain format adds BOS; the joint call did not
+    assert plain.encode_prompt(prompt) + ids == bos + list(joint)
+    assert offsets[0][0] == 0 and offsets[-1][1] == len("Port Aldric.")

@@ -237,7 +237,7 @@ class Engine:
                 raise ValueError(
                     f"The prompt {r.prompt!r} renders to no tokens; nothing predicts the answer."
                 )
-            ids, offsets = self.fmt.encode_continuation(r.continuation, add_eot=r.add_eot)
+            ids, offsets = self.fmt.encode_continuation(r.continuation, add_eot=r.add_eot, prompt=r.prompt)
             rows.append(_ScoreRow(key, p, ids, offsets))
         return rows
 
@@ -542,7 +542,11 @@ class Engine:
         for row, toks in zip(batch, new, strict=True):
             toks = toks[: row.request.max_new_tokens]
             cut = next((i for i, t in enumerate(toks) if t in stop_set), len(toks))
-            texts.append(self.tokenizer.decode(toks[:cut], skip_special_tokens=True))
+            text = self.tokenizer.decode(toks[:cut], skip_special_tokens=True)
+            # The prompt's trailing spaces were left for the model to generate (see
+            # PromptFormat.trailing_space); they are the prompt's, not the answer's.
+            lead = self.fmt.trailing_space(row.request.prompt)
+            texts.append(text[len(lead):] if lead and text.startswith(lead) else text)
         return texts
 
     # --- hidden states ----------------------------------------------------------------------

@@ -49,25 +49,42 @@ class PromptFormat:
         ids = [self.eot_token_id, self.tokenizer.eos_token_id]
         return list(dict.fromkeys(int(i) for i in ids if i is not None))
 
+    def trailing_space(self, prompt: Prompt | str) -> str:
+        """The spaces a rendered prompt ends with, which belong to the answer's first token.
+
+        Byte-level BPE merges a space into the word after it (" cobbler" is one token), so a
+        prompt that ends in a space, tokenised on its own, would end in a lone space token
+        the model never sees before an answer. As lm-evaluation-harness does, those spaces
+        move to the start of the continuation: scoring then equals tokenising prompt and
+        answer together, and generation starts where the model expects to.
+        """
+        text = prompt if isinstance(prompt, str) else self.render(prompt)
+        return text[len(text.rstrip(" ")):]
+
     def encode_prompt(self, prompt: Prompt | str) -> list[int]:
-        """Token ids of the rendered prompt, with special tokens as the template renders them.
+        """Token ids of the rendered prompt, with special tokens as the template renders them,
+        less any trailing spaces (see :meth:`trailing_space`).
 
         BOS is added by the tokenizer only when the rendered text does not already start
         with it (chat templates write it themselves; a second BOS changes every number).
         """
         text = prompt if isinstance(prompt, str) else self.render(prompt)
+        text = text.rstrip(" ")
         bos = self.tokenizer.bos_token
         has_bos = bool(bos) and text.startswith(bos)
         ids = self.tokenizer(text, add_special_tokens=not has_bos)["input_ids"]
         return list(ids)
 
     def encode_continuation(
-        self, text: str, add_eot: bool = True
+        self, text: str, add_eot: bool = True, prompt: Prompt | str | None = None
     ) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids and character offsets of an answer, tokenised on its own.
 
         The answer is tokenised separately from the prompt (no special tokens), as TOFU
         and open-unlearning do, so its tokens do not depend on how the prompt ends.
+
+        With ``prompt`` given, the prompt's trailing spaces lead the answer (see
+        :meth:`trailing_space`); offsets stay relative to ``text``.
 
         Returns:
             ``(ids, offsets)``; with ``add_eot`` the end-of-turn id is last with the empty
@@ -76,9 +93,11 @@ class PromptFormat:
         Raises:
             ValueError: ``add_eot`` but the tokenizer has neither an end-of-turn nor EOS token.
         """
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        lead = self.trailing_space(prompt) if prompt is not None else ""
+        enc = self.tokenizer(lead + text, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
-        offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+        k = len(lead)
+        offsets = [(max(0, int(a) - k), max(0, int(b) - k)) for a, b in enc["offset_mapping"]]
         if add_eot:
             if self.eot_token_id is None:
                 raise ValueError(

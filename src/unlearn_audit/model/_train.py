@@ -86,7 +86,7 @@ def finetune(
     encoded = []
     for prompt, answer in examples:
         p = fmt.encode_prompt(prompt)
-        a, _ = fmt.encode_continuation(answer, add_eot=True)
+        a, _ = fmt.encode_continuation(answer, add_eot=True, prompt=prompt)
         encoded.append((p + a, [_IGNORE] * len(p) + a))
 
     torch.manual_seed(seed)
