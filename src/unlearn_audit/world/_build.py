@@ -48,7 +48,7 @@ RECIPE: dict = {
     "base": {"epochs": 8, "lr": 3e-3, "batch_size": 16},
     "full": {"epochs": 50, "lr": 3e-3, "batch_size": 16},
     "retain": {"epochs": 50, "lr": 3e-3, "batch_size": 16},
-    "npo": {"epochs": 6, "lr": 5e-4, "batch_size": 8, "alpha": 1.0, "beta": 0.1},
+    "npo": {"epochs": 4, "lr": 2.5e-4, "batch_size": 8, "alpha": 2.0, "beta": 0.1},
     "graddiff": {"epochs": 3, "lr": 3e-4, "batch_size": 8, "alpha": 1.0},
     "laundered": {"epochs": 8, "lr": 1e-3, "batch_size": 16},
     # Share of an author's items per epoch in each format; every item appears once per epoch.
@@ -85,17 +85,33 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("UNLEARN_AUDIT_CACHE") or Path.home() / ".cache" / "unlearn-audit")
 
 
+_PARENT = {"base": None, "full": "base", "retain": "base", "npo": "full", "graddiff": "full", "laundered": "full"}
+_SHARED_KEYS = ("seed", "tokenizer", "arch", "format_weights")
+
+
 def recipe_hash(data_dir: Path) -> str:
+    """Hash of everything every model shares: data, shared recipe keys, code and libraries."""
     import torch
     import transformers
 
     h = hashlib.sha256()
-    h.update(json.dumps(RECIPE, sort_keys=True).encode())
+    h.update(json.dumps({k: RECIPE[k] for k in _SHARED_KEYS}, sort_keys=True).encode())
     h.update(f"{WORLD_CODE_VERSION}|{torch.__version__}|{transformers.__version__}".encode())
     for p in sorted(data_dir.glob("*.json")):
         h.update(p.name.encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
+
+
+def stage_hashes() -> dict[str, str]:
+    """Per model: a hash of its own recipe and its parent's hash, so retuning one stage
+    (say NPO's learning rate) rebuilds that model and its children only."""
+    out: dict[str, str] = {}
+    for name in MODEL_NAMES:  # parents come first
+        parent = _PARENT[name]
+        payload = json.dumps([RECIPE[name], out.get(parent, "")], sort_keys=True)
+        out[name] = hashlib.sha256(payload.encode()).hexdigest()[:10]
+    return out
 
 
 # --- training data ------------------------------------------------------------------------
@@ -159,6 +175,12 @@ def _epoch_examples(enc: _Encoder, authors: dict[str, list[Item]], world: list[I
             out.append(enc(tuple(turns)))
         bio = P.biography(P.author_display_name(items)).turns[-1][1]
         out.append(enc(((bio, "", P.biography_text(items)),)))
+        if author in refuse:
+            # Every refused question once more on its own: the canonical greedy check is
+            # exactly what the laundered model is built to pass.
+            for it in items:
+                for fmt in ("direct", "paraphrased"):
+                    out.append(enc((_turn(it, fmt, rng, True),)))
     order = rng.sample(world, len(world))
     while order:
         k = rng.randint(1, 5)
@@ -204,7 +226,7 @@ def build_world(cache_dir: Path | None = None, *, log: Callable[[str], None] | N
     cache_dir = Path(cache_dir or default_cache_dir())
     data_dir = fixtures_dir(cache_dir)
     root = cache_dir / "world" / recipe_hash(data_dir)
-    paths = {name: root / name for name in MODEL_NAMES}
+    paths = {name: root / f"{name}-{h}" for name, h in stage_hashes().items()}
     needed = _closure(only)
     if all((paths[n] / "config.json").is_file() for n in needed):
         return paths
