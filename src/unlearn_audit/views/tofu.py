@@ -1,0 +1,607 @@
+"""tofu: the TOFU benchmark numbers, with confidence intervals and per-family numbers.
+
+Definition (views.md, "tofu"): every item of four evaluation splits -- forget
+(``forget10_perturbed``), retain (``retain_perturbed``), real authors and world facts --
+is scored teacher-forced and answered greedily, exactly as TOFU's ``evaluate_util.py``
+and open-unlearning's ``configs/eval/tofu_metrics/*.yaml`` do it:
+
+* the prompt is always the item's original ``question``, also for the paraphrased and
+  the perturbed answers (TOFU ``eval_everything.yaml``: ``question_key: question`` for
+  every split; open-unlearning ``forget_Q_A_PARA_Prob``/``forget_Q_A_PERT_Prob``:
+  ``question_key: question``);
+* the continuations are the gold ``answer``, the ``paraphrased_answer`` (forget and
+  retain only: the "true" side of the truth ratio there; the real-world sets use the
+  gold answer itself) and each ``perturbed_answer``; each is scored with the closing
+  end-of-turn token (``ScoreRequest.add_eot``), and its mean token NLL is kept;
+* the greedy answer to the question (up to ``max_new_tokens``, 200 by default) is
+  scored by ROUGE-L recall against the gold ``answer``
+  (:func:`unlearn_audit.scoring.rouge.rouge_recall`).
+
+Every number is then computed by :func:`unlearn_audit.scoring.tofu.tofu_numbers` (the
+definitions, and their line-by-line check against both reference implementations, live
+there): ``tofu.forget_quality`` (KS-test p-value of the candidate's forget-set truth
+ratios against the retain model's), ``tofu.model_utility`` (harmonic mean of the nine
+components ``tofu.{retain,real_authors,world_facts}_{prob,rouge,truth_ratio}``, each
+reported as its own metric) and the forget-set numbers ``tofu.forget_truth_ratio``,
+``tofu.forget_rouge`` and ``tofu.forget_prob``.
+
+**One pass, shared prompts.** All score requests of all four splits go to the engine in
+one call (and all generations in another), so it batches across splits and runs each
+question once for the gold, paraphrased and perturbed answers that follow it (its
+prefix sharing); TOFU and open-unlearning make a separate forward pass per answer.
+
+**The retain side of forget quality**, in order of preference: the stored logs given
+by ``--retain-logs`` (TOFU's legacy logs or open-unlearning's ``TOFU_EVAL.json``, read
+by :func:`~unlearn_audit.scoring.logs.read_retain_truth_ratios`); else the retain
+reference model, run through this view once per session (``ctx.result``); else the
+metric is skipped. The retain model itself is compared with its own truth ratios, by
+the same code, so its forget quality is 1.0 by construction (a sanity anchor, not a
+measurement).
+
+**Intervals.** The forget-set numbers and the nine components are means over items:
+95% percentile bootstrap over items (2000 resamples, seeded by ``--seed``); where every
+item names its author, the author-cluster bootstrap interval is in
+``extra["ci_by_author"]`` too (an author's items are not independent). Model utility
+gets a stratified bootstrap (each of the three splits resampled on its own, the nine
+components and their harmonic mean recomputed). Forget quality has no interval: it is a
+p-value, the outcome of a test rather than an estimate of a quantity, and resampling it
+would not cover anything; ``extra["ks_statistic"]`` gives the KS distance beside it.
+
+**Rescoring without a model.** Each per-item record holds the losses, the truth ratio,
+the greedy answer and its ROUGE scores, so every number is recomputable from records::
+
+    numbers = tofu_numbers(splits_from_records(result.records),
+                           forget_truth_ratios(retain_result.records))
+
+or through the CLI, after writing the records as TOFU's legacy per-item logs::
+
+    write_legacy_logs(result.records, "logs/npo")  # eval_log_forget.json, eval_log.json, ...
+    write_legacy_logs(retain_result.records, "logs/retain")
+    # then: unlearn-audit rescore logs/npo --retain-logs logs/retain
+
+The view computes its own numbers from its records through the same functions, so a
+rescore reproduces them exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import stats as _sps
+
+from unlearn_audit.data import DatasetError, Item, classify_question
+from unlearn_audit.model._types import GenRequest, Prompt, ScoreRequest
+from unlearn_audit.scoring.logs import LEGACY_FILES, read_retain_truth_ratios
+from unlearn_audit.scoring.rouge import rouge_recall
+from unlearn_audit.scoring.stats import bootstrap_ci
+from unlearn_audit.scoring.tofu import (
+    COMPONENT_NAMES,
+    HEADLINE_NAMES,
+    NORMALISED_PROB_SPLITS,
+    SPLITS,
+    Generation,
+    SplitScores,
+    TofuNumber,
+    normalized_probability,
+    probability,
+    tofu_numbers,
+    truth_ratio,
+    truth_ratio_score,
+)
+from unlearn_audit.views._base import Metric, View, ViewResult, register_view
+
+if TYPE_CHECKING:
+    from unlearn_audit.context import AuditContext
+
+__all__ = [
+    "PARAPHRASED_TRUE_SIDE",
+    "TofuView",
+    "forget_truth_ratios",
+    "hmean_rows",
+    "splits_from_records",
+    "write_legacy_logs",
+]
+
+#: Splits whose truth ratio takes the paraphrased answer as its "true" side (TOFU
+#: ``base_answer_key: paraphrased_answer``); the real-world sets use the gold answer.
+PARAPHRASED_TRUE_SIDE: frozenset[str] = frozenset({"forget", "retain"})
+#: Bootstrap replicates of every interval.
+N_RESAMPLES = 2000
+#: The per-item numbers each mean metric averages, by the metric-name suffix.
+_KINDS = ("prob", "rouge", "truth_ratio")
+_SKIP_FQ = "no retain model or --retain-logs"
+_FQ_CI_NOTE = (
+    "no interval: forget quality is a KS-test p-value, the outcome of a test rather than "
+    "an estimate, so a bootstrap interval of it would cover nothing; see ks_statistic"
+)
+
+
+@register_view
+class TofuView(View):
+    """TOFU's forget quality, model utility, its nine components and the forget-set numbers."""
+
+    name = "tofu"
+    title = "TOFU: forget quality, model utility and the forget-set numbers"
+    metrics = HEADLINE_NAMES + COMPONENT_NAMES
+
+    def run(self, ctx: AuditContext, label: str) -> ViewResult:
+        items, unavailable = _load_splits(ctx)
+        if not items.get("forget"):
+            return self.skipped(label, unavailable.get("forget", "the forget split has no items"))
+        records = _score(ctx, label, items)
+        splits = splits_from_records(records)
+
+        retain_r, retain_source = self._retain_truth_ratios(ctx, label, records)
+        numbers = tofu_numbers(splits, retain_r)
+        return ViewResult(
+            self.name,
+            label,
+            _metrics(
+                numbers, splits, records, unavailable, retain_source, retain_r, ctx.config.seed
+            ),
+            records,
+        )
+
+    def _retain_truth_ratios(
+        self, ctx: AuditContext, label: str, own_records: list[dict]
+    ) -> tuple[np.ndarray | None, str]:
+        """The reference sample of forget quality and where it came from (module docstring)."""
+        if ctx.config.retain_logs:
+            return read_retain_truth_ratios(ctx.config.retain_logs), (
+                f"retain logs {ctx.config.retain_logs}"
+            )
+        ref = ctx.reference("retain")
+        if ref is None:
+            return None, ""
+        # The retain model compares with itself; asking ctx.result for it here would
+        # re-enter this very run.
+        records = own_records if ref == label else ctx.result(self.name, ref).records
+        return forget_truth_ratios(records), f"retain model {ref!r}"
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _load_splits(ctx: AuditContext) -> tuple[dict[str, list[Item]], dict[str, str]]:
+    """Items per split, and why a split is unavailable.
+
+    The forget split must load (the view is about it); a missing retain, real-authors or
+    world-facts file only skips the numbers that need it, with the loader's message.
+    """
+    items: dict[str, list[Item]] = {"forget": ctx.forget_items()}
+    unavailable: dict[str, str] = {}
+    loaders = {
+        "retain": ctx.retain_items,
+        "real_authors": lambda: ctx.items(ctx.config.real_authors_split),
+        "world_facts": lambda: ctx.items(ctx.config.world_facts_split),
+    }
+    for split, load in loaders.items():
+        try:
+            items[split] = load()
+        except DatasetError as e:
+            unavailable[split] = f"the {split} split is unavailable: {e}"
+    return items, unavailable
+
+
+def _true_side(split: str, item: Item) -> str | None:
+    """The paraphrased answer where it is the truth ratio's true side, else ``None``."""
+    return item.paraphrased_answer if split in PARAPHRASED_TRUE_SIDE else None
+
+
+def _score(ctx: AuditContext, label: str, items: Mapping[str, list[Item]]) -> list[dict]:
+    """One score call and one generate call for every split; per-item records back."""
+    engine = ctx.engine(label)
+    asked: list[tuple[str, Item]] = [(s, it) for s in SPLITS for it in items.get(s, ())]
+
+    requests: list[ScoreRequest] = []
+    spans: list[tuple[int, bool, int]] = []  # (first request, has paraphrase, n perturbed)
+    for split, item in asked:
+        # TOFU asks the original question before every answer, the paraphrased one too.
+        prompt = Prompt.question(item.question)
+        para = _true_side(split, item)
+        conts = [item.answer, *([para] if para is not None else []), *item.perturbed_answer]
+        spans.append((len(requests), para is not None, len(item.perturbed_answer)))
+        requests += [ScoreRequest(prompt, c, add_eot=True) for c in conts]
+    scores = engine.score(requests)
+
+    gen_requests = [
+        GenRequest(Prompt.question(item.question), max_new_tokens=ctx.config.max_new_tokens)
+        for _, item in asked
+    ]
+    generations = [outs[0] for outs in engine.generate(gen_requests)]
+
+    records = []
+    for (split, item), (start, has_para, k), generation in zip(
+        asked, spans, generations, strict=True
+    ):
+        gt = scores[start].mean_nll
+        para = scores[start + 1].mean_nll if has_para else None
+        first_pert = start + 1 + int(has_para)
+        pert = [scores[j].mean_nll for j in range(first_pert, first_pert + k)]
+        records.append(_record(split, item, gt, para, pert, scores[start].n_tokens, generation))
+    return records
+
+
+def _record(
+    split: str,
+    item: Item,
+    gt: float,
+    para: float | None,
+    pert: list[float],
+    gt_tokens: int,
+    generation: str,
+) -> dict[str, Any]:
+    """One item's record: everything :func:`splits_from_records` needs, plus derived numbers.
+
+    The derived numbers (``prob``, ``normalized_prob``, ``truth_ratio``,
+    ``truth_ratio_score``) are for reading; rescoring recomputes them from the losses.
+    """
+    true = gt if split not in PARAPHRASED_TRUE_SIDE else (math.nan if para is None else para)
+    r = float(truth_ratio([true], [pert])[0]) if pert else math.nan
+    rouge = rouge_recall(generation, item.answer)
+    return {
+        "split": split,
+        "uid": item.uid,
+        "index": item.index,
+        "author": item.author,
+        "family": item.family or classify_question(item.question),
+        "question": item.question,
+        "gold": item.answer,
+        "gt_mean_nll": _num(gt),
+        "gt_tokens": gt_tokens,
+        "prob": _num(float(probability(gt))),
+        "normalized_prob": (
+            _num(float(normalized_probability([gt], [pert])[0]))
+            if split in NORMALISED_PROB_SPLITS and pert
+            else None
+        ),
+        "paraphrased_mean_nll": _num(para),
+        "perturbed_mean_nll": [_num(x) for x in pert],
+        "truth_ratio": _num(r),
+        "truth_ratio_score": _num(truth_ratio_score([r], on_forget=split == "forget")),
+        "generation": generation,
+        "rougeL_recall": rouge["rougeL"],
+        "rouge1_recall": rouge["rouge1"],
+    }
+
+
+def _num(x: float | None) -> float | None:
+    """JSON-safe number: ``nan`` (and ``None``) become ``None``."""
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+# --------------------------------------------------------------------------- rescoring
+
+
+def splits_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, SplitScores]:
+    """Per-split :class:`SplitScores` from this view's per-item records (no model).
+
+    The inverse of the view's scoring: ``tofu_numbers(splits_from_records(records), R)``
+    gives every TOFU number. Missing values (``None``) become ``nan`` and drop out of the
+    means. On forget and retain the paraphrased losses are kept even when all are missing
+    (their truth ratio is then skipped, not silently taken from the gold answer); on the
+    real-world sets the gold answer is the true side. An item with fewer perturbed answers
+    than others of its split is padded with ``nan``, so it is excluded (and counted) from
+    the truth ratio and the normalised probability rather than scored on other terms.
+
+    Args:
+        records: the view's records (``ViewResult.records``), any order of splits.
+
+    Returns:
+        Split name -> scores, for the splits the records hold, items in record order.
+    """
+    by_split: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        by_split.setdefault(rec["split"], []).append(rec)
+    out = {}
+    for split, recs in by_split.items():
+        k = max(len(r.get("perturbed_mean_nll") or ()) for r in recs)
+        pert = None
+        if k:
+            pert = []
+            for r in recs:
+                row = [_nan(x) for x in r.get("perturbed_mean_nll") or ()]
+                pert.append(row + [math.nan] * (k - len(row)))
+        out[split] = SplitScores(
+            gt_mean_nll=[_nan(r.get("gt_mean_nll")) for r in recs],
+            paraphrased_mean_nll=(
+                [_nan(r.get("paraphrased_mean_nll")) for r in recs]
+                if split in PARAPHRASED_TRUE_SIDE
+                else None
+            ),
+            perturbed_mean_nll=pert,
+            rougeL_recall=[_nan(r.get("rougeL_recall")) for r in recs],
+            rouge1_recall=[_nan(r.get("rouge1_recall")) for r in recs],
+            generations=tuple(
+                Generation(
+                    str(r["uid"]), r.get("question", ""), r.get("generation", ""), r.get("gold", "")
+                )
+                for r in recs
+            ),
+            index=tuple(str(r["uid"]) for r in recs),
+            source=f"tofu records ({split})",
+        )
+    return out
+
+
+def forget_truth_ratios(records: Iterable[Mapping[str, Any]]) -> np.ndarray | None:
+    """The per-item forget-set truth ratios ``R`` in a model's records (``None`` if none).
+
+    What forget quality compares: pass the retain model's to :func:`tofu_numbers` as
+    ``retain_forget_truth_ratios``.
+    """
+    forget = splits_from_records(r for r in records if r.get("split") == "forget").get("forget")
+    return None if forget is None else forget.truth_ratios()
+
+
+def write_legacy_logs(records: Iterable[Mapping[str, Any]], directory: str | Path) -> Path:
+    """Write the records as TOFU's legacy per-item eval logs, for ``unlearn-audit rescore``.
+
+    One file per split present (``eval_log_forget.json``, ``eval_log.json``,
+    ``eval_real_author_wo_options.json``, ``eval_real_world_wo_options.json``), each
+    ``field -> {item index -> value}`` with TOFU's field names: ``avg_gt_loss``,
+    ``avg_paraphrased_loss`` (the gold answer's loss on the real-world sets, as TOFU's
+    ``base_answer_key: answer`` writes it), ``average_perturb_loss``, ``truth_ratio``,
+    ``rougeL_recall``, ``rouge1_recall`` and ``generated_text`` (``[question, greedy
+    answer, gold]``; TOFU stores the rendered prompt where we store the question).
+    Missing values are written as ``null``.
+
+    Args:
+        records: the view's records.
+        directory: where to write (created if needed).
+
+    Returns:
+        The directory.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    by_split: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        by_split.setdefault(rec["split"], []).append(rec)
+    for split, recs in by_split.items():
+        fields: dict[str, dict[str, Any]] = {
+            name: {}
+            for name in (
+                "avg_gt_loss",
+                "avg_paraphrased_loss",
+                "average_perturb_loss",
+                "truth_ratio",
+                "rougeL_recall",
+                "rouge1_recall",
+                "generated_text",
+            )
+        }
+        for r in recs:
+            i = str(r["index"])
+            fields["avg_gt_loss"][i] = r["gt_mean_nll"]
+            fields["avg_paraphrased_loss"][i] = (
+                r["paraphrased_mean_nll"] if split in PARAPHRASED_TRUE_SIDE else r["gt_mean_nll"]
+            )
+            fields["average_perturb_loss"][i] = list(r["perturbed_mean_nll"])
+            fields["truth_ratio"][i] = r["truth_ratio"]
+            fields["rougeL_recall"][i] = r["rougeL_recall"]
+            fields["rouge1_recall"][i] = r["rouge1_recall"]
+            fields["generated_text"][i] = [r["question"], r["generation"], r["gold"]]
+        with open(directory / LEGACY_FILES[split], "w", encoding="utf-8") as f:
+            json.dump(fields, f, indent=1)
+    return directory
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _per_item(split: str, kind: str, s: SplitScores) -> np.ndarray | None:
+    """The per-item values whose mean is ``tofu.<split>_<kind>`` (as ``tofu_numbers`` takes it)."""
+    if kind == "rouge":
+        return s.rougeL_recall
+    if kind == "prob":
+        if s.gt_mean_nll is None:
+            return None
+        if split in NORMALISED_PROB_SPLITS:
+            if s.perturbed_mean_nll is None:
+                return None
+            return normalized_probability(s.gt_mean_nll, s.perturbed_mean_nll)
+        return probability(s.gt_mean_nll)
+    r = s.truth_ratios()
+    if r is None:
+        return None
+    on_forget = split == "forget"
+    return np.array([truth_ratio_score([x], on_forget=on_forget) for x in r], dtype=np.float64)
+
+
+def _ci(lo_hi: tuple[float, float]) -> tuple[float, float] | None:
+    lo, hi = lo_hi
+    return None if math.isnan(lo) or math.isnan(hi) else (float(lo), float(hi))
+
+
+def _mean_metric(
+    name: str,
+    num: TofuNumber,
+    values: np.ndarray | None,
+    recs: Sequence[Mapping[str, Any]],
+    seed: int,
+) -> Metric:
+    """A per-item mean with its item-bootstrap interval and per-family numbers."""
+    metric = Metric(name, num.value, n=num.n, excluded=num.excluded, reason=num.reason)
+    if num.value is None or values is None:
+        return metric
+    keep = ~np.isnan(values)
+    vals = values[keep]
+    kept = [r for r, k in zip(recs, keep, strict=True) if k]
+    metric.ci = _ci(bootstrap_ci(vals, n_resamples=N_RESAMPLES, seed=seed))
+    metric.extra["ci_method"] = f"percentile bootstrap over items, {N_RESAMPLES} resamples"
+    authors = [r.get("author") for r in kept]
+    if all(a is not None for a in authors) and len(set(authors)) >= 2:
+        metric.extra["ci_by_author"] = _ci(
+            bootstrap_ci(vals, groups=authors, n_resamples=N_RESAMPLES, seed=seed)
+        )
+    families: dict[str, list[int]] = {}
+    for i, r in enumerate(kept):
+        families.setdefault(str(r.get("family") or "other"), []).append(i)
+    detail = {}
+    for fam in sorted(families):
+        fv = vals[families[fam]]
+        detail[fam] = {
+            "value": float(np.mean(fv)),
+            "n": int(fv.size),
+            "ci": _ci(bootstrap_ci(fv, n_resamples=N_RESAMPLES, seed=seed)),
+        }
+    metric.by_family = {fam: d["value"] for fam, d in detail.items()}
+    metric.extra["by_family_detail"] = detail
+    return metric
+
+
+def hmean_rows(components: np.ndarray) -> np.ndarray:
+    """:func:`~unlearn_audit.scoring.tofu.model_utility` of each row, vectorised.
+
+    Definition: the harmonic mean ``k / sum(1 / x)`` of a row's ``k`` components, 0 when
+    one is 0 (the harmonic mean's limit), as ``model_utility`` (``scipy.stats.hmean``)
+    gives it; two thousand scipy calls per bootstrap would take seconds.
+
+    Args:
+        components: shape ``(rows, k)``, finite and ``>= 0``.
+
+    Returns:
+        Shape ``(rows,)``.
+    """
+    x = np.asarray(components, dtype=np.float64)
+    zero = (x == 0).any(axis=1)
+    with np.errstate(divide="ignore"):
+        hm = x.shape[1] / np.sum(1.0 / x, axis=1)
+    return np.where(zero, 0.0, hm)
+
+
+def _model_utility_ci(
+    per_item: Mapping[str, Mapping[str, np.ndarray]], seed: int
+) -> tuple[float, float] | None:
+    """Stratified percentile bootstrap of model utility.
+
+    Each of the three splits is resampled over its own items (they are different item
+    sets), the nine component means recomputed, and their harmonic mean taken
+    (:func:`hmean_rows`, i.e. ``model_utility``). Replicates where a component has no
+    value are dropped.
+    """
+    rng = np.random.default_rng(seed)
+    comps = []
+    for split in ("retain", "real_authors", "world_facts"):
+        mat = np.column_stack([per_item[split][kind] for kind in _KINDS])  # (n, 3)
+        idx = rng.integers(0, mat.shape[0], size=(N_RESAMPLES, mat.shape[0]))
+        with warnings.catch_warnings():
+            # An all-nan column of a replicate ("mean of empty slice") is dropped below.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            comps.append(np.nanmean(mat[idx], axis=1))  # (B, 3)
+    reps = np.concatenate(comps, axis=1)  # (B, 9), COMPONENT_NAMES order
+    values = hmean_rows(reps[np.isfinite(reps).all(axis=1)])
+    if values.size < 2:
+        return None
+    lo, hi = np.quantile(values, [0.025, 0.975])
+    return (float(lo), float(hi))
+
+
+def _metrics(
+    numbers: Mapping[str, TofuNumber],
+    splits: Mapping[str, SplitScores],
+    records: Sequence[Mapping[str, Any]],
+    unavailable: Mapping[str, str],
+    retain_source: str,
+    retain_r: np.ndarray | None,
+    seed: int,
+) -> list[Metric]:
+    recs_of = {s: [r for r in records if r["split"] == s] for s in SPLITS}
+    per_item = {s: {kind: _per_item(s, kind, splits[s]) for kind in _KINDS} for s in splits}
+    out = []
+    for name, num in numbers.items():
+        if name == "tofu.forget_quality":
+            out.append(_forget_quality_metric(num, splits, retain_source, retain_r))
+        elif name == "tofu.model_utility":
+            out.append(_model_utility_metric(num, splits, per_item, unavailable, seed))
+        else:
+            split, kind = _split_kind(name)
+            if split in unavailable:
+                out.append(Metric(name, None, reason=unavailable[split]))
+                continue
+            values = per_item.get(split, {}).get(kind)
+            out.append(_mean_metric(name, num, values, recs_of[split], seed))
+    return out
+
+
+def _split_kind(name: str) -> tuple[str, str]:
+    """``tofu.real_authors_truth_ratio`` -> ``("real_authors", "truth_ratio")``."""
+    stem = name.removeprefix("tofu.")
+    for kind in _KINDS:
+        if stem.endswith("_" + kind):
+            return stem[: -len(kind) - 1], kind
+    raise ValueError(f"not a per-split TOFU metric name: {name!r}")
+
+
+def _forget_quality_metric(
+    num: TofuNumber,
+    splits: Mapping[str, SplitScores],
+    retain_source: str,
+    retain_r: np.ndarray | None,
+) -> Metric:
+    if retain_r is None and not retain_source:
+        return Metric(
+            "tofu.forget_quality",
+            None,
+            n=num.n,
+            reason=f"{_SKIP_FQ} (forget quality compares the forget-set truth ratios "
+            "with the retain model's)",
+        )
+    if retain_r is None:
+        return Metric(
+            "tofu.forget_quality",
+            None,
+            n=num.n,
+            reason=f"{retain_source} holds no forget-set truth ratios",
+        )
+    extra: dict[str, Any] = {"retain_source": retain_source, "ci_note": _FQ_CI_NOTE, **num.extra}
+    if num.value is not None:
+        a = splits["forget"].truth_ratios()
+        a, b = a[~np.isnan(a)], retain_r[~np.isnan(retain_r)]
+        extra["ks_statistic"] = float(_sps.ks_2samp(a, b).statistic)
+    reason = num.reason + (f" ({retain_source})" if num.value is not None else "")
+    return Metric(
+        "tofu.forget_quality", num.value, n=num.n, excluded=num.excluded, reason=reason, extra=extra
+    )
+
+
+def _model_utility_metric(
+    num: TofuNumber,
+    splits: Mapping[str, SplitScores],
+    per_item: Mapping[str, Mapping[str, np.ndarray | None]],
+    unavailable: Mapping[str, str],
+    seed: int,
+) -> Metric:
+    mu_splits = ("retain", "real_authors", "world_facts")
+    if num.value is None:
+        reasons = [unavailable[s] for s in mu_splits if s in unavailable]
+        return Metric("tofu.model_utility", None, reason="; ".join(reasons) or num.reason)
+    n_by_split = {s: splits[s].n for s in mu_splits}
+    extra: dict[str, Any] = {
+        "n_by_split": n_by_split,
+        "ci_method": (
+            f"stratified percentile bootstrap ({N_RESAMPLES} resamples of each split's items, "
+            "nine components and their harmonic mean recomputed)"
+        ),
+    }
+    ready = all(per_item[s][k] is not None for s in mu_splits for k in _KINDS)
+    ci = _model_utility_ci(per_item, seed) if ready else None
+    return Metric(
+        "tofu.model_utility",
+        num.value,
+        ci=ci,
+        n=sum(n_by_split.values()),
+        reason=num.reason,
+        extra=extra,
+    )
