@@ -1,0 +1,3 @@
+"""Shared test configuration: ``pytester`` runs whole pytest sessions of the audit plugin."""
+
+pytest_plugins = ["pytester"]
