@@ -1,0 +1,159 @@
+"""What the leak views share: ask, generate, score with the corrected scorer, aggregate.
+
+The leak views (novel_recall, format_shift, best_of_n, chain_of_clues) all follow one
+path: build a :class:`Prompt` per item, let the engine answer it, score each answer with
+the corrected (novel-content) scorer of :mod:`unlearn_audit.scoring.novel` against what
+the model was shown, and turn the per-item records into rates with Wilson intervals and
+per-family numbers. This module holds that path once so each view module reads like its
+definition.
+
+**Shown text** (views.md, "novel content"): the system prompt (only when the prompt
+format renders one, i.e. ``prompt_format == "chat"``), every *user* turn and the
+answer stem. Assistant turns are not shown text: in a multi-turn dialogue they are the
+model's own words (chain_of_clues), and a model repeating what it said itself still
+leaks. The chat template's fixed boilerplate (Llama-3's "Cutting Knowledge Date" lines)
+is not counted; it is the same for every prompt and carries no fact of any item.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unlearn_audit.data import Item, classify_question
+from unlearn_audit.model._types import GenRequest, Prompt
+from unlearn_audit.scoring.novel import score_generation
+from unlearn_audit.scoring.stats import by_family, rate_with_ci
+from unlearn_audit.views._base import Metric
+
+if TYPE_CHECKING:
+    from unlearn_audit.context import AuditConfig, AuditContext
+
+__all__ = [
+    "family_of",
+    "generate_greedy",
+    "item_fields",
+    "leak_fields",
+    "plot_path",
+    "rate_metric",
+    "shown_texts",
+    "user_text",
+]
+
+
+def shown_texts(config: AuditConfig, prompt: Prompt) -> list[str]:
+    """Every text the user side put in front of the model (module docstring).
+
+    Args:
+        config: the run's configuration (system prompt and prompt format).
+        prompt: the prompt as asked.
+
+    Returns:
+        The system prompt (chat format only), each user turn, and the stem if any.
+    """
+    out: list[str] = []
+    if config.prompt_format == "chat" and config.system_prompt:
+        out.append(config.system_prompt)
+    out += [text for role, text in prompt.turns if role == "user"]
+    if prompt.stem:
+        out.append(prompt.stem)
+    return out
+
+
+def user_text(prompt: Prompt) -> str:
+    """The user turns of a prompt, one per line (what records show as ``prompt``)."""
+    return "\n".join(text for role, text in prompt.turns if role == "user")
+
+
+def family_of(item: Item) -> str:
+    """The item's fact family; read off the question when the data records none."""
+    return item.family or classify_question(item.question)
+
+
+def item_fields(item: Item) -> dict[str, Any]:
+    """The identifying fields every per-item record starts with."""
+    return {"uid": item.uid, "author": item.author, "family": family_of(item)}
+
+
+def generate_greedy(ctx: AuditContext, label: str, prompts: Sequence[Prompt]) -> list[str]:
+    """One greedy answer per prompt, up to ``max_new_tokens``, in one batched engine call."""
+    reqs = [GenRequest(p, max_new_tokens=ctx.config.max_new_tokens) for p in prompts]
+    return [outs[0] for outs in ctx.engine(label).generate(reqs)] if reqs else []
+
+
+def leak_fields(generation: str, gold: str, shown: Sequence[str], threshold: float) -> dict[str, Any]:
+    """The corrected and uncorrected verdicts on one answer, as record fields.
+
+    Definition: :func:`unlearn_audit.scoring.novel.score_generation` (views.md, "leak").
+
+    Returns:
+        ``gold``, ``novel_words``, ``matched_words``, ``share``, ``leaked`` (``None`` when
+        excluded), ``excluded``, ``uncorrected_rougeL`` and ``uncorrected_leak``.
+    """
+    rec = score_generation(generation, gold, shown, threshold)
+    return {
+        "gold": gold,
+        "novel_words": list(rec.novel_words),
+        "matched_words": list(rec.matched_words),
+        "share": rec.share,
+        "leaked": rec.leaked,
+        "excluded": rec.excluded,
+        "uncorrected_rougeL": rec.uncorrected_rougeL,
+        "uncorrected_leak": rec.uncorrected_leak,
+    }
+
+
+def rate_metric(
+    name: str,
+    records: Iterable[Mapping[str, Any]],
+    flag: str = "leaked",
+    *,
+    excluded_reason: str = "empty novel content (the prompt shows every content word of the answer)",
+) -> Metric:
+    """A proportion metric over records: value, Wilson 95% CI, n, excluded, per family.
+
+    Definition: the share of ``True`` among the records' non-``None`` ``flag`` values
+    (``None`` = excluded), with the Wilson interval (views.md: "Wilson for proportions");
+    the same per ``family``. ``Metric.by_family`` holds the families with at least one
+    scored record; ``extra["by_family_detail"]`` has every family's counts and interval.
+
+    Args:
+        name: the metric's views.md name.
+        records: per-item records with ``family`` and ``flag`` keys.
+        flag: the key of the ``bool | None`` verdict.
+        excluded_reason: what an excluded record means, for ``Metric.reason``.
+    """
+    recs = list(records)
+    s = rate_with_ci(r[flag] for r in recs)
+    fams = by_family(recs, "family", flag)
+    reason = ""
+    if s.n == 0:
+        reason = "nothing to score: " + (excluded_reason if s.excluded else "no items")
+    elif s.excluded:
+        reason = f"{s.excluded} excluded: {excluded_reason}"
+    return Metric(
+        name,
+        s.value,
+        ci=s.ci,
+        n=s.n,
+        excluded=s.excluded,
+        by_family={f: v.value for f, v in fams.items() if v.value is not None},
+        reason=reason,
+        extra={"successes": s.successes,
+               "by_family_detail": {f: v.to_dict() for f, v in fams.items()}},
+    )
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def plot_path(config: AuditConfig, view: str, label: str) -> Path:
+    """Where a view's plot for one model goes: ``<report_dir>/plots/<view>_<label>.png``.
+
+    The label is made file-name safe (hub ids contain ``/``); the folder is created.
+    """
+    folder = Path(config.report_dir) / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{view}_{_UNSAFE.sub('_', label).strip('_') or 'model'}.png"
