@@ -1,9 +1,16 @@
 """Audit views, one module each, registered by name. Import order = report order."""
 
-from unlearn_audit.views._base import Metric, View, ViewResult, available_views, get_view, register_view
-
 # Each import registers its view; a view module that is missing simply isn't offered.
 import importlib as _importlib
+
+from unlearn_audit.views._base import (
+    Metric,
+    View,
+    ViewResult,
+    available_views,
+    get_view,
+    register_view,
+)
 
 VIEW_MODULES = (
     "tofu",
