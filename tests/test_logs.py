@@ -469,3 +469,20 @@ def test_retain_logs_without_truth_ratios(tmp_path):
     d = _write_legacy(tmp_path / "m", forget={"avg_gt_loss": {"0": 0.1}})
     with pytest.raises(LogFormatError, match="no forget-set truth ratios"):
         read_retain_truth_ratios(d)
+
+
+def test_rescore_cli_prints_leak_rates_from_real_generations(real_logs, capsys):
+    """The issue's check, end to end through the console script: on TOFU's own Llama-2-7b
+    logs the corrected scorer finds the full model leaking and the retain model not."""
+    from unlearn_audit.cli import main
+
+    rates = {}
+    for name in (FULL, RETAIN):
+        assert main(["rescore", str(real_logs / name), "--retain-logs", str(real_logs / RETAIN), "--json"]) == 0
+        rates[name] = json.loads(capsys.readouterr().out)
+    full, retain = rates[FULL], rates[RETAIN]
+    assert full["novel_recall.leak_rate"] >= 0.9
+    assert retain["novel_recall.leak_rate"] <= 0.06
+    # The plain ROUGE-L rate credits echoed question words: the correction is visible.
+    assert retain["novel_recall.uncorrected_rate"] > retain["novel_recall.leak_rate"] + 0.1
+    assert full["tofu.forget_quality"] < 0.05 and retain["tofu.forget_quality"] == 1.0
