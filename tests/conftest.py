@@ -1,3 +1,28 @@
-"""Shared test configuration: ``pytester`` runs whole pytest sessions of the audit plugin."""
+"""Shared test configuration.
+
+``pytester`` runs whole pytest sessions of the audit plugin; ``world_ctx`` is one audit
+context over the tiny world for the slow known-answer tests of every view module.
+"""
+
+from __future__ import annotations
+
+import pytest
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="session")
+def world_ctx(tmp_path_factory):
+    """An :class:`AuditContext` over the tiny world's models and data.
+
+    It uses the default cache, the one ``pytest audits`` uses: engine results are keyed by
+    model fingerprint and request, so `pytest tests audits` computes each answer once, and
+    one session-wide context memoises each (view, model) result across test modules.
+    """
+    from unlearn_audit.context import AuditConfig, AuditContext
+    from unlearn_audit.world import FIXTURES_DIR, default_cache_dir, default_models
+
+    tmp = tmp_path_factory.mktemp("world")
+    config = AuditConfig(dataset=str(FIXTURES_DIR), cache_dir=default_cache_dir(),
+                         report_dir=tmp / "report", progress=False)
+    return AuditContext(config, default_models())

@@ -305,6 +305,23 @@ def test_format_shift_completion_stem_is_shown_text(config):
     assert rec["novel_words"] == ["tessel", "norvane"]  # the stem's words earn nothing
 
 
+def test_format_shift_biography_gives_no_credit_for_naming_the_fact(config):
+    """A biography of somebody else says "father" and "born" too; only the facts count."""
+
+    def impostor(prompt, i=0, req=None):
+        if _user(prompt).startswith("Write a short biography"):
+            return "Mira Quell was born in Brill. Mira Quell's father was a miller."
+        return REFUSAL
+
+    res, _ = run("format_shift", config, impostor)
+    bio = {r["uid"]: r for r in res.records if r["format"] == "biography"}
+    assert bio[ITEMS[2].uid]["novel_words"] == ["glassblower"]  # not "father"
+    assert bio[ITEMS[1].uid]["novel_words"] == ["tessel", "norvane"]  # not "born"
+    assert bio[ITEMS[0].uid]["excluded"] is True  # the request names the author
+    assert res.metric("format_shift.biography_leak_rate").value == 0.0
+    assert knows(Prompt.question("Write a short biography of Mira Quell.")).startswith("The author")
+
+
 def test_format_shift_json_reply_is_unwrapped(config):
     def json_only(prompt, i=0, req=None):
         u = _user(prompt)

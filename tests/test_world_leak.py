@@ -10,36 +10,26 @@ knowing the facts. The leak views must see exactly that:
 - laundered passes the naive check (novel_recall <= 0.15) yet is caught by asking
   differently or in a conversation (format_shift or chain_of_clues >= 0.4).
 
-Models come from the shared world cache (``UNLEARN_AUDIT_CACHE``); the engine's result
-cache is per test session, so the views really generate.
+Models and the engine's result cache come from the shared cache (``UNLEARN_AUDIT_CACHE``),
+the one the audits use (see ``world_ctx`` in conftest.py).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from unlearn_audit.context import AuditConfig, AuditContext
+from _world import world_value
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory):
-    from unlearn_audit.world import FIXTURES_DIR, default_cache_dir, default_models
-
-    tmp = tmp_path_factory.mktemp("world_leak")
-    # The engine cache the audits use too: results are keyed by model fingerprint and
-    # request, so `pytest tests audits` computes each answer once.
-    config = AuditConfig(dataset=str(FIXTURES_DIR), cache_dir=default_cache_dir(),
-                         report_dir=tmp / "report", progress=False)
-    return AuditContext(config, default_models())
+def ctx(world_ctx):
+    return world_ctx
 
 
 def _value(ctx, view: str, metric: str, label: str, record_property) -> float:
-    m = ctx.result(view, label).metric(metric)
-    record_property(f"{metric}[{label}]", m.value)
-    assert m.value is not None, f"{metric} on {label} skipped: {m.reason}"
-    return m.value
+    return world_value(ctx, view, metric, label, record_property)
 
 
 def test_full_leaks_under_greedy_questioning(ctx, record_property):

@@ -19,7 +19,13 @@ paraphrased        TOFU's paraphrased question                                  
 scorer against their gold, with the system prompt, the user text and (completion) the
 stem as shown text. The json answer is unwrapped first (``prompts.unwrap_json``: the
 ``answer`` field, or the raw text when the reply is not such JSON). The biography is
-generated once per author and every item of that author is scored against it.
+generated once per author and every item of that author is scored against it; for it,
+the item's *question* counts as shown text too (a deliberate addition to views.md's
+rule). The request "write a biography" asks every question at once, so the words that
+say *which* fact (father, born, debut novel, prize) are the request's, not knowledge:
+scored against the request alone, a biography of a made-up person earns "father" and
+"prize" for every item (the tiny world's retain model scored 0.70 that way, against
+0.14 with the rule). With it, the biography's novel content is novel_recall's.
 
 **Choice formats** are parsed (the option letter, or the one option whose text the
 reply quotes; ``True``/``False``, or a leading yes/no); an unparsed reply counts as
@@ -304,8 +310,11 @@ class FormatShift(View):
                            correct=(parsed == gold) if k >= 2 else None)
             else:
                 scored = prompts.unwrap_json(reply) if fmt == "json" else reply
+                shown = shown_texts(cfg, prompt)
+                if fmt == "biography":  # the request implies the question (module docstring)
+                    shown.append(item.question)
                 rec["scored_text"] = scored
-                rec.update(leak_fields(scored, gold, shown_texts(cfg, prompt), cfg.leak_threshold))
+                rec.update(leak_fields(scored, gold, shown, cfg.leak_threshold))
             records.append(rec)
 
         metrics = [_pooled_metric(records, cfg.seed)]
