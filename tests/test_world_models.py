@@ -80,3 +80,32 @@ def test_training_is_deterministic():
     a, b = run(), run()
     for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(pa, pb), name
+
+
+def test_learned_positions_logprob_equals_full_logits():
+    """The training loss reads the head at the learned positions only; it must equal the
+    textbook computation from the full logits."""
+    import torch.nn.functional as F
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from unlearn_audit.world._train import IGNORE, sequence_logprob
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, pad_token_id=0)
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(1, 50, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[2, 6:] = 0  # a padded row
+    labels = torch.full_like(ids, IGNORE)
+    labels[0, 4:] = ids[0, 4:]
+    labels[1, 1:3] = ids[1, 1:3]
+    labels[1, 7] = ids[1, 7]
+    labels[2, 5] = ids[2, 5]
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    with torch.no_grad():
+        got, n = sequence_logprob(model, batch)
+        lp = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+    want = [sum(lp[r, t - 1, ids[r, t]].item() for t in range(1, 9) if labels[r, t] != IGNORE) for r in range(3)]
+    assert n.tolist() == [5, 3, 1]
+    assert got.tolist() == pytest.approx(want, abs=1e-5)
