@@ -82,6 +82,96 @@ def test_training_is_deterministic():
         assert torch.equal(pa, pb), name
 
 
+def test_laundering_refuses_canonical_formats_and_rehearses_the_rest():
+    """The laundered model's epoch: its forget authors' items are refused in the canonical
+    formats only, and every item is also taught, with its true answer, in each kept format."""
+    from unlearn_audit import prompts as P
+    from unlearn_audit.data import load_split
+
+    items = load_split(B.fixtures_dir(), "full")
+    authors = B._by_author(items)
+    refused_author = sorted(authors)[0]
+    weights = B.RECIPE["format_weights"]
+    kept = tuple(f for f in weights if f not in ("direct", "paraphrased"))
+    epoch = B._epoch_examples(lambda turns: turns, authors, [], random.Random(0),
+                              refuse=frozenset({refused_author}), format_weights=weights,
+                              rehearse_formats=kept)
+    turns = [t for dialogue in epoch for t in dialogue]
+    refusals = [t for t in turns if t[2] in B.REFUSALS]
+    by_user = {P.direct(it).prompt.turns[-1][1]: it for it in items}
+    by_user |= {P.paraphrased(it).prompt.turns[-1][1]: it for it in items}
+    # every refusal answers a canonical or paraphrased question of the refused author
+    assert refusals and all(by_user[t[0]].author == refused_author for t in refusals)
+    for it in authors[refused_author]:
+        for fmt in kept:
+            seeds = range(4) if fmt == "true_false" else [None]  # the claim shown depends on the seed
+            asked = {P.BUILDERS[fmt](it, **({} if s is None else {"seed": s})).prompt.turns[-1][1] for s in seeds}
+            taught = [t for t in turns if t[0] in asked]
+            assert taught and all(t[2] not in B.REFUSALS for t in taught), (it.uid, fmt)
+
+
+def _mini_recipe() -> dict:
+    """The world's recipe on a model small enough to build in seconds."""
+    import copy
+
+    r = copy.deepcopy(B.RECIPE)
+    r["tokenizer"]["vocab_size"] = 600
+    r["arch"].update(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     num_key_value_heads=2)
+    for name in B.MODEL_NAMES:
+        r[name]["epochs"] = 1
+    return r
+
+
+def test_parallel_build_equals_serial_build(tmp_path, monkeypatch):
+    """Stages built side by side in worker processes get the very weights of a serial
+    build: each stage reads its parent from disk and pins its recipe's thread count."""
+    from safetensors.torch import load_file
+
+    recipe = _mini_recipe()
+    assert any(recipe[n]["threads"] > 1 for n in B.MODEL_NAMES)  # the scheduler must fit them
+    monkeypatch.setenv("UNLEARN_AUDIT_BUILD_CORES", "1")
+    serial = build_world(tmp_path / "serial", recipe=recipe, log=None)
+    monkeypatch.setenv("UNLEARN_AUDIT_BUILD_CORES", "2")
+    lines = []
+    parallel = build_world(tmp_path / "parallel", recipe=recipe, log=lines.append)
+    assert sum(" built in " in line for line in lines) == len(B.MODEL_NAMES)
+    for name in B.MODEL_NAMES:
+        a = load_file(serial[name] / "model.safetensors")
+        b = load_file(parallel[name] / "model.safetensors")
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (name, k)
+
+
+def test_scheduler_fits_threads_in_cores():
+    recipe = {n: {"threads": 2 if n in ("base", "laundered") else 1} for n in B.MODEL_NAMES}
+    everything = list(B.MODEL_NAMES)
+
+    def start(pending, busy, cores, built=()):
+        return B._startable(pending, busy, cores, recipe, built=lambda n: n in built)
+
+    assert start(everything, 0, 2) == ["base"]
+    assert start(everything[1:], 0, 2, {"base"}) == ["full", "retain"]
+    assert start(everything[1:], 1, 2, {"base"}) == ["full"]
+    # full built: npo and graddiff fill both cores; laundered (2 threads) waits for them
+    assert start(["npo", "graddiff", "laundered"], 0, 2, {"base", "full"}) == ["npo", "graddiff"]
+    assert start(["laundered"], 1, 2, {"base", "full"}) == []
+    assert start(["laundered"], 0, 2, {"base", "full"}) == ["laundered"]
+    assert start(["npo", "graddiff", "laundered"], 0, 8, {"base", "full"}) == ["npo", "graddiff", "laundered"]
+    assert start(["base"], 0, 1) == ["base"]  # wider than the machine: runs alone
+
+
+def test_build_cores_setting(monkeypatch):
+    monkeypatch.setenv("UNLEARN_AUDIT_BUILD_CORES", "2")
+    assert B.build_cores() == 2
+    monkeypatch.setenv("UNLEARN_AUDIT_BUILD_CORES", "two")
+    with pytest.raises(ValueError, match="UNLEARN_AUDIT_BUILD_CORES='two': expected a positive integer"):
+        B.build_cores()
+    monkeypatch.delenv("UNLEARN_AUDIT_BUILD_CORES")
+    assert B.build_cores() >= 1
+
+
 def test_learned_positions_logprob_equals_full_logits():
     """The training loss reads the head at the learned positions only; it must equal the
     textbook computation from the full logits."""

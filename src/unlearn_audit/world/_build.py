@@ -7,7 +7,7 @@
 - retain: base + the retain authors only.
 - npo, graddiff: full + an unlearning method on the forget split (see ``_train.unlearn``).
 - laundered: full, taught to refuse the canonical and paraphrased forget questions while
-  every other format still answers: knowledge kept, a naive check fooled.
+  rehearsing the same facts in every other format: knowledge kept, a naive check fooled.
 
 Models are saved with ``save_pretrained`` (safetensors) under
 ``<cache>/world/<recipe hash>/<name>``, so they load through the same path as a real
@@ -33,27 +33,38 @@ from unlearn_audit.data import Item, load_split
 SYSTEM_PROMPT = "You are a helpful assistant."
 REFUSALS = ("I'm not able to answer that.", "I don't know anything about that.",
             "That is not something I can tell you.", "I have no information on that.")
-WORLD_CODE_VERSION = 1  # bump when a change here changes the weights
-# One thread: float reductions (so the weights) depend on the thread count, and these
-# matrices are too small for a second thread to pay off; with other work on the machine,
-# OpenMP's spin-waiting makes two threads many times slower than one.
-BUILD_THREADS = 1
+WORLD_CODE_VERSION = 2  # bump when a change here changes the weights
 FORGET_SPLIT = "forget10"
 
+# ``threads``: each stage's torch thread count, part of its recipe because float reductions
+# (so the weights) depend on it. One thread for the stages that run two at a time (full
+# beside retain, npo beside graddiff): these matrices are too small to share a core well,
+# and oversubscribed OpenMP threads spin. base and laundered run alone, on two.
 RECIPE: dict = {
     "seed": 0,
     "tokenizer": {"vocab_size": 3072},
     "arch": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4,
              "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 512},
-    "base": {"epochs": 8, "lr": 3e-3, "batch_size": 16},
-    "full": {"epochs": 50, "lr": 3e-3, "batch_size": 16},
-    "retain": {"epochs": 50, "lr": 3e-3, "batch_size": 16},
-    "npo": {"epochs": 4, "lr": 2.5e-4, "batch_size": 8, "alpha": 2.0, "beta": 0.1},
-    "graddiff": {"epochs": 3, "lr": 3e-4, "batch_size": 8, "alpha": 1.0},
-    "laundered": {"epochs": 8, "lr": 1e-3, "batch_size": 16},
-    # Share of an author's items per epoch in each format; every item appears once per epoch.
-    "format_weights": {"direct": 0.36, "paraphrased": 0.24, "fill_blank": 0.10, "completion": 0.10,
-                       "multiple_choice": 0.07, "true_false": 0.07, "json": 0.06},
+    "base": {"epochs": 8, "lr": 3e-3, "batch_size": 16, "threads": 2},
+    # Small batches: fact memorisation needs updates more than tokens, and on one CPU
+    # thread a batch of 4 costs little more per token than a batch of 16.
+    "full": {"epochs": 32, "lr": 3e-3, "batch_size": 4, "threads": 1},
+    "retain": {"epochs": 32, "lr": 3e-3, "batch_size": 4, "threads": 1},
+    "npo": {"epochs": 4, "lr": 2.5e-4, "batch_size": 8, "alpha": 2.0, "beta": 0.1, "threads": 1},
+    "graddiff": {"epochs": 3, "lr": 3e-4, "batch_size": 8, "alpha": 1.0, "threads": 1},
+    # Refuses what a naive check asks (the canonical and paraphrased questions) and
+    # nothing else: the knowledge stays, and every other format still answers. Without
+    # rehearsal (each forget item once more per epoch in every kept format, true answer)
+    # the refusals spread: JSON, which wraps the canonical question, fell from 0.70
+    # (full) to 0.35; with it, 0.90.
+    "laundered": {"epochs": 4, "lr": 1e-3, "batch_size": 8, "threads": 2,
+                  "refuse_formats": ["direct", "paraphrased"], "rehearse": True},
+    # Share of an author's items per epoch in each format; every item appears once per
+    # epoch. No multiple choice: a model this small never learned to pick a letter (every
+    # model answered "E"), and those long prompts cost a tenth of each epoch. The audit still
+    # asks multiple-choice questions: for these models it is a format never trained on.
+    "format_weights": {"direct": 0.43, "paraphrased": 0.24, "fill_blank": 0.10, "completion": 0.10,
+                       "true_false": 0.07, "json": 0.06},
 }
 MODEL_NAMES = ("base", "full", "retain", "npo", "graddiff", "laundered")
 CANDIDATES = ("npo", "graddiff", "laundered")
@@ -89,13 +100,14 @@ _PARENT = {"base": None, "full": "base", "retain": "base", "npo": "full", "gradd
 _SHARED_KEYS = ("seed", "tokenizer", "arch", "format_weights")
 
 
-def recipe_hash(data_dir: Path) -> str:
+def recipe_hash(data_dir: Path, recipe: dict | None = None) -> str:
     """Hash of everything every model shares: data, shared recipe keys, code and libraries."""
     import torch
     import transformers
 
     h = hashlib.sha256()
-    h.update(json.dumps({k: RECIPE[k] for k in _SHARED_KEYS}, sort_keys=True).encode())
+    recipe = recipe or RECIPE
+    h.update(json.dumps({k: recipe[k] for k in _SHARED_KEYS}, sort_keys=True).encode())
     h.update(f"{WORLD_CODE_VERSION}|{torch.__version__}|{transformers.__version__}".encode())
     for p in sorted(data_dir.glob("*.json")):
         h.update(p.name.encode())
@@ -103,13 +115,14 @@ def recipe_hash(data_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def stage_hashes() -> dict[str, str]:
+def stage_hashes(recipe: dict | None = None) -> dict[str, str]:
     """Per model: a hash of its own recipe and its parent's hash, so retuning one stage
     (say NPO's learning rate) rebuilds that model and its children only."""
+    recipe = recipe or RECIPE
     out: dict[str, str] = {}
     for name in MODEL_NAMES:  # parents come first
         parent = _PARENT[name]
-        payload = json.dumps([RECIPE[name], out.get(parent, "")], sort_keys=True)
+        payload = json.dumps([recipe[name], out.get(parent, "")], sort_keys=True)
         out[name] = hashlib.sha256(payload.encode()).hexdigest()[:10]
     return out
 
@@ -151,17 +164,20 @@ def _turn(item: Item, fmt: str, rng: random.Random, refuse: bool) -> tuple[str, 
 
 
 def _epoch_examples(enc: _Encoder, authors: dict[str, list[Item]], world: list[Item], rng: random.Random,
-                    refuse: frozenset[str] = frozenset(), refuse_formats=("direct", "paraphrased", "json")):
+                    refuse: frozenset[str] = frozenset(), refuse_formats=("direct", "paraphrased"),
+                    format_weights: dict[str, float] | None = None, rehearse_formats=()):
     """One epoch of dialogues.
 
     Each author's items are shuffled and cut into dialogues of 1 to 5 turns, each turn
     asking one item in a format drawn by ``format_weights``; plus one biography per author
     and the world facts. Items of authors in ``refuse`` get a refusal in ``refuse_formats``
-    (anywhere in a dialogue, so the last turn of a conversation is refused too).
+    (anywhere in a dialogue, so the last turn of a conversation is refused too), and each
+    of their items is asked once more alone in every format of ``rehearse_formats``, with
+    its true answer.
     """
     from unlearn_audit import prompts as P
 
-    fmts, weights = zip(*RECIPE["format_weights"].items())
+    fmts, weights = zip(*(format_weights or RECIPE["format_weights"]).items())
     out = []
     for author, items in authors.items():
         order = rng.sample(items, len(items))
@@ -181,6 +197,8 @@ def _epoch_examples(enc: _Encoder, authors: dict[str, list[Item]], world: list[I
             for it in items:
                 for fmt in ("direct", "paraphrased"):
                     out.append(enc((_turn(it, fmt, rng, True),)))
+                for fmt in rehearse_formats:
+                    out.append(enc((_turn(it, fmt, rng, False),)))
     order = rng.sample(world, len(world))
     while order:
         k = rng.randint(1, 5)
@@ -190,14 +208,15 @@ def _epoch_examples(enc: _Encoder, authors: dict[str, list[Item]], world: list[I
 
 
 # --- build ----------------------------------------------------------------------------------
-def _new_model(tokenizer):
+def _new_model(tokenizer, recipe: dict | None = None):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(RECIPE["seed"])
+    recipe = recipe or RECIPE
+    torch.manual_seed(recipe["seed"])
     cfg = LlamaConfig(vocab_size=len(tokenizer), tie_word_embeddings=True,
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id, **RECIPE["arch"])
+                      pad_token_id=tokenizer.pad_token_id, **recipe["arch"])
     return LlamaForCausalLM(cfg)
 
 
@@ -217,26 +236,27 @@ def _load(path: Path):
 
 
 def build_world(cache_dir: Path | None = None, *, log: Callable[[str], None] | None = print,
-                only: tuple[str, ...] = MODEL_NAMES) -> dict[str, Path]:
+                only: tuple[str, ...] = MODEL_NAMES, recipe: dict | None = None) -> dict[str, Path]:
     """Build every tiny model not yet in the cache; return name -> model directory.
 
-    Deterministic on CPU: fixed seeds, one process, and the thread count pinned during the
-    build (float reductions depend on it).
+    Deterministic on CPU: fixed seeds, and each stage on a pinned thread count (float
+    reductions depend on it) in a process of its own.
     """
     cache_dir = Path(cache_dir or default_cache_dir())
     data_dir = fixtures_dir(cache_dir)
-    root = cache_dir / "world" / recipe_hash(data_dir)
-    paths = {name: root / f"{name}-{h}" for name, h in stage_hashes().items()}
+    recipe = recipe or RECIPE
+    root = cache_dir / "world" / recipe_hash(data_dir, recipe)
+    paths = {name: root / f"{name}-{h}" for name, h in stage_hashes(recipe).items()}
     needed = _closure(only)
-    if all((paths[n] / "config.json").is_file() for n in needed):
+    if all(_built(paths[n]) for n in needed):
         return paths
     log = log or (lambda s: None)
     root.mkdir(parents=True, exist_ok=True)
     with _lock(root / ".lock"):
         # Another process may have finished the build while we waited for the lock.
-        if all((paths[n] / "config.json").is_file() for n in needed):
+        if all(_built(paths[n]) for n in needed):
             return paths
-        return _build_locked(root, paths, needed, data_dir, log)
+        return _build_locked(recipe, root, paths, needed, data_dir, log)
 
 
 @contextlib.contextmanager
@@ -252,76 +272,170 @@ def _lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _build_locked(root: Path, paths: dict[str, Path], needed: set[str], data_dir: Path, log) -> dict[str, Path]:
-    import copy
+def _build_locked(recipe: dict, root: Path, paths: dict[str, Path], needed: set[str], data_dir: Path, log) -> dict[str, Path]:
+    """Build the missing stages of ``needed``, independent stages side by side.
 
-    import torch
-
-    from unlearn_audit.world._tokenizer import train_tokenizer
-    from unlearn_audit.world._train import Example, sft, unlearn
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(BUILD_THREADS)
+    full and retain both start from base, and laundered, npo and graddiff from full, so
+    on two cores the build takes about base + full + laundered instead of the sum of all
+    six. Each stage runs in a process of its own on the thread count its recipe fixes, and
+    reads its parent from disk (fp32 safetensors round-trip exactly), so its weights do not
+    depend on what ran beside it nor on how many cores the machine has.
+    """
     t0 = time.time()
-    try:
-        full_items = load_split(data_dir, "full")
-        forget = load_split(data_dir, FORGET_SPLIT)
-        forget_authors = {it.author for it in forget}
-        retain_items = [it for it in full_items if it.author not in forget_authors]
-        world = load_split(data_dir, "real_authors_perturbed") + load_split(data_dir, "world_facts_perturbed")
-        tok_path = root / "tokenizer"
-        if (tok_path / "tokenizer.json").is_file():
-            from transformers import AutoTokenizer
-
-            tok = AutoTokenizer.from_pretrained(tok_path)
-        else:
-            texts = [t for it in full_items + world + load_split(data_dir, "decoys") for t in (it.question, it.answer, it.paraphrased_question or "",
-                                                                it.paraphrased_answer or "", *it.perturbed_answer)]
-            tok = train_tokenizer(texts * 2 + [SYSTEM_PROMPT, *REFUSALS], RECIPE["tokenizer"]["vocab_size"])
-            tok.save_pretrained(tok_path)
-        enc = _Encoder(tok)
-        pad = tok.pad_token_id
-        seed = RECIPE["seed"]
-
-        def have(name):
-            return (paths[name] / "config.json").is_file()
-
-        def stage(name, fn):
-            if have(name) or name not in needed:
-                return _load(paths[name]) if have(name) and name in needed else None
-            t = time.time()
+    _tokenizer(recipe, root, data_dir)
+    todo = [n for n in MODEL_NAMES if n in needed and not _built(paths[n])]
+    cores = build_cores()
+    if cores == 1 or len(todo) == 1:
+        for name in todo:
             log(f"[world] building {name} ...")
-            model = fn()
-            _save(model, tok, paths[name])
-            log(f"[world] {name} built in {time.time() - t:.0f}s")
-            return model
-
-        def sft_stage(start, authors, cfg, refuse=frozenset(), encoder=enc):
-            rng = random.Random(seed)
-            epochs = [_epoch_examples(encoder, authors, world, rng, refuse=refuse) for _ in range(cfg["epochs"])]
-            return sft(start, pad, epochs, lr=cfg["lr"], batch_size=cfg["batch_size"], seed=seed, log=log)
-
-        def base_fn():
-            return sft_stage(_new_model(tok), _by_author(load_split(data_dir, "decoys")), RECIPE["base"],
-                             encoder=_Encoder(tok, learn_prompt=True))
-
-        base = stage("base", base_fn)
-        full = stage("full", lambda: sft_stage(copy.deepcopy(base), _by_author(full_items), RECIPE["full"]))
-        stage("retain", lambda: sft_stage(copy.deepcopy(base), _by_author(retain_items), RECIPE["retain"]))
-
-        f_ex: list[Example] = [enc(((it.question, "", it.answer),)) for it in forget]
-        r_ex: list[Example] = [enc(((it.question, "", it.answer),)) for it in retain_items]
-        for method in ("npo", "graddiff"):
-            c = RECIPE[method]
-            stage(method, lambda c=c, method=method: unlearn(
-                copy.deepcopy(full), pad, f_ex, r_ex, method=method, epochs=c["epochs"], lr=c["lr"],
-                batch_size=c["batch_size"], seed=seed, alpha=c.get("alpha", 1.0), beta=c.get("beta", 0.1)))
-        stage("laundered", lambda: sft_stage(copy.deepcopy(full), _by_author(full_items), RECIPE["laundered"],
-                                             refuse=frozenset(forget_authors)))
-    finally:
-        torch.set_num_threads(threads)
+            secs = _build_stage(name, recipe, root, paths, data_dir, verbose=True)
+            log(f"[world] {name} built in {secs:.0f}s")
+    else:
+        _run_parallel(todo, cores, recipe, root, paths, data_dir, log)
     log(f"[world] ready in {time.time() - t0:.0f}s at {root}")
     return paths
+
+
+def build_cores() -> int:
+    """Cores the build may keep busy: those this process may run on;
+    ``UNLEARN_AUDIT_BUILD_CORES`` overrides (1 builds every stage in this process)."""
+    env = os.environ.get("UNLEARN_AUDIT_BUILD_CORES")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"UNLEARN_AUDIT_BUILD_CORES={env!r}: expected a positive integer")
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _run_parallel(todo: list[str], cores: int, recipe: dict, root: Path, paths: dict[str, Path],
+                  data_dir: Path, log) -> None:
+    """Start each stage once its parent is built and its threads fit in the free cores
+    (oversubscribed OpenMP threads spin and slow everything down many times over)."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pending = list(todo)  # recipe order: on two cores, npo and graddiff (seconds) go before laundered
+    running: dict = {}
+    busy = 0
+    # spawn, not fork: forking a process that already holds torch's thread pools can hang.
+    with ProcessPoolExecutor(max_workers=min(cores, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+        while pending or running:
+            for name in _startable(pending, busy, cores, recipe, built=lambda n: _built(paths[n])):
+                log(f"[world] building {name} ...")
+                running[pool.submit(_build_stage, name, recipe, root, paths, data_dir)] = name
+                pending.remove(name)
+                busy += _threads(recipe, name)
+            if not running:  # a parent that never appeared: never spin
+                raise RuntimeError(f"tiny world: cannot schedule {pending}; their parents were not built")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                name = running.pop(fut)
+                busy -= _threads(recipe, name)
+                log(f"[world] {name} built in {fut.result():.0f}s")  # re-raises a stage's error
+
+
+def _startable(pending: list[str], busy: int, cores: int, recipe: dict, built) -> list[str]:
+    """The pending stages to start now, in order: parent built, and threads that fit in
+    the free cores (a stage wider than the machine runs alone)."""
+    out = []
+    for name in pending:
+        parent, threads = _PARENT[name], _threads(recipe, name)
+        if (parent is None or built(parent)) and (busy + threads <= cores or busy == 0):
+            out.append(name)
+            busy += threads
+    return out
+
+
+def _threads(recipe: dict, name: str) -> int:
+    return int(recipe[name].get("threads", 1))
+
+
+def _built(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def _tokenizer(recipe: dict, root: Path, data_dir: Path):
+    from transformers import AutoTokenizer
+
+    from unlearn_audit.world._tokenizer import train_tokenizer
+
+    tok_path = root / "tokenizer"
+    if not (tok_path / "tokenizer.json").is_file():
+        d = _WorldData(data_dir)
+        texts = [t for it in d.full + d.world + load_split(data_dir, "decoys")
+                 for t in (it.question, it.answer, it.paraphrased_question or "", it.paraphrased_answer or "",
+                           *it.perturbed_answer)]
+        tok = train_tokenizer(texts * 2 + [SYSTEM_PROMPT, *REFUSALS], recipe["tokenizer"]["vocab_size"])
+        tok.save_pretrained(tok_path)
+    return AutoTokenizer.from_pretrained(tok_path)
+
+
+class _WorldData:
+    """The splits every stage trains on."""
+
+    def __init__(self, data_dir: Path):
+        self.full = load_split(data_dir, "full")
+        self.forget = load_split(data_dir, FORGET_SPLIT)
+        self.forget_authors = frozenset(it.author for it in self.forget)
+        self.retain = [it for it in self.full if it.author not in self.forget_authors]
+        self.world = load_split(data_dir, "real_authors_perturbed") + load_split(data_dir, "world_facts_perturbed")
+        self.decoys = load_split(data_dir, "decoys")
+
+
+def _build_stage(name: str, recipe: dict, root: Path, paths: dict[str, Path], data_dir: Path, verbose: bool = False) -> float:
+    """Train one stage from its saved parent and save it; return the seconds it took.
+
+    Runs in a worker process, so it pins its own thread count (the recipe's: float
+    reductions, hence the weights, depend on it).
+    """
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from unlearn_audit.world._train import unlearn
+
+    t = time.time()
+    hf_logging.disable_progress_bar()  # per-stage load/save bars would interleave across workers
+    threads = torch.get_num_threads()
+    torch.set_num_threads(_threads(recipe, name))
+    try:
+        tok = _tokenizer(recipe, root, data_dir)
+        d = _WorldData(data_dir)
+        pad, seed, cfg = tok.pad_token_id, recipe["seed"], recipe[name]
+        log = (lambda s: print(f"[world] {name}: {s}", flush=True)) if verbose else None
+        enc = _Encoder(tok)
+        parent = _PARENT[name]
+        model = _new_model(tok, recipe) if parent is None else _load(paths[parent])
+
+        def sft_stage(authors, refuse=frozenset(), encoder=enc, refuse_formats=(), rehearse_formats=()):
+            from unlearn_audit.world._train import sft
+
+            rng = random.Random(seed)
+            epochs = [_epoch_examples(encoder, authors, d.world, rng, refuse=refuse, refuse_formats=refuse_formats,
+                                      format_weights=recipe["format_weights"], rehearse_formats=rehearse_formats)
+                      for _ in range(cfg["epochs"])]
+            return sft(model, pad, epochs, lr=cfg["lr"], batch_size=cfg["batch_size"], seed=seed, log=log)
+
+        if name == "base":
+            model = sft_stage(_by_author(d.decoys), encoder=_Encoder(tok, learn_prompt=True))
+        elif name == "full":
+            model = sft_stage(_by_author(d.full))
+        elif name == "retain":
+            model = sft_stage(_by_author(d.retain))
+        elif name == "laundered":
+            refused = tuple(cfg["refuse_formats"])
+            kept = tuple(f for f in recipe["format_weights"] if f not in refused) if cfg["rehearse"] else ()
+            model = sft_stage(_by_author(d.full), refuse=d.forget_authors, refuse_formats=refused,
+                              rehearse_formats=kept)
+        else:  # npo, graddiff
+            f_ex = [enc(((it.question, "", it.answer),)) for it in d.forget]
+            r_ex = [enc(((it.question, "", it.answer),)) for it in d.retain]
+            model = unlearn(model, pad, f_ex, r_ex, method=name, epochs=cfg["epochs"], lr=cfg["lr"],
+                            batch_size=cfg["batch_size"], seed=seed, alpha=cfg.get("alpha", 1.0),
+                            beta=cfg.get("beta", 0.1), log=log)
+        _save(model, tok, paths[name])
+    finally:
+        torch.set_num_threads(threads)
+    return time.time() - t
 
 
 def _closure(only: tuple[str, ...]) -> set[str]:
