@@ -14,9 +14,11 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from tabulate import tabulate
+    from transformers.utils import logging as hf_logging
 
     from unlearn_audit.world._stats import world_stats
 
+    hf_logging.disable_progress_bar()  # six tiny loads in a second: their bars only hide the table
     stats = world_stats(args.cache_dir)
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
