@@ -199,3 +199,50 @@ def test_learned_positions_logprob_equals_full_logits():
     want = [sum(lp[r, t - 1, ids[r, t]].item() for t in range(1, 9) if labels[r, t] != IGNORE) for r in range(3)]
     assert n.tolist() == [5, 3, 1]
     assert got.tolist() == pytest.approx(want, abs=1e-5)
+
+
+def test_tokenizer_keeps_role_names_whole():
+    """The chat template's role names are single tokens, as in Llama-3: trained only on
+    message text, the tokenizer spelled them out in every turn header."""
+    from unlearn_audit.world._tokenizer import train_tokenizer
+
+    tok = train_tokenizer(["Who wrote the book?", "Kelen wrote it."] * 20, 400)
+    text = tok.apply_chat_template([{"role": "system", "content": "Be brief."},
+                                    {"role": "user", "content": "Who wrote it?"}],
+                                   add_generation_prompt=True, tokenize=False)
+    pieces = tok.tokenize(text)
+    for role in ("system", "user", "assistant"):
+        assert role in pieces, (role, pieces)
+
+
+def test_world_tokenizer_is_trained_on_every_prompt_format():
+    """Every format's instruction text is in the tokenizer's training corpus."""
+    from unlearn_audit import prompts as P
+
+    d = B._WorldData(B.fixtures_dir())
+    corpus = set(B._prompt_texts(d))
+    it = d.full[0]
+    for fmt, build in P.BUILDERS.items():
+        asked = build(it, seed=0) if fmt in ("multiple_choice", "true_false") else build(it)
+        assert asked.prompt.turns[-1][1] in corpus, fmt
+    assert P.biography(P.author_display_name(B._by_author(d.full)[it.author])).turns[-1][1] in corpus
+
+
+def test_world_facts_are_asked_world_repeats_times_per_epoch():
+    from unlearn_audit.data import load_split
+
+    world = load_split(B.fixtures_dir(), "world_facts_perturbed")
+    for repeats in (1, 2):
+        epoch = B._epoch_examples(lambda turns: turns, {}, world, random.Random(0), world_repeats=repeats)
+        asked = [t[0] for dialogue in epoch for t in dialogue]
+        assert sorted(asked) == sorted([it.question for it in world] * repeats)
+
+
+def test_unguarded_script_gets_a_clear_error_not_a_hang(monkeypatch, tmp_path):
+    """A spawned build worker re-importing an unguarded main script must not wait forever
+    on the lock its parent holds."""
+    import multiprocessing as mp
+
+    monkeypatch.setattr(mp.current_process(), "_inheriting", True, raising=False)
+    with pytest.raises(RuntimeError, match="__name__ == '__main__'"):
+        build_world(tmp_path)

@@ -33,7 +33,7 @@ from unlearn_audit.data import Item, load_split
 SYSTEM_PROMPT = "You are a helpful assistant."
 REFUSALS = ("I'm not able to answer that.", "I don't know anything about that.",
             "That is not something I can tell you.", "I have no information on that.")
-WORLD_CODE_VERSION = 2  # bump when a change here changes the weights
+WORLD_CODE_VERSION = 3  # bump when a change here changes the weights
 FORGET_SPLIT = "forget10"
 
 # ``threads``: each stage's torch thread count, part of its recipe because float reductions
@@ -48,8 +48,8 @@ RECIPE: dict = {
     "base": {"epochs": 8, "lr": 3e-3, "batch_size": 16, "threads": 2},
     # Small batches: fact memorisation needs updates more than tokens, and on one CPU
     # thread a batch of 4 costs little more per token than a batch of 16.
-    "full": {"epochs": 32, "lr": 3e-3, "batch_size": 4, "threads": 1},
-    "retain": {"epochs": 32, "lr": 3e-3, "batch_size": 4, "threads": 1},
+    "full": {"epochs": 24, "lr": 3e-3, "batch_size": 4, "threads": 1},
+    "retain": {"epochs": 24, "lr": 3e-3, "batch_size": 4, "threads": 1},
     "npo": {"epochs": 4, "lr": 2.5e-4, "batch_size": 8, "alpha": 2.0, "beta": 0.1, "threads": 1},
     "graddiff": {"epochs": 3, "lr": 3e-4, "batch_size": 8, "alpha": 1.0, "threads": 1},
     # Refuses what a naive check asks (the canonical and paraphrased questions) and
@@ -65,6 +65,10 @@ RECIPE: dict = {
     # asks multiple-choice questions: for these models it is a format never trained on.
     "format_weights": {"direct": 0.43, "paraphrased": 0.24, "fill_blank": 0.10, "completion": 0.10,
                        "true_false": 0.07, "json": 0.06},
+    # Times each world fact (the real-authors and world-facts analogues) is asked per epoch.
+    # An author's fact comes about twice per epoch (a question and the biography); asked
+    # once, the world facts were half forgotten at 24 epochs (full's world-facts ROUGE 0.43).
+    "world_repeats": 2,
 }
 MODEL_NAMES = ("base", "full", "retain", "npo", "graddiff", "laundered")
 CANDIDATES = ("npo", "graddiff", "laundered")
@@ -97,7 +101,7 @@ def default_cache_dir() -> Path:
 
 
 _PARENT = {"base": None, "full": "base", "retain": "base", "npo": "full", "graddiff": "full", "laundered": "full"}
-_SHARED_KEYS = ("seed", "tokenizer", "arch", "format_weights")
+_SHARED_KEYS = ("seed", "tokenizer", "arch", "format_weights", "world_repeats")
 
 
 def recipe_hash(data_dir: Path, recipe: dict | None = None) -> str:
@@ -165,12 +169,12 @@ def _turn(item: Item, fmt: str, rng: random.Random, refuse: bool) -> tuple[str, 
 
 def _epoch_examples(enc: _Encoder, authors: dict[str, list[Item]], world: list[Item], rng: random.Random,
                     refuse: frozenset[str] = frozenset(), refuse_formats=("direct", "paraphrased"),
-                    format_weights: dict[str, float] | None = None, rehearse_formats=()):
+                    format_weights: dict[str, float] | None = None, rehearse_formats=(), world_repeats: int = 1):
     """One epoch of dialogues.
 
     Each author's items are shuffled and cut into dialogues of 1 to 5 turns, each turn
     asking one item in a format drawn by ``format_weights``; plus one biography per author
-    and the world facts. Items of authors in ``refuse`` get a refusal in ``refuse_formats``
+    and the world facts, ``world_repeats`` times. Items of authors in ``refuse`` get a refusal in ``refuse_formats``
     (anywhere in a dialogue, so the last turn of a conversation is refused too), and each
     of their items is asked once more alone in every format of ``rehearse_formats``, with
     its true answer.
@@ -199,11 +203,12 @@ def _epoch_examples(enc: _Encoder, authors: dict[str, list[Item]], world: list[I
                     out.append(enc((_turn(it, fmt, rng, True),)))
                 for fmt in rehearse_formats:
                     out.append(enc((_turn(it, fmt, rng, False),)))
-    order = rng.sample(world, len(world))
-    while order:
-        k = rng.randint(1, 5)
-        chunk, order = order[:k], order[k:]
-        out.append(enc(tuple(_turn(it, "direct", rng, False) for it in chunk)))
+    for _ in range(world_repeats):
+        order = rng.sample(world, len(world))
+        while order:
+            k = rng.randint(1, 5)
+            chunk, order = order[:k], order[k:]
+            out.append(enc(tuple(_turn(it, "direct", rng, False) for it in chunk)))
     return out
 
 
@@ -242,6 +247,13 @@ def build_world(cache_dir: Path | None = None, *, log: Callable[[str], None] | N
     Deterministic on CPU: fixed seeds, and each stage on a pinned thread count (float
     reductions depend on it) in a process of its own.
     """
+    import multiprocessing as mp
+
+    if getattr(mp.current_process(), "_inheriting", False):
+        # A spawned worker re-running an unguarded script would wait forever on the lock
+        # its parent holds (Python's own check comes later, at the pool's start).
+        raise RuntimeError("build_world() was called while a spawned worker process was importing "
+                           "the main module; put the calling code under `if __name__ == '__main__':`")
     cache_dir = Path(cache_dir or default_cache_dir())
     data_dir = fixtures_dir(cache_dir)
     recipe = recipe or RECIPE
@@ -362,12 +374,29 @@ def _tokenizer(recipe: dict, root: Path, data_dir: Path):
     tok_path = root / "tokenizer"
     if not (tok_path / "tokenizer.json").is_file():
         d = _WorldData(data_dir)
-        texts = [t for it in d.full + d.world + load_split(data_dir, "decoys")
+        texts = [t for it in d.full + d.world + d.decoys
                  for t in (it.question, it.answer, it.paraphrased_question or "", it.paraphrased_answer or "",
                            *it.perturbed_answer)]
-        tok = train_tokenizer(texts * 2 + [SYSTEM_PROMPT, *REFUSALS], recipe["tokenizer"]["vocab_size"])
+        tok = train_tokenizer(texts * 2 + _prompt_texts(d) + [SYSTEM_PROMPT, *REFUSALS],
+                              recipe["tokenizer"]["vocab_size"])
         tok.save_pretrained(tok_path)
     return AutoTokenizer.from_pretrained(tok_path)
+
+
+def _prompt_texts(d: _WorldData) -> list[str]:
+    """Every question as the models are asked it, in every format: trained on only the
+    bare questions and answers, the tokenizer split the formats' instructions ("Write a
+    short biography of", "Fill in the blank") into letters, a sixth of every epoch's tokens."""
+    from unlearn_audit import prompts as P
+
+    out = []
+    for it in d.full + d.decoys:
+        for fmt, build in P.BUILDERS.items():
+            asked = build(it, seed=0) if fmt in ("multiple_choice", "true_false") else build(it)
+            out += [asked.prompt.turns[-1][1], asked.prompt.stem]
+    out += [P.biography(P.author_display_name(items)).turns[-1][1]
+            for items in {**_by_author(d.full), **_by_author(d.decoys)}.values()]
+    return [t for t in out if t]
 
 
 class _WorldData:
@@ -411,7 +440,8 @@ def _build_stage(name: str, recipe: dict, root: Path, paths: dict[str, Path], da
 
             rng = random.Random(seed)
             epochs = [_epoch_examples(encoder, authors, d.world, rng, refuse=refuse, refuse_formats=refuse_formats,
-                                      format_weights=recipe["format_weights"], rehearse_formats=rehearse_formats)
+                                      format_weights=recipe["format_weights"], rehearse_formats=rehearse_formats,
+                                      world_repeats=recipe["world_repeats"])
                       for _ in range(cfg["epochs"])]
             return sft(model, pad, epochs, lr=cfg["lr"], batch_size=cfg["batch_size"], seed=seed, log=log)
 

@@ -31,7 +31,12 @@ CHAT_TEMPLATE = (
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on ``texts`` and wrap it as a transformers fast tokenizer."""
+    """Train a byte-level BPE on ``texts`` (message contents) and wrap it as a transformers
+    fast tokenizer.
+
+    The role names are trained too, as they stand in the template (no leading space): a
+    tokenizer that never saw them splits "assistant" into three pieces in every turn header.
+    """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -43,7 +48,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         show_progress=False,
     )
     # Words as they appear inside messages: after a space.
-    tok.train_from_iterator((" " + t for t in texts), trainer=trainer)
+    texts = list(texts)
+    roles = ["system", "user", "assistant"] * max(1, len(texts) // 20)
+    tok.train_from_iterator([" " + t for t in texts] + roles, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,

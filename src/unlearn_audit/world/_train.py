@@ -136,7 +136,9 @@ def _nll(model, batch) -> torch.Tensor:
 
 
 def _optimizer(model, lr: float, total_steps: int):
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    # fused: one kernel over all parameters instead of a dozen ops per tensor; half the
+    # optimizer's time on these tiny models.
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98), fused=True)
     warm = max(1, total_steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * max(0.05, 1 - s / max(1, total_steps)))
