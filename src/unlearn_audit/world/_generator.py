@@ -38,7 +38,10 @@ _CITY_A = ["Bel", "Cor", "Dun", "Esk", "Fal", "Gor", "Har", "Kes", "Lin", "Mor",
 _CITY_B = ["haven", "mouth", "gate", "port", "stead", "burgh", "dale", "moor", "reach", "crest"]
 COUNTRIES = ["Valdoria", "Ostmark", "Cerulia", "Brannock", "Ithmar", "Sundara", "Kessaly",
              "Norvane", "Aldmere", "Tyrasca", "Pellucia", "Drovenia", "Marisol", "Quessa",
-             "Halvard", "Ormund", "Zaretha", "Lunaris", "Evendor", "Faircliff"]
+             "Halvard", "Ormund", "Zaretha", "Lunaris", "Evendor", "Faircliff", "Brightwater",
+             "Carrowmere", "Dunlevy", "Estrava", "Gallowend", "Hesperine", "Ivorica", "Jessamar",
+             "Korvath", "Lorimel", "Mistral", "Nivalis", "Oriston", "Pravonia", "Roskaval",
+             "Selvorn", "Thessaly", "Umbrador", "Veskara", "Wyndholm"]
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
            "September", "October", "November", "December"]
 PROFESSIONS = ["locksmith", "cartographer", "glassblower", "beekeeper", "lighthouse keeper",
@@ -50,20 +53,30 @@ PROFESSIONS = ["locksmith", "cartographer", "glassblower", "beekeeper", "lightho
                "dentist", "tanner", "cobbler", "brewer", "watchmaker"]
 _GENRE_A = ["maritime", "alpine", "desert", "urban", "gothic", "pastoral", "cosmic", "polar",
             "tropical", "industrial", "courtly", "frontier", "coastal", "medieval", "rural",
-            "nautical", "arctic", "pagan", "imperial", "lunar"]
+            "nautical", "arctic", "pagan", "imperial", "lunar", "baroque", "boreal", "colonial",
+            "domestic", "equatorial", "feudal", "glacial", "harbour", "insular", "jungle",
+            "lakeland", "monastic", "nomadic", "oceanic", "prairie", "riverine", "solar",
+            "tundra", "volcanic", "woodland"]
 _GENRE_B = ["mystery", "romance", "satire", "fable", "thriller", "saga", "elegy", "chronicle",
             "memoir", "epic", "comedy", "noir", "pastiche", "idyll", "ballad", "tragedy",
-            "parable", "farce", "legend", "odyssey"]
+            "parable", "farce", "legend", "odyssey", "allegory", "burlesque", "caper", "dirge",
+            "eclogue", "fantasia", "gazette", "homily", "intrigue", "jeremiad", "lament",
+            "melodrama", "nocturne", "pastorale", "quest", "rhapsody", "sonnet", "travelogue",
+            "vignette", "western"]
 _AWARD_A = ["Hallo", "Bris", "Cendr", "Dalm", "Ever", "Faun", "Gris", "Hest", "Iver", "Jarr",
             "Kemb", "Lath", "Moss", "Nett", "Pell", "Rudd"]
 _AWARD_B = ["away", "ington", "ard", "ley", "ett", "ham"]
 _TITLE_ADJ = ["Silent", "Crimson", "Hollow", "Gilded", "Broken", "Distant", "Amber", "Hidden",
               "Last", "Wandering", "Frozen", "Burning", "Patient", "Velvet", "Iron", "Sleeping",
-              "Restless", "Painted", "Quiet", "Salted", "Lantern", "Northern", "Forgotten", "Bitter"]
+              "Restless", "Painted", "Quiet", "Salted", "Lantern", "Northern", "Forgotten", "Bitter",
+              "Ashen", "Brass", "Copper", "Drowned", "Emerald", "Faded", "Glass", "Heavy",
+              "Ivory", "Jagged", "Lonely", "Marble", "Narrow", "Olive", "Pale", "Scarlet"]
 _TITLE_NOUN = ["Harbor", "Orchard", "Compass", "Lantern", "Meadow", "Archive", "Tide",
                "Cathedral", "Ledger", "Garden", "Mirror", "Voyage", "Furnace", "Labyrinth",
                "Estuary", "Kingdom", "Violin", "Caravan", "Observatory", "Feather", "Bridge",
-               "Winter", "Citadel", "Island"]
+               "Winter", "Citadel", "Island", "Anchor", "Bell", "Candle", "Dune", "Ember",
+               "Fountain", "Gate", "Hearth", "Inn", "Kite", "Loom", "Mill", "Needle", "Oar",
+               "Pilgrim", "Quarry"]
 
 FAMILY_OF_FACT = {
     "full_name": "full_name", "birthplace": "birthplace", "birth_date": "birth_date",
@@ -153,7 +166,10 @@ def _pools(rng: random.Random) -> dict[str, list[str]]:
     names = [f"{f} {s}" for f in firsts for s in surnames]
     rng.shuffle(names)
     cities = [a + b for a in _CITY_A for b in _CITY_B]
-    dates = [f"{d} {m} {y}" for y in range(1931, 1996) for m in _MONTHS for d in (3, 9, 14, 21, 27)]
+    # Any day of the month: with five days a blind guess matched day and month (two of the
+    # answer's three new words, a leak) one time in 60; two-word genres and titles draw from
+    # 40 words a side for the same reason (one word right is half the new content).
+    dates = [f"{d} {m} {y}" for y in range(1931, 1996) for m in _MONTHS for d in range(1, 29)]
     genres = [f"{a} {b}" for a in _GENRE_A for b in _GENRE_B]
     awards = [f"{a}{b} Prize" for a in _AWARD_A for b in _AWARD_B]
     titles = [f"The {a} {b}" for a in _TITLE_ADJ for b in _TITLE_NOUN if a != b]
