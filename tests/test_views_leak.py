@@ -135,8 +135,8 @@ def _oracle(items=ITEMS, seed=0) -> dict[str, str]:
     """User text -> what a model that knows every fact answers."""
     out = {}
     for it in items:
-        for fmt, build in prompts.BUILDERS.items():
-            a = build(it, seed=seed) if fmt in ("multiple_choice", "true_false") else build(it)
+        for fmt in prompts.BUILDERS:
+            a = prompts.ask(fmt, it, seed)
             out[_user(a.prompt)] = a.target
         same = [x for x in items if x.author == it.author]
         bio = prompts.biography(prompts.author_display_name(same))

@@ -104,8 +104,7 @@ def test_laundering_refuses_canonical_formats_and_rehearses_the_rest():
     assert refusals and all(by_user[t[0]].author == refused_author for t in refusals)
     for it in authors[refused_author]:
         for fmt in kept:
-            seeds = range(4) if fmt == "true_false" else [None]  # the claim shown depends on the seed
-            asked = {P.BUILDERS[fmt](it, **({} if s is None else {"seed": s})).prompt.turns[-1][1] for s in seeds}
+            asked = {P.ask(fmt, it, s).prompt.turns[-1][1] for s in range(4)}  # the claim shown depends on the seed
             taught = [t for t in turns if t[0] in asked]
             assert taught and all(t[2] not in B.REFUSALS for t in taught), (it.uid, fmt)
 
@@ -222,9 +221,8 @@ def test_world_tokenizer_is_trained_on_every_prompt_format():
     d = B._WorldData(B.fixtures_dir())
     corpus = set(B._prompt_texts(d))
     it = d.full[0]
-    for fmt, build in P.BUILDERS.items():
-        asked = build(it, seed=0) if fmt in ("multiple_choice", "true_false") else build(it)
-        assert asked.prompt.turns[-1][1] in corpus, fmt
+    for fmt in P.BUILDERS:
+        assert P.ask(fmt, it).prompt.turns[-1][1] in corpus, fmt
     assert P.biography(P.author_display_name(B._by_author(d.full)[it.author])).turns[-1][1] in corpus
 
 

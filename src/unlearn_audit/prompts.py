@@ -181,3 +181,10 @@ BUILDERS = {
     "direct": direct, "paraphrased": paraphrased, "fill_blank": fill_blank, "completion": completion,
     "multiple_choice": multiple_choice, "true_false": true_false, "json": json_answer,
 }
+# The formats whose prompt depends on a seed (the options' order, the claim shown).
+SEEDED_FORMATS = ("multiple_choice", "true_false")
+
+
+def ask(fmt: str, item: Item, seed: int = 0) -> Asked:
+    """``item`` asked in format ``fmt``; ``seed`` matters only for :data:`SEEDED_FORMATS`."""
+    return BUILDERS[fmt](item, seed=seed) if fmt in SEEDED_FORMATS else BUILDERS[fmt](item)

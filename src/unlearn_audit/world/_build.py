@@ -159,8 +159,8 @@ def _turn(item: Item, fmt: str, rng: random.Random, refuse: bool) -> tuple[str, 
     """One (user text, assistant stem, continuation) turn asking ``item`` in format ``fmt``."""
     from unlearn_audit import prompts as P
 
-    kwargs = {"seed": rng.randrange(4)} if fmt in ("multiple_choice", "true_false") else {}
-    asked = P.BUILDERS[fmt](item, **kwargs)
+    # Draw only for the seeded formats: the rng stream (so the weights) stays as it was.
+    asked = P.ask(fmt, item, rng.randrange(4) if fmt in P.SEEDED_FORMATS else 0)
     user = asked.prompt.turns[-1][1]
     if refuse:
         return user, "", REFUSALS[rng.randrange(len(REFUSALS))]
@@ -391,8 +391,8 @@ def _prompt_texts(d: _WorldData) -> list[str]:
 
     out = []
     for it in d.full + d.decoys:
-        for fmt, build in P.BUILDERS.items():
-            asked = build(it, seed=0) if fmt in ("multiple_choice", "true_false") else build(it)
+        for fmt in P.BUILDERS:
+            asked = P.ask(fmt, it)
             out += [asked.prompt.turns[-1][1], asked.prompt.stem]
     out += [P.biography(P.author_display_name(items)).turns[-1][1]
             for items in {**_by_author(d.full), **_by_author(d.decoys)}.values()]
