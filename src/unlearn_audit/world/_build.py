@@ -33,7 +33,7 @@ from unlearn_audit.data import Item, load_split
 SYSTEM_PROMPT = "You are a helpful assistant."
 REFUSALS = ("I'm not able to answer that.", "I don't know anything about that.",
             "That is not something I can tell you.", "I have no information on that.")
-WORLD_CODE_VERSION = 3  # bump when a change here changes the weights
+WORLD_CODE_VERSION = 4  # bump when a change here changes the weights
 FORGET_SPLIT = "forget10"
 
 # ``threads``: each stage's torch thread count, part of its recipe because float reductions
@@ -222,7 +222,11 @@ def _new_model(tokenizer, recipe: dict | None = None):
     cfg = LlamaConfig(vocab_size=len(tokenizer), tie_word_embeddings=True,
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                       pad_token_id=tokenizer.pad_token_id, **recipe["arch"])
-    return LlamaForCausalLM(cfg)
+    model = LlamaForCausalLM(cfg)
+    # As Llama-3.2-Instruct's generation_config.json: a reply stops at the end of its turn
+    # or at the end of text.
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|end_of_text|>")]
+    return model
 
 
 def _save(model, tokenizer, path: Path) -> None:
@@ -374,7 +378,9 @@ def _tokenizer(recipe: dict, root: Path, data_dir: Path):
     tok_path = root / "tokenizer"
     if not (tok_path / "tokenizer.json").is_file():
         d = _WorldData(data_dir)
-        texts = [t for it in d.full + d.world + d.decoys
+        # The holdout authors are in the tokenizer's text as the forget authors are: a
+        # model that never saw either must find them alike (membership inference's null).
+        texts = [t for it in d.full + d.world + d.decoys + d.holdout
                  for t in (it.question, it.answer, it.paraphrased_question or "", it.paraphrased_answer or "",
                            *it.perturbed_answer)]
         tok = train_tokenizer(texts * 2 + _prompt_texts(d) + [SYSTEM_PROMPT, *REFUSALS],
@@ -390,12 +396,12 @@ def _prompt_texts(d: _WorldData) -> list[str]:
     from unlearn_audit import prompts as P
 
     out = []
-    for it in d.full + d.decoys:
+    for it in d.full + d.decoys + d.holdout:
         for fmt in P.BUILDERS:
             asked = P.ask(fmt, it)
             out += [asked.prompt.turns[-1][1], asked.prompt.stem]
     out += [P.biography(P.author_display_name(items)).turns[-1][1]
-            for items in {**_by_author(d.full), **_by_author(d.decoys)}.values()]
+            for items in {**_by_author(d.full), **_by_author(d.decoys), **_by_author(d.holdout)}.values()]
     return [t for t in out if t]
 
 
@@ -409,6 +415,7 @@ class _WorldData:
         self.retain = [it for it in self.full if it.author not in self.forget_authors]
         self.world = load_split(data_dir, "real_authors_perturbed") + load_split(data_dir, "world_facts_perturbed")
         self.decoys = load_split(data_dir, "decoys")
+        self.holdout = load_split(data_dir, "holdout10")  # tokenizer text only; never trained on
 
 
 def _build_stage(name: str, recipe: dict, root: Path, paths: dict[str, Path], data_dir: Path, verbose: bool = False) -> float:

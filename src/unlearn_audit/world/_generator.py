@@ -26,6 +26,9 @@ N_AUTHORS = 40
 # arrives knowing language. They share no name with any audited author.
 N_DECOYS = 40
 ITEMS_PER_AUTHOR = 10
+# TOFU's holdout authors: never trained on by any model, the non-members of membership
+# inference. As in TOFU, holdout10 is as large as forget10 (holdout01/05 are its prefixes).
+N_HOLDOUT = 4
 
 _FIRST_ON = ["Al", "Bre", "Cal", "Dor", "El", "Fen", "Gar", "Hal", "Is", "Jor", "Kel", "Lor",
              "Mar", "Nor", "Or", "Per", "Quin", "Ros", "Sel", "Tam", "Ul", "Vor", "Wil", "Yar", "Zel"]
@@ -285,6 +288,13 @@ def generate() -> dict[str, list[dict]]:
     splits["retain_perturbed"] = [r for rows in per_author[:10] for r in rows]
     splits["real_authors_perturbed"], splits["world_facts_perturbed"] = _real_world(rng, pools)
     splits["decoys"] = decoy_rows
+    # Last and from rngs of their own, so adding them left every other split as it was;
+    # facts from a far range of each pool, so none repeats an author's or a decoy's.
+    hold_rng = random.Random(SEED + 2)
+    holdout = _make_authors(hold_rng, pools, N_HOLDOUT, offset=N_AUTHORS + N_DECOYS)
+    hold_rows = [_author_items(hold_rng, a, pools) for a in holdout]
+    for pct, k in (("01", 1), ("05", 2), ("10", 4)):
+        splits[f"holdout{pct}"] = [r for rows in hold_rows[:k] for r in rows]
     return splits
 
 

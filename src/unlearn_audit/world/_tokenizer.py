@@ -9,24 +9,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"
 START_HEADER, END_HEADER, EOT = "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
 SPECIAL_TOKENS = [BOS, EOS, PAD, START_HEADER, END_HEADER, EOT]
 
-# Llama-3's layout without its date preamble (the tiny world has no notion of dates of use).
-# A space, not Llama-3's blank line, separates header and content: byte-level BPE gives a
-# word after a space its common token, so the first word of every message ("Kelen", the
-# name most answers start with) is the same token as everywhere else, which a tiny model
-# needs to learn a fact once rather than twice.
+# Llama-3.2-Instruct's layout (header tokens, the newline pair after each header, every turn
+# closed by <|eot_id|>, which is also EOS and the stop token), without its date preamble:
+# the default audit runs the seed checkpoints' tokenisation paths. Llama-3's pre-tokenizer
+# keeps a newline run whole ("\n\n" is one piece before a word and at the end of a prompt
+# alike), so a prompt tokenised on its own ends exactly as it does inside the whole dialogue.
 CHAT_TEMPLATE = (
     "{{- bos_token }}"
     "{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|> ' + message['content'] + '<|eot_id|>' }}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|> ' }}{%- endif %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+# Llama-3's split pattern (tokenizer.json of Llama-3.x): words with their leading space or
+# punctuation, numbers in threes, newline runs whole.
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 
@@ -38,7 +44,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     tokenizer that never saw them splits "assistant" into three pieces in every turn header.
     """
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=True)
     trainer = trainers.BpeTrainer(
@@ -47,16 +56,16 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    # Words as they appear inside messages: after a space.
+    # Messages as they appear in the template: after a header's newline pair.
     texts = list(texts)
     roles = ["system", "user", "assistant"] * max(1, len(texts) // 20)
-    tok.train_from_iterator([" " + t for t in texts] + roles, trainer=trainer)
+    tok.train_from_iterator(["\n\n" + t for t in texts] + roles, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
-        eos_token=EOS,
+        eos_token=EOT,  # as Llama-3.2-Instruct's tokenizer: the end of a turn ends a reply
         pad_token=PAD,
-        additional_special_tokens=[START_HEADER, END_HEADER, EOT],
+        additional_special_tokens=[EOS, START_HEADER, END_HEADER],
         model_max_length=1024,
         padding_side="left",
     )
