@@ -330,6 +330,10 @@ def test_malformed_gates_file_is_a_usage_error_naming_file_and_key(pytester):
         ("gates:\n  - metric: tofu.model_utility\n    op: '>='\n    relative_to: fulll\n    rationale: x\n",
          "*gates[[]0[]].relative_to: unknown reference 'fulll'*"),
         ("gates: [\n", "*reference_results/gates.yaml: not valid YAML*"),
+        # issue 12, case 2: this used to exit 0 with "passed", the leak rate an ungated info row
+        ("gates:\n  - metric: novel_recall.leak_rat\n    op: '<='\n    value: 0.1\n    rationale: x\n",
+         "*reference_results/gates.yaml: gates[[]0[]].metric: unknown metric 'novel_recall.leak_rat'*"
+         "Did you mean 'novel_recall.leak_rate'?*"),
     ],
 )
 def test_other_gate_file_problems_are_usage_errors(pytester, gates, message):
