@@ -222,7 +222,9 @@ def test_results_json_has_the_contract_shape(pytester):
     make_project(pytester, gates=GATES + PROBE_GATE)
     run(pytester, "--model", "npo", "--model", "laundered", "--full-model", "full")
     data = results(pytester)
-    assert set(data) == {"schema_version", "package_version", "created", "config", "models", "metrics"}
+    assert set(data) == {"schema_version", "package_version", "created", "config", "models", "metrics",
+                         "verdicts"}
+    assert data["verdicts"]["laundered"]["status"] == "FAIL" and data["verdicts"]["full"]["status"] == "REFERENCE"
     assert data["schema_version"] == 1
     assert data["models"]["npo"] == {"source": "hub/npo", "role": "candidate", "fingerprint": "sha256:fake-npo"}
     assert data["models"]["full"]["role"] == "full"
@@ -302,6 +304,37 @@ def test_relative_gate_without_its_reference_is_skipped_not_incomplete(pytester)
     r = row(results(pytester), "npo", "tofu.model_utility")
     assert r["outcome"] == "skipped" and r["reason"].startswith("missing reference")
     assert "- **npo**: **PASS**" in report_md(pytester)
+
+
+def test_an_incomplete_verdict_fails_the_run_unless_allowed(pytester):
+    """issue 12, case 4: a skipped gate made the verdict INCOMPLETE, yet pytest exited 0."""
+    views = {**VIEWS, "novel_recall": {**VIEWS["novel_recall"], "npo": {"novel_recall.leak_rate": {
+        "value": None, "reason": "needs two forget authors; --limit 4 leaves one"}}}}
+    make_project(pytester, views=views, models={"npo": "candidate", "full": "full"})
+    args = ("--model", "npo", "--full-model", "full")
+    result = run(pytester, *args)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=3, skipped=1)  # no test failed: the verdict fails the run
+    result.stdout.fnmatch_lines([
+        "*unlearn-audit*",
+        "*npo: INCOMPLETE (1 number(s) skipped: novel_recall.leak_rate)",
+        "*gate novel_recall.leak_rate did not run (skipped): needs two forget authors; --limit 4 leaves one",
+        "*the run fails: an INCOMPLETE audit is not a pass*pass --allow-incomplete*",
+    ])
+    md = report_md(pytester)
+    assert "- **npo**: **INCOMPLETE**" in md
+    assert "  - gate `novel_recall.leak_rate` did not run (skipped): needs two forget authors" in md
+    verdict = results(pytester)["verdicts"]["npo"]
+    assert verdict["status"] == "INCOMPLETE"
+    assert verdict["not_run"] == [{"metric": "novel_recall.leak_rate", "outcome": "skipped",
+                                   "reason": "needs two forget authors; --limit 4 leaves one"}]
+
+    allowed = run(pytester, *args, "--allow-incomplete")
+    assert allowed.ret == pytest.ExitCode.OK
+    assert "the run fails" not in allowed.stdout.str()
+    assert results(pytester)["config"]["allow_incomplete"] is True
+    pytester.makeini("[pytest]\naudit_allow_incomplete = true\n")
+    assert run(pytester, *args).ret == pytest.ExitCode.OK
 
 
 def test_views_option_deselects_other_views(pytester):
