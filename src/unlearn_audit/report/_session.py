@@ -212,8 +212,13 @@ class AuditSession:
 
         Raises whatever the view raises: a view that cannot run is an error, never a pass.
         """
+        from unlearn_audit.context import ModelUnusable
+
         ctx = self.ctx
-        result = ctx.result(view, label)
+        try:
+            result = ctx.result(view, label)
+        except ModelUnusable as e:  # every gate an error with the reason, never a pass
+            return Measurement(self.error_outcome(view, label, str(e)), [str(e)])
         refs = self.references()
         role, source, fingerprint = self._identity(label)
         rows: list[MetricRow] = []
