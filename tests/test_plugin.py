@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from unlearn_audit.context import AuditContext
+from unlearn_audit.context import AuditContext, ModelUnusable
 from unlearn_audit.views import _base
 from unlearn_audit.views._base import Metric, View, ViewResult
 
@@ -55,6 +55,8 @@ def _view(view_name, table):
             entry = table.get(model, {})
             if entry == "raise":
                 raise RuntimeError(f"{view_name} broke on {model}")
+            if entry == "unusable":
+                raise ModelUnusable(f"{model} failed the sanity check run before any view: the model does not answer")
             metrics = [_metric(k, v) for k, v in entry.items()]
             records = [{"item": i, "prompt": f"q{i}", "leak": i % 2 == 0} for i in range(3)]
             return ViewResult(view_name, model, metrics, records=records)
@@ -273,6 +275,21 @@ def test_a_view_that_raises_is_an_error_and_the_verdict_incomplete(pytester):
     errors = [r for r in data["metrics"] if r["model"] == "npo" and r["view"] == "tofu"]
     assert errors and all(r["outcome"] == "error" for r in errors)
     assert "tofu broke on npo" in errors[0]["reason"]
+
+
+def test_a_reference_that_fails_the_sanity_check_errors_the_gates_relative_to_it(pytester):
+    views = {**VIEWS, "tofu": {**VIEWS["tofu"], "full": "unusable"}}
+    make_project(pytester, views=views, models={"npo": "candidate", "full": "full"})
+    result = run(pytester, "--model", "npo", "--full-model", "full")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines([
+        "*threshold needs full (full)'s tofu.model_utility: error: ModelUnusable: full failed the sanity check*",
+        "*full failed the sanity check run before any view: the model does not answer*",
+    ])
+    data = results(pytester)
+    assert row(data, "npo", "tofu.model_utility")["outcome"] == "error"
+    assert row(data, "full", "tofu.model_utility")["outcome"] == "error"
 
 
 def test_all_metrics_skipped_skips_the_test_partial_skips_are_rows(pytester):
