@@ -85,6 +85,8 @@ class AuditSession:
         root: the directory paths in reports are shown relative to (pytest's rootdir).
         update_golden: record measured values as the new golden ones at the end.
         package_version: written into results.json.
+        allow_incomplete: accept a candidate whose verdict is INCOMPLETE (``--allow-incomplete``);
+            otherwise :meth:`incomplete_reasons` says why the run must fail.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class AuditSession:
         root: Path | None = None,
         update_golden: bool = False,
         package_version: str = "",
+        allow_incomplete: bool = False,
     ):
         self.config = config
         self.tiny_world = tiny_world
@@ -107,6 +110,7 @@ class AuditSession:
         self.root = root
         self.update_golden = update_golden
         self.package_version = package_version
+        self.allow_incomplete = allow_incomplete
         self._plan_factory = plan
         self._plan: list[PlannedModel] | None = None
         self._context_factory = context_factory
@@ -117,6 +121,7 @@ class AuditSession:
         self.written: dict[str, Path] = {}
         self.golden_notes: list[str] = []
         self.verdicts: dict = {}
+        self.candidates: list[str] = []
 
     # --- lazily built state ------------------------------------------------------------------
     def plan(self) -> list[PlannedModel]:
@@ -207,8 +212,13 @@ class AuditSession:
 
         Raises whatever the view raises: a view that cannot run is an error, never a pass.
         """
+        from unlearn_audit.context import ModelUnusable
+
         ctx = self.ctx
-        result = ctx.result(view, label)
+        try:
+            result = ctx.result(view, label)
+        except ModelUnusable as e:  # every gate an error with the reason, never a pass
+            return Measurement(self.error_outcome(view, label, str(e)), [str(e)])
         refs = self.references()
         role, source, fingerprint = self._identity(label)
         rows: list[MetricRow] = []
@@ -301,6 +311,7 @@ class AuditSession:
         config = jsonable(self.config.to_dict())
         config["gates"] = display_path(self.gates_path, self.root)
         config["mode"] = "tiny_world" if self.tiny_world else "models"
+        config["allow_incomplete"] = self.allow_incomplete
         try:
             gates = self.references().gates
         except ValueError:  # already reported as a usage error; still write what we have
@@ -322,9 +333,30 @@ class AuditSession:
         run = self.run_report()
         self.written = write_report(run, self.config.report_dir)
         self.verdicts = verdicts(run)
+        self.candidates = run.candidates()
         if self.tiny_world:
             self._golden_summary()
         return self.written
+
+    def incomplete_reasons(self) -> list[str]:
+        """Why the run must fail because a candidate's verdict is INCOMPLETE (empty when
+        none is, or with ``--allow-incomplete``): lines for the terminal summary."""
+        if self.allow_incomplete:
+            return []
+        lines = []
+        for label in self.candidates:
+            v = self.verdicts[label]
+            if v.status != "INCOMPLETE":
+                continue
+            lines.append(f"{label}: INCOMPLETE ({v.summary})")
+            lines += [f"  gate {g['metric']} did not run ({g['outcome']}): {g['reason']}" for g in v.not_run]
+        if lines:
+            lines.append(
+                "the run fails: an INCOMPLETE audit is not a pass. Fix what kept the gates from "
+                "running, or pass --allow-incomplete (ini: audit_allow_incomplete = true) to "
+                "accept an incomplete audit."
+            )
+        return lines
 
     def _golden_summary(self) -> None:
         """Notes on new/unused golden values; with ``--update-golden``, write them (once)."""

@@ -90,10 +90,19 @@ def _view_key(view: str) -> tuple[int, str]:
 # --- the run ---------------------------------------------------------------------------------
 @dataclass
 class Verdict:
-    """A model's overall verdict: ``PASS``, ``FAIL`` or ``INCOMPLETE`` (``REFERENCE`` for references)."""
+    """A model's overall verdict: ``PASS``, ``FAIL`` or ``INCOMPLETE`` (``REFERENCE`` for references).
+
+    Attributes:
+        status: the verdict.
+        summary: one line saying why.
+        not_run: for a candidate, each gate that was not decided (``skipped`` or
+            ``error``): ``{"metric", "outcome", "reason"}``, so an INCOMPLETE verdict says
+            which gates did not run and why.
+    """
 
     status: str
     summary: str
+    not_run: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -201,7 +210,12 @@ def verdicts(run: RunReport, rows: list[MetricRow] | None = None) -> dict[str, V
         status = "FAIL" if failed else "INCOMPLETE" if (errored or skipped) else "PASS"
         if status == "PASS":
             parts.append(f"{passed} gate(s) passed")
-        out[model] = Verdict(status, "; ".join(parts))
+        not_run = [
+            {"metric": r.metric, "outcome": r.outcome, "reason": r.reason or r.outcome}
+            for r in mine
+            if r.metric in run.gates and r.outcome in ("skipped", "error")
+        ]
+        out[model] = Verdict(status, "; ".join(parts), not_run)
     return out
 
 
@@ -223,6 +237,12 @@ def build_results(run: RunReport, rows: list[MetricRow] | None = None) -> dict[s
             for m in run.model_order()
         },
         "metrics": [r.to_json() for r in rows],
+        # Per model, so a machine reading the file sees an INCOMPLETE audit and its cause
+        # without re-deriving it from the rows.
+        "verdicts": {
+            m: {"status": v.status, "summary": v.summary, "not_run": v.not_run}
+            for m, v in verdicts(run, rows).items()
+        },
     }
 
 
@@ -373,6 +393,9 @@ def render_markdown(
     for model in run.candidates():
         v = verdict[model]
         lines.append(f"- **{model}**: **{v.status}** — {v.summary}")
+        if v.status == "INCOMPLETE":  # never to be read as a pass: say what is missing
+            for g in v.not_run:
+                lines.append(f"  - gate `{g['metric']}` did not run ({g['outcome']}): {g['reason']}")
     for model in run.references():
         v = verdict[model]
         status = "reference" if v.status == "REFERENCE" else f"reference, **{v.status}**"
