@@ -15,6 +15,8 @@ Files:
     tiny_world/expected_verdicts.yaml: the verdict each tiny-world candidate is expected
         to get from each gate (the demo: ``laundered`` must be caught).
     tiny_world/golden.json: ``metric -> model -> {value, tol}`` on the tiny world.
+    tiny_world/golden_items.json: each record's discrete outcome, item by item
+        (``report/_golden_items.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unlearn_audit.report._golden_items import GoldenItems, load_golden_items
 from unlearn_audit.views import VIEW_MODULES
 
 __all__ = [
@@ -537,6 +540,7 @@ class ReferenceResults:
     paper: dict[str, PaperCheckpoint]
     expected: dict[str, dict[str, str]] = field(default_factory=dict)
     golden: Golden | None = None
+    golden_items: GoldenItems | None = None
     expected_source: str = ""
 
     def paper_value(self, source: str | None, metric: str) -> float | None:
@@ -571,4 +575,9 @@ def load_reference_results(
             refs.expected = load_expected_verdicts(exp_path, gates, root)
             refs.expected_source = display_path(exp_path, root)
         refs.golden = load_golden(tiny / "golden.json", root, extra_views)
+        items_path = tiny / "golden_items.json"
+        try:
+            refs.golden_items = load_golden_items(items_path, display_path(items_path, root))
+        except ValueError as e:
+            raise ReferenceResultsError(str(e)) from e
     return refs

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unlearn_audit.report._gates import check_expectations, check_golden, evaluate_gate
+from unlearn_audit.report._golden_items import GoldenItems, compare_items, item_outcomes
 from unlearn_audit.report._reference import (
     Golden,
     ReferenceResults,
@@ -287,6 +288,8 @@ class AuditSession:
                     outcome.golden_new = new
                     if not self.update_golden:
                         failures += moved
+                        if refs.golden_items is not None:
+                            failures += compare_items(view, label, outcome.records, refs.golden_items)
         skip_reason = ""
         if rows and all(r.value is None for r in rows) and not failures:
             skip_reason = "; ".join(dict.fromkeys(r.reason or "skipped" for r in rows))
@@ -408,9 +411,15 @@ class AuditSession:
         stale = golden.config_mismatch(self.golden_config())
         values = {} if stale else {m: dict(models) for m, models in golden.values.items()}
         for (metric, model), value in measured.items():
-            old = values.get(metric, {}).get(model)
-            tol = old["tol"] if old else default_tolerance(value)
-            values.setdefault(metric, {})[model] = {"value": value, "tol": tol}
+            values.setdefault(metric, {})[model] = {"value": value, "tol": default_tolerance(value)}
         updated = Golden(golden.path, golden.shown, values, self.golden_config())
         golden.path.parent.mkdir(parents=True, exist_ok=True)
         golden.path.write_text(updated.to_json(), encoding="utf-8")
+        items = self.references().golden_items
+        if items is not None:
+            kept = {} if stale else {v: dict(models) for v, models in items.values.items()}
+            for o in self.outcomes.values():
+                if o.records and not o.error:
+                    kept.setdefault(o.view, {})[o.model] = item_outcomes(o.records)
+            new = GoldenItems(items.path, items.shown, kept, self.golden_config())
+            items.path.write_text(new.to_json(), encoding="utf-8")
