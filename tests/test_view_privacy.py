@@ -1,0 +1,146 @@
+"""The privacy view: membership inference against a holdout split, privleak, the plot.
+
+The fast tests run the view on a local TOFU-format directory (the real-size path: any
+``--dataset`` directory with a holdout split) with tiny random checkpoints; the metric
+definitions themselves are checked by hand in ``test_membership.py``. The slow test runs
+the tiny world and checks where each model's training puts it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from _tiny import build_tokenizer, save_checkpoint
+from unlearn_audit.context import AuditConfig, AuditContext
+from unlearn_audit.model._load import ModelSpec
+from unlearn_audit.scoring.membership import mia_auc, privleak
+from unlearn_audit.views.privacy import ATTACKS
+from unlearn_audit.world import FIXTURES_DIR
+
+METRICS = tuple(f"privacy.auc_{a}" for a in ATTACKS) + ("privacy.privleak",)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Two random checkpoints sharing one tokenizer: a candidate and a 'retain' model."""
+    root = tmp_path_factory.mktemp("ckpt")
+    tok = build_tokenizer()
+    return {"cand": save_checkpoint(root / "cand", tokenizer=tok, seed=0),
+            "ret": save_checkpoint(root / "ret", tokenizer=tok, seed=1)}
+
+
+@pytest.fixture
+def tofu_dir(tmp_path):
+    """A local TOFU-format directory: forget split and holdout split, as on the hub."""
+    d = tmp_path / "tofu"
+    d.mkdir()
+    for name in ("forget10_perturbed.json", "holdout10.json"):
+        shutil.copy(FIXTURES_DIR / name, d / name)
+    return d
+
+
+def make_ctx(dataset: Path, checkpoints, tmp_path, with_retain=True, **config):
+    models = {"cand": ModelSpec(str(checkpoints["cand"]), "cand", device="cpu")}
+    if with_retain:
+        models["ret"] = ModelSpec(str(checkpoints["ret"]), "ret", role="retain", device="cpu")
+    cfg = AuditConfig(dataset=str(dataset), limit=4, cache_dir=None, progress=False,
+                      report_dir=tmp_path / "report", **config)
+    return AuditContext(cfg, models)
+
+
+def test_runs_from_a_local_tofu_directory(tofu_dir, checkpoints, tmp_path):
+    ctx = make_ctx(tofu_dir, checkpoints, tmp_path)
+    res = ctx.result("privacy", "cand")
+    got = {m.name: m for m in res.metrics}
+    assert tuple(got) == METRICS
+    assert [r["split"] for r in res.records] == ["forget"] * 4 + ["holdout"] * 4
+    for attack, field in ATTACKS.items():
+        m = got[f"privacy.auc_{attack}"]
+        f = [r[field] for r in res.records if r["split"] == "forget"]
+        h = [r[field] for r in res.records if r["split"] == "holdout"]
+        assert m.value == pytest.approx(mia_auc(f, h)) and m.n == 8
+        assert m.ci is not None and m.ci[0] <= m.value <= m.ci[1]
+    # The reference attack is calibrated by the retain model, never the audited one.
+    assert got["privacy.auc_reference"].extra["reference_model"] == "ret"
+    assert all(r["reference_model"] == "ret" for r in res.records)
+    # privleak against the retain model's Min-K% AUC measured in the same run.
+    ret_auc = ctx.result("privacy", "ret").metric("privacy.auc_min_k").value
+    assert got["privacy.privleak"].value == pytest.approx(
+        privleak(got["privacy.auc_min_k"].value, ret_auc))
+    assert got["privacy.privleak"].extra["reference"] == "ret"
+    # The retain model is its own privleak reference (0 by construction); its reference
+    # attack would fall back to a base model, and this run has none.
+    ret = ctx.result("privacy", "ret")
+    assert ret.metric("privacy.privleak").value == pytest.approx(0.0, abs=1e-6)
+    assert ret.metric("privacy.auc_reference").value is None
+    assert "retain or base model" in ret.metric("privacy.auc_reference").reason
+    # One plot: candidate and retain side by side.
+    (path,) = res.plots.values()
+    assert Path(path).is_file() and Path(path).stat().st_size > 0
+    json.dumps(res.records, allow_nan=False)  # records are plain JSON
+
+
+def test_without_retain_privleak_takes_the_fixed_reference(tofu_dir, checkpoints, tmp_path):
+    ctx = make_ctx(tofu_dir, checkpoints, tmp_path, with_retain=False)
+    res = ctx.result("privacy", "cand")
+    pl = res.metric("privacy.privleak")
+    assert pl.value == pytest.approx(privleak(res.metric("privacy.auc_min_k").value, 0.5))
+    assert "fixed reference AUC 0.5" in pl.reason
+    assert res.metric("privacy.auc_reference").value is None
+
+
+def test_missing_holdout_split_skips_with_the_fix(tofu_dir, checkpoints, tmp_path):
+    (tofu_dir / "holdout10.json").unlink()
+    res = make_ctx(tofu_dir, checkpoints, tmp_path).result("privacy", "cand")
+    assert all(m.value is None for m in res.metrics)
+    reason = res.metrics[0].reason
+    assert "--holdout-split" in reason and "holdout10" in reason
+
+
+def test_holdout_split_option_is_honoured(tofu_dir, checkpoints, tmp_path):
+    (tofu_dir / "holdout10.json").rename(tofu_dir / "unseen.json")
+    res = make_ctx(tofu_dir, checkpoints, tmp_path, holdout_split="unseen").result("privacy", "cand")
+    assert res.metric("privacy.auc_loss").value is not None
+    assert sum(r["split"] == "holdout" for r in res.records) == 4
+
+
+# --------------------------------------------------------------------------- tiny world
+
+
+@pytest.mark.slow
+def test_tiny_world_membership(world_ctx, record_property):
+    """Where training puts each model (design targets of the tiny world, issue 15).
+
+    full memorised the forget authors: Min-K% tells them from the holdout authors
+    (AUC >= 0.85). retain never saw either: AUC 0.5 +- 0.1. The unlearned models sit
+    between, and laundered, which keeps the facts behind refusals, still gives them away:
+    its privleak breaches the gate (below -20, i.e. at least 20% more recognisable than
+    for retain).
+    """
+    auc = {}
+    for label in ("full", "retain", "npo", "graddiff", "laundered", "base"):
+        res = world_ctx.result("privacy", label)
+        for m in res.metrics:
+            record_property(f"{m.name}[{label}]", m.value)
+        auc[label] = res.metric("privacy.auc_min_k").value
+    assert auc["full"] >= 0.85
+    assert abs(auc["retain"] - 0.5) <= 0.1
+    assert world_ctx.result("privacy", "laundered").metric("privacy.privleak").value < -20
+    full_es = world_ctx.result("tofu", "full").metric("tofu.extraction_strength").value
+    retain_es = world_ctx.result("tofu", "retain").metric("tofu.extraction_strength").value
+    assert full_es > retain_es + 0.2
+    assert np.isfinite(full_es)
