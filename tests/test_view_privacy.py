@@ -19,8 +19,9 @@ import torch
 from _tiny import build_tokenizer, save_checkpoint
 from unlearn_audit.context import AuditConfig, AuditContext
 from unlearn_audit.model._load import ModelSpec
+from unlearn_audit.model._types import Prompt
 from unlearn_audit.scoring.membership import mia_auc, privleak
-from unlearn_audit.views.privacy import ATTACKS
+from unlearn_audit.views.privacy import ATTACKS, membership_requests
 from unlearn_audit.world import FIXTURES_DIR
 
 METRICS = tuple(f"privacy.auc_{a}" for a in ATTACKS) + ("privacy.privleak",)
@@ -92,6 +93,57 @@ def test_runs_from_a_local_tofu_directory(tofu_dir, checkpoints, tmp_path):
     (path,) = res.plots.values()
     assert Path(path).is_file() and Path(path).stat().st_size > 0
     json.dumps(res.records, allow_nan=False)  # records are plain JSON
+
+
+def _open_unlearning_statistics(model, fmt, question: str, answer: str) -> dict[str, float]:
+    """One item the way open-unlearning computes it: full float64 log-softmax, its formulas.
+
+    ``evaluate_probability`` (mean NLL with the end-of-turn token), ``tokenwise_logprobs``
+    and ``tokenwise_vocab_logprobs`` (the end-of-turn label dropped), ``MinKProbAttack``,
+    ``MinKPlusPlusAttack``, ``ZLIBAttack``, ``exact_memorization``, ``extraction_strength``.
+    """
+    import zlib
+
+    prompt = Prompt.question(question)
+    p = fmt.encode_prompt(prompt)
+    c, _ = fmt.encode_continuation(answer, add_eot=True, prompt=prompt)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([p + c])).logits[0]
+    lsm = logits.double().log_softmax(-1)[len(p) - 1 : len(p) - 1 + len(c)]
+    target = lsm[torch.arange(len(c)), torch.tensor(c)]
+    avg_loss = float(-target.mean())
+    body, vocab = target[:-1].numpy(), lsm[:-1]
+    num_k = max(1, int(len(body) * 0.4))
+    mu = (vocab.exp() * vocab).sum(-1)
+    sigma = ((vocab.exp() * vocab.square()).sum(-1) - mu.square()).clamp(min=1e-6)
+    z = (body - mu.numpy()) / sigma.sqrt().numpy()
+    preds, labels = vocab.argmax(-1), torch.tensor(c[:-1])
+    for k in range(len(labels)):
+        if torch.equal(preds[k:], labels[k:]):
+            break
+    return {
+        "loss": avg_loss,
+        "zlib": avg_loss / len(zlib.compress(answer.encode("utf-8"))),
+        "min_k": float(-np.mean(np.sort(body)[:num_k])),
+        "min_k_plus_plus": float(-np.mean(np.sort(z)[:num_k])),
+        "exact_memorization": float((preds == labels).float().mean()),
+        "extraction_strength": 1 - k / len(labels),
+    }
+
+
+def test_statistics_match_open_unlearnings_computation(tofu_dir, checkpoints, tmp_path):
+    """Engine + scorers reproduce open-unlearning's per-item numbers to 1e-4."""
+    from unlearn_audit.views.tofu import _memorization
+
+    ctx = make_ctx(tofu_dir, checkpoints, tmp_path)
+    items = [*ctx.forget_items(), *ctx.items("holdout10")]
+    res = ctx.result("privacy", "cand")
+    engine = ctx.engine("cand")
+    answers = engine.score(membership_requests(items))
+    for item, rec, ts in zip(items, res.records, answers, strict=True):
+        theirs = _open_unlearning_statistics(engine.model, engine.fmt, item.question, item.answer)
+        ours = {**{k: rec[k] for k in ATTACKS if k != "reference"}, **_memorization(ts)}
+        assert ours == pytest.approx(theirs, abs=1e-4), item.uid
 
 
 def test_without_retain_privleak_takes_the_fixed_reference(tofu_dir, checkpoints, tmp_path):
