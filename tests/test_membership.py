@@ -98,6 +98,14 @@ def test_auc_interval():
     assert auc_bootstrap_ci(f, h, seed=1) == (lo, hi)  # seeded
     assert auc_bootstrap_ci([1.0, 2.0], [3.0, 4.0]) == (1.0, 1.0)  # perfect separation stays perfect
     assert auc_bootstrap_ci([1.0], [3.0, 4.0]) is None
+    # By author: two authors per side, items of one author identical, so the cluster
+    # replicates can only be the AUCs of author mixes: all four authors' values apart.
+    cl = auc_bootstrap_ci([1.0, 1.0, 3.0, 3.0], [2.0, 2.0, 4.0, 4.0], seed=0,
+                          forget_groups=["a", "a", "b", "b"], holdout_groups=["c", "c", "d", "d"])
+    # Possible replicate AUCs: 0 (forget all 3, holdout all 2), 0.5, 1 (1 vs 2 or 4, 3 vs 4)...
+    assert cl[0] == 0.0 and cl[1] == 1.0
+    # Fewer than two authors on a side: no interval.
+    assert auc_bootstrap_ci([1.0, 2.0], [3.0, 4.0], forget_groups=["a", "a"], holdout_groups=["c", "d"]) is None
 
 
 def test_privleak_sign_convention():

@@ -197,29 +197,62 @@ def auc_bootstrap_ci(
     n_resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
+    forget_groups: Sequence[object] | None = None,
+    holdout_groups: Sequence[object] | None = None,
 ) -> tuple[float, float] | None:
     """Percentile bootstrap interval of :func:`mia_auc`, resampling each set on its own.
 
     Definition: draw the forget items and the holdout items with replacement, each set
     keeping its size (a stratified bootstrap: the two sets are separate samples), and
     recompute the AUC; the interval is the central ``confidence`` share of the replicates.
+    With groups (the author of each item) whole groups are drawn within each set instead
+    (a cluster bootstrap): an author's items are not independent, so with few authors this
+    is the honest interval.
 
     Source: Efron & Tibshirani 1993, "An Introduction to the Bootstrap", ch. 13 (percentile
-    interval) and §8.3 (two-sample problems).
+    interval) and §8.3 (two-sample problems); cluster resampling: Davison & Hinkley 1997,
+    "Bootstrap Methods and their Application", §3.8.
+
+    Args:
+        forget: loss-signed statistics of the forget items (``nan`` dropped with its group).
+        holdout: the same for the holdout items.
+        n_resamples: bootstrap replicates.
+        seed: seed of the resampling.
+        confidence: coverage of the interval.
+        forget_groups: optional group label per forget item.
+        holdout_groups: optional group label per holdout item (both or neither).
 
     Returns:
-        ``(lo, hi)``, or ``None`` when a side has fewer than two items.
+        ``(lo, hi)``, or ``None`` when a side has fewer than two items (or groups).
     """
-    f, h = _finite(forget), _finite(holdout)
-    if f.size < 2 or h.size < 2:
+    f_all, h_all = np.asarray(forget, dtype=np.float64), np.asarray(holdout, dtype=np.float64)
+    f_groups = _clusters(f_all, forget_groups)
+    h_groups = _clusters(h_all, holdout_groups)
+    if len(f_groups) < 2 or len(h_groups) < 2:
         return None
     rng = np.random.default_rng(seed)
-    fi = rng.integers(0, f.size, size=(n_resamples, f.size))
-    hi = rng.integers(0, h.size, size=(n_resamples, h.size))
-    reps = np.array([_auc_fast(f[a], h[b]) for a, b in zip(fi, hi, strict=True)])
+    reps = np.empty(n_resamples)
+    for b in range(n_resamples):
+        fs = np.concatenate([f_groups[i] for i in rng.integers(0, len(f_groups), len(f_groups))])
+        hs = np.concatenate([h_groups[i] for i in rng.integers(0, len(h_groups), len(h_groups))])
+        reps[b] = _auc_fast(fs, hs)
     alpha = (1 - confidence) / 2
     lo, up = np.quantile(reps, [alpha, 1 - alpha])
     return float(lo), float(up)
+
+
+def _clusters(values: np.ndarray, groups: Sequence[object] | None) -> list[np.ndarray]:
+    """The finite values split into resampling units: one per item, or one per group."""
+    keep = np.isfinite(values)
+    if groups is None:
+        return [values[i : i + 1] for i in np.flatnonzero(keep)]
+    if len(groups) != len(values):
+        raise ValueError(f"one group per value is needed; got {len(groups)} for {len(values)}")
+    units: dict[object, list[float]] = {}
+    for v, g, k in zip(values, groups, keep, strict=True):
+        if k:
+            units.setdefault(g, []).append(float(v))
+    return [np.asarray(u) for u in units.values()]
 
 
 def _auc_fast(forget: np.ndarray, holdout: np.ndarray) -> float:

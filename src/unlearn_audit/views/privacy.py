@@ -153,14 +153,23 @@ def auc_metric(name: str, records: Sequence[Mapping[str, Any]], field: str, *, s
     by_family = {fam: mia_auc([r[field] for r in side["forget"] if r["family"] == fam],
                               [r[field] for r in side["holdout"] if r["family"] == fam])
                  for fam in fams}
+    extra: dict[str, Any] = {
+        "n_forget": len(f), "n_holdout": len(h),
+        "ci_method": f"stratified percentile bootstrap over items, {_N_RESAMPLES} resamples",
+        "mean_forget": float(np.mean(f)), "mean_holdout": float(np.mean(h)),
+    }
+    fa = [r.get("author") for r in side["forget"]]
+    ha = [r.get("author") for r in side["holdout"]]
+    if None not in fa and None not in ha:
+        # An author's items are not independent: the author-cluster interval is wider and
+        # the honest one when each side has only a few authors.
+        extra["ci_by_author"] = auc_bootstrap_ci(f, h, n_resamples=_N_RESAMPLES, seed=seed,
+                                                 forget_groups=fa, holdout_groups=ha)
     return Metric(
         name, mia_auc(f, h),
         ci=auc_bootstrap_ci(f, h, n_resamples=_N_RESAMPLES, seed=seed),
         n=len(f) + len(h), excluded=excluded, by_family=by_family,
-        reason=reason if excluded else "",
-        extra={"n_forget": len(f), "n_holdout": len(h),
-               "ci_method": f"stratified percentile bootstrap, {_N_RESAMPLES} resamples",
-               "mean_forget": float(np.mean(f)), "mean_holdout": float(np.mean(h))},
+        reason=reason if excluded else "", extra=extra,
     )
 
 
