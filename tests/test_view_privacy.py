@@ -178,10 +178,11 @@ def test_tiny_world_membership(world_ctx, record_property):
     """Where training puts each model (design targets of the tiny world, issue 15).
 
     full memorised the forget authors: Min-K% tells them from the holdout authors
-    (AUC >= 0.85). retain never saw either: AUC 0.5 +- 0.1. The unlearned models sit
-    between, and laundered, which keeps the facts behind refusals, still gives them away:
-    its privleak breaches the gate (below -20, i.e. at least 20% more recognisable than
-    for retain).
+    (AUC >= 0.85). retain never saw either: AUC 0.5 +- 0.1. npo and graddiff are weak
+    unlearners (they keep 70% of the forget facts, ``unlearn-audit world-stats``) and
+    laundered keeps every fact behind its refusals: all three still give membership away,
+    privleak below the gate's -20 (at least 20% more recognisable than for retain).
+    Extraction strength follows memorisation: full's far above retain's.
     """
     auc = {}
     for label in ("full", "retain", "npo", "graddiff", "laundered", "base"):
@@ -191,7 +192,8 @@ def test_tiny_world_membership(world_ctx, record_property):
         auc[label] = res.metric("privacy.auc_min_k").value
     assert auc["full"] >= 0.85
     assert abs(auc["retain"] - 0.5) <= 0.1
-    assert world_ctx.result("privacy", "laundered").metric("privacy.privleak").value < -20
+    for label in ("npo", "graddiff", "laundered"):
+        assert world_ctx.result("privacy", label).metric("privacy.privleak").value < -20, label
     full_es = world_ctx.result("tofu", "full").metric("tofu.extraction_strength").value
     retain_es = world_ctx.result("tofu", "retain").metric("tofu.extraction_strength").value
     assert full_es > retain_es + 0.2
