@@ -21,7 +21,7 @@ from unlearn_audit.context import AuditConfig, AuditContext
 from unlearn_audit.model._load import ModelSpec
 from unlearn_audit.model._types import Prompt
 from unlearn_audit.scoring.membership import mia_auc, privleak
-from unlearn_audit.views.privacy import ATTACKS, membership_requests
+from unlearn_audit.views.privacy import ATTACKS, auc_metric, membership_requests
 from unlearn_audit.world import FIXTURES_DIR
 
 METRICS = tuple(f"privacy.auc_{a}" for a in ATTACKS) + ("privacy.privleak",)
@@ -93,6 +93,22 @@ def test_runs_from_a_local_tofu_directory(tofu_dir, checkpoints, tmp_path):
     (path,) = res.plots.values()
     assert Path(path).is_file() and Path(path).stat().st_size > 0
     json.dumps(res.records, allow_nan=False)  # records are plain JSON
+
+
+def test_auc_metric_by_family_and_exclusions():
+    rec = lambda split, fam, v, author: {"split": split, "family": fam, "loss": v, "author": author}  # noqa: E731
+    records = [
+        rec("forget", "a", 1.0, "F1"), rec("forget", "a", 2.0, "F2"), rec("forget", "b", 5.0, "F1"),
+        rec("holdout", "a", 1.5, "H1"), rec("holdout", "a", 3.0, "H2"), rec("holdout", "b", 4.0, "H1"),
+        rec("holdout", "b", 6.0, "H2"), rec("forget", "a", None, "F2"),
+    ]
+    m = auc_metric("privacy.auc_loss", records, "loss", reason="empty answer")
+    # Forget {1, 2, 5} vs holdout {1.5, 3, 4, 6}: forget lower in 4 + 3 + 1 = 8 of 12 pairs.
+    assert m.value == pytest.approx(8 / 12) and m.n == 7 and m.excluded == 1
+    assert m.reason == "empty answer"
+    # Family a: {1, 2} vs {1.5, 3}: 3 of 4 pairs. Family b has one forget item: no AUC.
+    assert m.by_family == {"a": pytest.approx(0.75)}
+    assert m.extra["ci_by_author"] is not None and m.ci[0] <= m.value <= m.ci[1]
 
 
 def _open_unlearning_statistics(model, fmt, question: str, answer: str) -> dict[str, float]:

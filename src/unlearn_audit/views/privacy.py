@@ -42,6 +42,7 @@ Sources: MUSE (Shi et al. 2024, PrivLeak) and open-unlearning (``src/evals/metri
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -138,8 +139,8 @@ def auc_metric(name: str, records: Sequence[Mapping[str, Any]], field: str, *, s
     Definition: :func:`~unlearn_audit.scoring.membership.mia_auc` of the forget records'
     ``field`` against the holdout records'; interval
     :func:`~unlearn_audit.scoring.membership.auc_bootstrap_ci`; ``by_family`` the same AUC
-    within each family with items on both sides. Records whose value is ``None`` are
-    ``excluded``.
+    within each family. Records whose value is ``None`` are
+    ``excluded``. Families with fewer than two items on a side get no AUC of their own.
     """
     side = {s: [r for r in records if r["split"] == s and r.get(field) is not None]
             for s in ("forget", "holdout")}
@@ -149,7 +150,9 @@ def auc_metric(name: str, records: Sequence[Mapping[str, Any]], field: str, *, s
     if not f or not h:
         return Metric(name, None, n=len(f) + len(h), excluded=excluded,
                       reason=reason or "no scored item on one side (forget or holdout)")
-    fams = sorted({r["family"] for r in side["forget"]} & {r["family"] for r in side["holdout"]})
+    # A family's AUC needs at least two items on each side to be more than one comparison.
+    counts = {s: Counter(r["family"] for r in side[s]) for s in side}
+    fams = sorted(f for f, n in counts["forget"].items() if n >= 2 and counts["holdout"].get(f, 0) >= 2)
     by_family = {fam: mia_auc([r[field] for r in side["forget"] if r["family"] == fam],
                               [r[field] for r in side["holdout"] if r["family"] == fam])
                  for fam in fams}
@@ -271,7 +274,8 @@ class Privacy(View):
             other = ctx.result(self.name, retain)
             auc = other.metric("privacy.auc_min_k").value
             if auc is not None:
-                panels[f"{retain}, retain (AUC {auc:.2f})"] = _sides(other.records, "min_k")
+                who = retain if retain == "retain" else f"{retain}, retain"
+                panels[f"{who} (AUC {auc:.2f})"] = _sides(other.records, "min_k")
         path = score_distributions(
             panels, plot_path(ctx.config, self.name, label),
             statistic=f"Min-K% statistic (k={MIN_K_FRACTION}; lower = looks more familiar)",
