@@ -210,7 +210,22 @@ def test_tiny_world_membership(world_ctx, record_property):
     assert abs(auc["retain"] - 0.5) <= 0.1
     for label in ("npo", "graddiff", "laundered"):
         assert world_ctx.result("privacy", label).metric("privacy.privleak").value < -20, label
-    full_es = world_ctx.result("tofu", "full").metric("tofu.extraction_strength").value
-    retain_es = world_ctx.result("tofu", "retain").metric("tofu.extraction_strength").value
-    assert full_es > retain_es + 0.2
-    assert np.isfinite(full_es)
+
+
+@pytest.mark.slow
+def test_tiny_world_memorization(tmp_path, record_property):
+    """full reproduces its forget answers from the question (extraction strength and exact
+    memorisation far above retain's); the first 8 items of each split keep it quick."""
+    from unlearn_audit.world import default_cache_dir, default_models
+
+    cfg = AuditConfig(dataset=str(FIXTURES_DIR), limit=8, cache_dir=default_cache_dir(),
+                      report_dir=tmp_path / "report", progress=False)
+    ctx = AuditContext(cfg, default_models())
+    got = {}
+    for label in ("full", "retain"):
+        res = ctx.result("tofu", label)
+        for name in ("tofu.extraction_strength", "tofu.exact_memorization"):
+            got[name, label] = res.metric(name).value
+            record_property(f"{name}[{label}]", got[name, label])
+    assert got["tofu.extraction_strength", "full"] >= got["tofu.extraction_strength", "retain"] + 0.3
+    assert got["tofu.exact_memorization", "full"] >= got["tofu.exact_memorization", "retain"] + 0.2
