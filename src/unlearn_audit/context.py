@@ -33,6 +33,7 @@ class AuditConfig:
 
     dataset: str = DEFAULT_DATASET
     forget_split: str = "forget10"
+    holdout_split: str = "holdout10"
     limit: int | None = None
     samples: int = 16
     temperature: float = 1.0

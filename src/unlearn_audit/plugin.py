@@ -106,6 +106,8 @@ _OPTIONS = (
             f"(default: {DEFAULT_DATASET}; the tiny world's fixtures when no model is given)",
             metavar="ID_OR_DIR"),
     _Option("forget-split", "the forget split to audit (default: forget10)", metavar="SPLIT"),
+    _Option("holdout-split", "texts no model trained on, the non-members of the privacy view's "
+            "membership inference (default: holdout10, TOFU's name)", metavar="SPLIT"),
     _Option("views", "comma-separated views to run (default: all)", metavar="V1,V2"),
     _Option("limit", "audit only the first N items of each split (default: all)", metavar="N"),
     _Option("samples", "samples per prompt for best-of-N (default: 16)", metavar="N"),
@@ -377,6 +379,7 @@ def pytest_configure(config: pytest.Config) -> None:
     audit_config = AuditConfig(
         dataset=dataset or DEFAULT_DATASET,
         forget_split=opts.get("forget-split", lambda s: s, "forget10"),
+        holdout_split=opts.get("holdout-split", lambda s: s, "holdout10"),
         limit=opts.get("limit", _int(1, "a positive whole number of items"), None),
         samples=opts.get("samples", _int(1, "a positive whole number of samples"), 16),
         temperature=opts.get("temperature", _float(0.0, float("inf"), "a number >= 0"), 1.0),

@@ -49,6 +49,8 @@ from unlearn_audit.model._types import GenRequest, ScoreRequest, TokenScores
 _PROGRESS_MIN_BATCHES = 4
 # Rows of log-softmax computed at once, bounding its extra memory at ~rows x vocab x 8 B.
 _LOGSOFTMAX_CHUNK = 1024
+# Rows of vocabulary statistics at once: they hold two float64 rows x vocab products.
+_STATS_CHUNK = 256
 # What one extra forward call costs, in padded tokens it would have to save to pay off:
 # small on a CPU (tiny models are compute-bound), large on a GPU (launch-bound).
 _CALL_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 2048}
@@ -63,6 +65,7 @@ class _ScoreRow:
     prompt_ids: tuple[int, ...]
     cont_ids: list[int]
     offsets: list[tuple[int, int]]
+    vocab_stats: bool = False
 
 
 @dataclass
@@ -215,7 +218,7 @@ class Engine:
             rows = self._score_rows(todo)
             for row in rows:  # nothing to compute for an empty continuation
                 if not row.cont_ids:
-                    results[row.key] = TokenScores(np.zeros(0, dtype=np.float64), [], [])
+                    results[row.key] = _empty_scores(row.vocab_stats)
             rows = [row for row in rows if row.cont_ids]
             self.stats["score_rows"] += len(rows)
 
@@ -239,7 +242,7 @@ class Engine:
                     f"The prompt {r.prompt!r} renders to no tokens; nothing predicts the answer."
                 )
             ids, offsets = self.fmt.encode_continuation(r.continuation, add_eot=r.add_eot, prompt=r.prompt)
-            rows.append(_ScoreRow(key, p, ids, offsets))
+            rows.append(_ScoreRow(key, p, ids, offsets, r.vocab_stats))
         return rows
 
     def _plan_score(self, rows: list[_ScoreRow], budget: int) -> list[list[_ScoreRow]]:
@@ -292,7 +295,7 @@ class Engine:
         with torch.inference_mode():
             if self.share_prefix and _reuse_pays(batch):
                 try:
-                    logprobs = self._score_prefix_shared(batch)
+                    gathered = self._score_prefix_shared(batch)
                 except (AttributeError, NotImplementedError, TypeError) as e:
                     # This architecture's cache cannot be re-indexed by batch: score full
                     # sequences from now on (same numbers, slower) rather than fail.
@@ -303,15 +306,18 @@ class Engine:
                         stacklevel=2,
                     )
                     self.share_prefix = False
-                    logprobs = self._score_full(batch)
+                    gathered = self._score_full(batch)
             else:
-                logprobs = self._score_full(batch)
-        return {
-            r.key: TokenScores(lp, list(r.cont_ids), list(r.offsets))
-            for r, lp in zip(batch, logprobs, strict=True)
-        }
+                gathered = self._score_full(batch)
+        out = {}
+        for r, (lp, stats) in zip(batch, gathered, strict=True):
+            ts = TokenScores(lp, list(r.cont_ids), list(r.offsets))
+            if stats is not None:
+                ts.vocab_mean, ts.vocab_std, ts.top_ids = stats
+            out[r.key] = ts
+        return out
 
-    def _score_full(self, batch: list[_ScoreRow]) -> list[np.ndarray]:
+    def _score_full(self, batch: list[_ScoreRow]) -> list[tuple[np.ndarray, Any]]:
         """Whole sequences (prompt + continuation minus its last token) in one forward."""
         seqs = [list(r.prompt_ids) + r.cont_ids[:-1] for r in batch]
         ids, mask, lefts = self._pad(seqs, self.tokenizer.padding_side)
@@ -325,9 +331,10 @@ class Engine:
             rows += [i] * len(r.cont_ids)
             cols += range(start, start + len(r.cont_ids))
             targets += r.cont_ids
-        return self._gather(out.logits, rows, cols, targets, [len(r.cont_ids) for r in batch])
+        return self._gather(out.logits, rows, cols, targets, [len(r.cont_ids) for r in batch],
+                            [r.vocab_stats for r in batch])
 
-    def _score_prefix_shared(self, batch: list[_ScoreRow]) -> list[np.ndarray]:
+    def _score_prefix_shared(self, batch: list[_ScoreRow]) -> list[tuple[np.ndarray, Any]]:
         """Shared prompt tokens once, then every continuation against the prompt's KV cache.
 
         Three passes, each extending the KV cache of the one before: (1) the prefix that
@@ -360,7 +367,7 @@ class Engine:
         # tokens than the extra calls cost; every band reads a copy of the prompt cache.
         order = sorted(range(len(batch)), key=lambda i: len(batch[i].cont_ids))
         bands = _length_bands([len(batch[i].cont_ids) for i in order], self._call_overhead)
-        out: list[np.ndarray | None] = [None] * len(batch)
+        out: list[tuple[np.ndarray, Any] | None] = [None] * len(batch)
         for b, (lo, hi) in enumerate(bands):
             idx = order[lo:hi]
             last = b == len(bands) - 1
@@ -379,8 +386,9 @@ class Engine:
                 cols += range(lefts[j], lefts[j] + n)
                 targets += batch[i].cont_ids
             lengths = [len(batch[i].cont_ids) for i in idx]
-            for i, lp in zip(idx, self._gather(logits, rows, cols, targets, lengths), strict=True):
-                out[i] = lp
+            wants = [batch[i].vocab_stats for i in idx]
+            for i, got in zip(idx, self._gather(logits, rows, cols, targets, lengths, wants), strict=True):
+                out[i] = got
         return out
 
     def _extend(self, state, seqs, parent=None, want_logits=False):
@@ -411,16 +419,21 @@ class Engine:
         real = mask.sum(dim=1) if state is None else past_real + mask.sum(dim=1)
         return out.past_key_values, attn, real
 
-    def _gather(self, logits, rows, cols, targets, lengths) -> list[np.ndarray]:
+    def _gather(self, logits, rows, cols, targets, lengths, wants=None) -> list[tuple[np.ndarray, Any]]:
         """log p(target) = logit[target] - logsumexp(logits), accumulated in float64.
 
         The exponentials of the max-shifted logits are taken in float32 and summed in
         float64: within ~1e-8 of a full float64 log-softmax of the same logits (tested),
         at a third of its cost on a CPU, where this step otherwise rivals the model itself.
+
+        Returns:
+            Per row ``(logprobs, stats)``; ``stats`` is ``(vocab_mean, vocab_std, top_ids)``
+            (:func:`_vocab_stats`) for rows whose ``wants`` flag is set, else ``None``.
         """
         import torch
 
         dev = logits.device
+        wants = wants or [False] * len(lengths)
         rows_t = torch.tensor(rows, device=dev)
         cols_t = torch.tensor(cols, device=dev)
         tgt_t = torch.tensor(targets, device=dev)
@@ -429,9 +442,26 @@ class Engine:
             chunk = slice(s, s + _LOGSOFTMAX_CHUNK)
             parts.append(_log_prob_of(logits[rows_t[chunk], cols_t[chunk]], tgt_t[chunk]))
         flat = torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
-        out, at = [], 0
-        for n in lengths:
-            out.append(np.asarray(flat[at : at + n], dtype=np.float64))
+        # Vocabulary statistics only at the positions of rows that asked for them.
+        flat_want = np.repeat(np.asarray(wants, dtype=bool), lengths)
+        stats = None
+        if flat_want.any():
+            sel = torch.as_tensor(np.flatnonzero(flat_want), device=dev)
+            pieces = [
+                _vocab_stats(logits[rows_t[sel[s : s + _STATS_CHUNK]], cols_t[sel[s : s + _STATS_CHUNK]]])
+                for s in range(0, len(sel), _STATS_CHUNK)
+            ]
+            stats = [torch.cat([p[j] for p in pieces]).cpu().numpy() for j in range(3)]
+        out, at, st_at = [], 0, 0
+        for n, want in zip(lengths, wants, strict=True):
+            lp = np.asarray(flat[at : at + n], dtype=np.float64)
+            got = None
+            if want:
+                mean, std, top = (a[st_at : st_at + n] for a in stats)
+                got = (np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64),
+                       [int(t) for t in top])
+                st_at += n
+            out.append((lp, got))
             at += n
         return out
 
@@ -903,6 +933,40 @@ def _log_prob_of(logits, targets):
     return target - top[:, 0].double() - sum_exp.log()
 
 
+def _vocab_stats(logits):
+    """Mean and spread of ``log p`` over the vocabulary, and the argmax, per row.
+
+    Definition: with ``p = softmax(logits)`` and ``z = logits - max``, ``log p = z - log Z``,
+    so ``E_p[log p] = E_p[z] - log Z`` and ``Var_p[log p] = E_p[z^2] - E_p[z]^2``. The
+    exponentials are float32 (as in :func:`_log_prob_of`), the products and sums float64.
+    These are the ``mu`` and ``sigma`` of Min-K%++ (Zhang et al. 2024, eq. 3) and of
+    open-unlearning's ``MinKPlusPlusAttack`` (which takes the variance from the full
+    log-softmax); the argmax is the greedy prediction exact memorisation compares with.
+
+    Returns:
+        ``(mean, std, argmax)`` tensors of shape ``(rows,)``; mean and std in float64.
+    """
+    import torch
+
+    x = logits.float()
+    top = x.max(dim=-1, keepdim=True).values
+    z = x - top
+    e = z.exp()
+    total = e.sum(dim=-1, dtype=torch.float64)
+    ez = e.double() * z.double()
+    mean_z = ez.sum(dim=-1) / total
+    mean_z2 = (ez * z.double()).sum(dim=-1) / total
+    var = (mean_z2 - mean_z.square()).clamp(min=0.0)
+    return mean_z - total.log(), var.sqrt(), x.argmax(dim=-1)
+
+
+def _empty_scores(vocab_stats: bool) -> TokenScores:
+    empty = np.zeros(0, dtype=np.float64)
+    if not vocab_stats:
+        return TokenScores(empty, [], [])
+    return TokenScores(empty, [], [], empty.copy(), empty.copy(), [])
+
+
 def _compute_dtype(param):
     import torch
 
@@ -957,21 +1021,34 @@ def _check_gen_request(i: int, r: Any) -> None:
 
 
 def _scores_to_json(s: TokenScores) -> dict:
-    return {
+    d = {
         "logprobs": [float(x) for x in s.logprobs],
         "token_ids": list(s.token_ids),
         "offsets": [list(o) for o in s.offsets],
     }
+    if s.vocab_mean is not None:
+        d["vocab_mean"] = [float(x) for x in s.vocab_mean]
+        d["vocab_std"] = [float(x) for x in s.vocab_std]
+        d["top_ids"] = [int(t) for t in s.top_ids]
+    return d
 
 
 def _scores_from_json(d: dict) -> TokenScores:
-    return TokenScores(
+    s = TokenScores(
         np.asarray(d["logprobs"], dtype=np.float64),
         list(d["token_ids"]),
         [tuple(o) for o in d["offsets"]],
     )
+    if "vocab_mean" in d:
+        s.vocab_mean = np.asarray(d["vocab_mean"], dtype=np.float64)
+        s.vocab_std = np.asarray(d["vocab_std"], dtype=np.float64)
+        s.top_ids = list(d["top_ids"])
+    return s
 
 
 def _copy_scores(s: TokenScores) -> TokenScores:
     # Duplicated requests must not share one mutable array.
-    return TokenScores(s.logprobs.copy(), list(s.token_ids), list(s.offsets))
+    out = TokenScores(s.logprobs.copy(), list(s.token_ids), list(s.offsets))
+    if s.vocab_mean is not None:
+        out.vocab_mean, out.vocab_std, out.top_ids = s.vocab_mean.copy(), s.vocab_std.copy(), list(s.top_ids)
+    return out

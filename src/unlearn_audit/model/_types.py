@@ -42,11 +42,20 @@ class ScoreRequest:
 
     ``add_eot`` appends the model's end-of-turn token to the continuation, as TOFU and
     open-unlearning do on the chat path (the closing token counts in the mean loss).
+
+    ``vocab_stats`` also asks, at every continuation position, for the mean and the
+    standard deviation of ``log p`` over the whole vocabulary under the model's own
+    next-token distribution, and for its most likely token (see :class:`TokenScores`).
+    They come from the same forward pass as the log-probabilities, so membership attacks
+    (Min-K%++) and memorisation metrics never ship full logits out of the engine. The
+    field is left out of the cache key while it is ``False``, so plain requests keep the
+    keys (and cached answers) they had before it existed.
     """
 
     prompt: Prompt
     continuation: str
     add_eot: bool = True
+    vocab_stats: bool = field(default=False, metadata={"omit_from_key_when_default": True})
 
 
 @dataclass(frozen=True)
@@ -70,11 +79,20 @@ class TokenScores:
         token_ids: the continuation's token ids (the end-of-turn token last when added).
         offsets: character span ``(start, end)`` of each token in ``continuation``
             (the end-of-turn token gets ``(len, len)``), to map words to tokens.
+        vocab_mean: only for ``ScoreRequest(vocab_stats=True)``: per continuation
+            position, ``E_{z ~ p}[log p(z | prompt, tokens_<t)]`` over the vocabulary,
+            float64; ``None`` otherwise.
+        vocab_std: likewise ``sqrt(Var_{z ~ p}[log p(z | ...)])``, float64.
+        top_ids: likewise the model's most likely next token (argmax of the logits) at
+            each position, to compare with ``token_ids`` (exact memorisation).
     """
 
     logprobs: np.ndarray
     token_ids: list[int]
     offsets: list[tuple[int, int]] = field(default_factory=list)
+    vocab_mean: np.ndarray | None = None
+    vocab_std: np.ndarray | None = None
+    top_ids: list[int] | None = None
 
     @property
     def n_tokens(self) -> int:

@@ -82,6 +82,14 @@ KNOWN_METRICS: frozenset[str] = frozenset(
         "rtt.recovery_delta_vs_control_pp",
         "quantization.int8_delta_pp",
         "quantization.nf4_delta_pp",
+        "privacy.auc_loss",
+        "privacy.auc_zlib",
+        "privacy.auc_min_k",
+        "privacy.auc_min_k_plus_plus",
+        "privacy.auc_reference",
+        "privacy.privleak",
+        "tofu.extraction_strength",
+        "tofu.exact_memorization",
     }
 )
 

@@ -258,6 +258,10 @@ class AuditSession:
                 )
                 row.outcome, row.threshold = judged.outcome, judged.threshold
                 row.reason = (m.reason or judged.reason) if value is None else judged.reason
+                if value is not None and m.reason and m.reason not in row.reason:
+                    # The view's own note on a measured number (e.g. privleak taken against a
+                    # fixed reference) stays beside the gate's verdict.
+                    row.reason = f"{row.reason}; {m.reason}" if row.reason else m.reason
                 if judged.outcome == "error" or (judged.outcome == "fail" and not self.tiny_world):
                     failures.append(judged.message)
             rows.append(row)

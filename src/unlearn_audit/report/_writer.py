@@ -437,11 +437,19 @@ def write_report(run: RunReport, report_dir: Path) -> dict[str, Path]:
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     plots_dir = report_dir / "plots"
+    # The views draw this run's plots into plots/ too (views._leak.plot_path): keep those
+    # until copied under their report names, drop every other (stale) PNG.
+    sources = {Path(src).resolve() for o in run.outcomes for src in o.plots.values()}
     if plots_dir.is_dir():  # stale plots from an earlier run would be linked from nowhere
         for old in plots_dir.glob("*.png"):
-            old.unlink()
+            if old.resolve() not in sources:
+                old.unlink()
     rows = run.rows()
     plots = _copy_plots(run, plots_dir)
+    linked = {(report_dir / rel).resolve() for entries in plots.values() for _, rel in entries}
+    for src in sources - linked:  # a view's working copy, now copied under its report name
+        if src.parent == plots_dir.resolve() and src.is_file():
+            src.unlink()
     summary_plot = None
     if plot_leak_by_view_and_family(run, rows, plots_dir / "leak_by_view_and_family.png"):
         summary_plot = "plots/leak_by_view_and_family.png"

@@ -22,6 +22,7 @@ VIEW_MODULES = (
     "masked_probe",
     "rtt",
     "quantization",
+    "privacy",
 )
 for _m in VIEW_MODULES:
     try:

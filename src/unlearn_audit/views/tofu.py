@@ -25,6 +25,16 @@ components ``tofu.{retain,real_authors,world_facts}_{prob,rouge,truth_ratio}``, 
 reported as its own metric) and the forget-set numbers ``tofu.forget_truth_ratio``,
 ``tofu.forget_rouge`` and ``tofu.forget_prob``.
 
+Two more forget-set numbers of open-unlearning's TOFU evaluation come from the same
+teacher-forced pass (the gold answer's request asks the engine for the greedy prediction
+at each position, ``ScoreRequest(vocab_stats=True)``), over the answer's tokens without
+the end-of-turn token as open-unlearning scores them
+(:mod:`unlearn_audit.scoring.memorization`): ``tofu.exact_memorization`` (the share of
+answer tokens predicted greedily; Tirumala et al. 2022) and ``tofu.extraction_strength``
+(``1 - k/n`` for the shortest gold prefix ``k`` after which every later token is predicted;
+Wang et al. 2025), each the mean over forget items (open-unlearning
+``src/evals/metrics/memorization.py``).
+
 **One pass, shared prompts.** All score requests of all four splits go to the engine in
 one call (and all generations in another), so it batches across splits and runs each
 question once for the gold, paraphrased and perturbed answers that follow it (its
@@ -78,6 +88,7 @@ from scipy import stats as _sps
 from unlearn_audit.data import DatasetError, Item, classify_question
 from unlearn_audit.model._types import GenRequest, Prompt, ScoreRequest
 from unlearn_audit.scoring.logs import LEGACY_FILES, read_retain_truth_ratios
+from unlearn_audit.scoring.memorization import exact_memorization, extraction_strength
 from unlearn_audit.scoring.rouge import rouge_recall
 from unlearn_audit.scoring.stats import bootstrap_ci
 from unlearn_audit.scoring.tofu import (
@@ -115,6 +126,10 @@ PARAPHRASED_TRUE_SIDE: frozenset[str] = frozenset({"forget", "retain"})
 N_RESAMPLES = 2000
 #: The per-item numbers each mean metric averages, by the metric-name suffix.
 _KINDS = ("prob", "rouge", "truth_ratio")
+#: open-unlearning's memorisation numbers on the forget set, metric name -> record field.
+MEMORIZATION_NAMES = ("tofu.extraction_strength", "tofu.exact_memorization")
+_MEMORIZATION_FIELDS = {"tofu.extraction_strength": "extraction_strength",
+                        "tofu.exact_memorization": "exact_memorization"}
 _SKIP_FQ = "no retain model or --retain-logs"
 _FQ_CI_NOTE = (
     "no interval: forget quality is a KS-test p-value, the outcome of a test rather than "
@@ -128,7 +143,7 @@ class TofuView(View):
 
     name = "tofu"
     title = "TOFU: forget quality, model utility and the forget-set numbers"
-    metrics = HEADLINE_NAMES + COMPONENT_NAMES
+    metrics = HEADLINE_NAMES + COMPONENT_NAMES + MEMORIZATION_NAMES
 
     def run(self, ctx: AuditContext, label: str) -> ViewResult:
         items, unavailable = _load_splits(ctx)
@@ -139,14 +154,23 @@ class TofuView(View):
 
         retain_r, retain_source = self._retain_truth_ratios(ctx, label, records)
         numbers = tofu_numbers(splits, retain_r)
-        return ViewResult(
-            self.name,
-            label,
-            _metrics(
-                numbers, splits, records, unavailable, retain_source, retain_r, ctx.config.seed
-            ),
-            records,
+        metrics = _metrics(
+            numbers, splits, records, unavailable, retain_source, retain_r, ctx.config.seed
         )
+        forget_recs = [r for r in records if r["split"] == "forget"]
+        for name, field in _MEMORIZATION_FIELDS.items():
+            values = np.array([_nan(r.get(field)) for r in forget_recs], dtype=np.float64)
+            kept = ~np.isnan(values)
+            num = TofuNumber(
+                float(values[kept].mean()) if kept.any() else None,
+                n=int(kept.sum()),
+                excluded=int((~kept).sum()),
+                reason="" if kept.all() else (
+                    "no greedy prediction to compare: an answer with no token besides the "
+                    "end-of-turn token, or an engine that returned none"),
+            )
+            metrics.append(_mean_metric(name, num, values, forget_recs, ctx.config.seed))
+        return ViewResult(self.name, label, metrics, records)
 
     def _retain_truth_ratios(
         self, ctx: AuditContext, label: str, own_records: list[dict]
@@ -208,6 +232,10 @@ def _score(ctx: AuditContext, label: str, items: Mapping[str, list[Item]]) -> li
         conts = [item.answer, *([para] if para is not None else []), *item.perturbed_answer]
         spans.append((len(requests), para is not None, len(item.perturbed_answer)))
         requests += [ScoreRequest(prompt, c, add_eot=True) for c in conts]
+        if split == "forget":
+            # The gold answer also gets the greedy prediction per position (exact
+            # memorisation, extraction strength): the same request the privacy view sends.
+            requests[spans[-1][0]] = ScoreRequest(prompt, item.answer, add_eot=True, vocab_stats=True)
     scores = engine.score(requests)
 
     gen_requests = [
@@ -224,8 +252,25 @@ def _score(ctx: AuditContext, label: str, items: Mapping[str, list[Item]]) -> li
         para = scores[start + 1].mean_nll if has_para else None
         first_pert = start + 1 + int(has_para)
         pert = [scores[j].mean_nll for j in range(first_pert, first_pert + k)]
-        records.append(_record(split, item, gt, para, pert, scores[start].n_tokens, generation))
+        rec = _record(split, item, gt, para, pert, scores[start].n_tokens, generation)
+        if split == "forget":
+            rec.update(_memorization(scores[start]))
+        records.append(rec)
     return records
+
+
+def _memorization(ts) -> dict[str, float | None]:
+    """Exact memorisation and extraction strength of the gold answer, end-of-turn token left out.
+
+    open-unlearning drops the last label (the end-of-turn token) before comparing the
+    greedy predictions with the gold tokens (``tokenwise_vocab_logprobs``).
+    """
+    n = max(ts.n_tokens - 1, 0)
+    if not n or ts.top_ids is None:  # nothing to compare, or an engine without predictions
+        return {"exact_memorization": None, "extraction_strength": None}
+    pred, gold = list(ts.top_ids[:n]), list(ts.token_ids[:n])
+    return {"exact_memorization": _num(exact_memorization(pred, gold)),
+            "extraction_strength": float(extraction_strength(pred, gold))}
 
 
 def _record(
