@@ -620,14 +620,25 @@ class _Reporter:
             if key == PAYLOAD_KEY:
                 _session(self.config).collect(value)
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # After every deselection (-k, -m, --views): the pairs that are meant to run.
+        planned = _session(self.config).planned
+        for item in session.items:
+            label = getattr(getattr(item, "callspec", None), "params", {}).get("model")
+            if _VIEW_KEY in item.stash and label is not None:
+                planned.append((item.stash[_VIEW_KEY], label))
+
+    def pytest_keyboard_interrupt(self) -> None:
+        _session(self.config).interrupted = True
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker:
             return
         try:
             _session(self.config).finish()
-        except OSError as e:
-            self.error = f"could not write the report: {e}"
+        except Exception as e:  # a crash here would hide every test's own message too
+            self.error = f"could not write the report to {_session(self.config).config.report_dir}: {type(e).__name__}: {e}"
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

@@ -73,7 +73,7 @@ class MetricRow:
             "view": self.view,
             "metric": self.metric,
             "value": _number(self.value),
-            "ci": [float(x) for x in self.ci] if self.ci is not None else None,
+            "ci": [_number(x) for x in self.ci] if self.ci is not None else None,  # NaN ends -> null
             "n": int(self.n) if self.n is not None else None,
             "excluded": int(self.excluded or 0),
             "by_family": {str(k): _number(v) for k, v in sorted(self.by_family.items())},

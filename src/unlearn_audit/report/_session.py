@@ -117,6 +117,10 @@ class AuditSession:
         self.written: dict[str, Path] = {}
         self.golden_notes: list[str] = []
         self.verdicts: dict = {}
+        # (view, model) pairs collected for this run, and whether it was interrupted: the
+        # report names every pair that did not run instead of reading as complete.
+        self.planned: list[tuple[str, str]] = []
+        self.interrupted = False
 
     # --- lazily built state ------------------------------------------------------------------
     def plan(self) -> list[PlannedModel]:
@@ -313,6 +317,8 @@ class AuditSession:
             outcomes=list(self.outcomes.values()),
             gates=gates,
             selected_views=tuple(self.config.views) if self.config.views else None,
+            planned=tuple(dict.fromkeys(self.planned)),
+            interrupted=self.interrupted,
         )
 
     def finish(self) -> dict[str, Path]:

@@ -1,0 +1,152 @@
+"""Issue 12, cases 5-13: hostile input never loses the report and never ends in a traceback.
+
+Each test reproduces one case of the issue and asserts on what a user sees: the files left
+in the report directory, the verdict line, or the one-line error (naming the file, row or
+option, and the fix).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from test_plugin import CONFTEST, ISOLATED, MODELS, VIEWS, make_project, report_md, results
+from unlearn_audit.context import AuditConfig
+from unlearn_audit.report import MetricRow, RunReport, ViewOutcome
+from unlearn_audit.report._writer import PLOTS_MANIFEST, format_ci, format_value, write_report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_imports():
+    """As in test_plugin: import the writer's lazy dependencies once, not per inner run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import tabulate  # noqa: F401
+    import yaml  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registry(monkeypatch):
+    from unlearn_audit.views import _base
+
+    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    # no_reraise_ctrlc: an inner run's SIGINT stays inside it instead of stopping this session.
+    return pytester.runpytest(*ISOLATED, *args, no_reraise_ctrlc=True)
+
+
+# --- case 5: the report writer keeps the views' plots and the user's files --------------------------
+def _png(path, payload: bytes = b"\x89PNG\r\n\x1a\n fake") -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    return str(path)
+
+
+def _plot_run(report_dir, views_with_plots: list[str]) -> RunReport:
+    """A run whose views wrote their per-model plots where the real views do (plot_path)."""
+    from unlearn_audit.views._leak import plot_path
+
+    cfg = AuditConfig(report_dir=report_dir)
+    outcomes = []
+    for view in views_with_plots:
+        path = _png(plot_path(cfg, view, "npo"))
+        rows = [MetricRow("npo", view, f"{view}.leak_rate", 0.1, outcome="info")]
+        outcomes.append(ViewOutcome(view, "npo", "candidate", "hub/npo", "fp", rows=rows,
+                                    plots={f"{view} curve (npo)": path}))
+    return RunReport(created="2026-01-01T00:00:00+00:00", package_version="0", config={},
+                     models={"npo": {"source": "hub/npo", "role": "candidate", "fingerprint": "fp"}},
+                     outcomes=outcomes)
+
+
+def test_view_plots_and_user_files_survive_the_report_writer(tmp_path):
+    out = tmp_path / "report"
+    mine = _png(out / "plots" / "my_notes.png", b"the user's own figure")
+    write_report(_plot_run(out, ["format_shift", "best_of_n", "masked_probe"]), out)
+    md = (out / "report.md").read_text()
+    for view in ("format_shift", "best_of_n", "masked_probe"):
+        # the view's own file is kept and linked where it lies
+        assert (out / "plots" / f"{view}_npo.png").is_file(), f"{view}'s plot was deleted"
+        assert f"(plots/{view}_npo.png)" in md
+    assert (out / "plots" / "my_notes.png").read_bytes() == b"the user's own figure", mine
+
+    # A second run without two of the views: their plots are this package's stale files and
+    # go; the user's file stays.
+    write_report(_plot_run(out, ["format_shift"]), out)
+    left = sorted(p.name for p in (out / "plots").iterdir())
+    assert left == [PLOTS_MANIFEST, "format_shift_npo.png", "my_notes.png"]
+
+
+# --- case 6: one NaN or missing value never loses the report ------------------------------------------
+def test_formatters_show_nan_and_missing_values_as_such():
+    assert format_ci("likelihood.avg_logprob", [0.0, None]) == "[0, —]"
+    assert format_ci("novel_recall.leak_rate", [float("nan"), 0.5]) == "[NaN, 50.00]%"
+    assert format_ci("x", [None, None]) == "[—, —]"
+    assert format_value("novel_recall.leak_rate", float("nan")) == "NaN"
+    assert format_value("likelihood.avg_logprob", float("-inf")) == "-inf"
+    assert format_value("rtt.gap_pp", None) == "—"
+
+
+def test_a_nan_metric_fails_its_test_and_the_report_is_still_written(pytester):
+    views = {**VIEWS, "likelihood": {"npo": {"likelihood.avg_logprob": math.nan},
+                                     "laundered": {"likelihood.avg_logprob": -2.0},
+                                     "full": {"likelihood.avg_logprob": -1.0}}}
+    tests = "\n\ndef test_likelihood(audit, model):\n    audit.check('likelihood', model)\n"
+    make_project(pytester, views=views, tests=tests)
+    result = _run(pytester, "--model", "npo", "--model", "laundered", "--full-model", "full")
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert "INTERNALERROR" not in out
+    assert "likelihood.avg_logprob on npo is NaN" in out  # the test's own message reaches the user
+    md = report_md(pytester)
+    assert "likelihood.avg_logprob is NaN" in md and "[0, —]" in md
+    data = results(pytester)
+    (nan_row,) = [r for r in data["metrics"] if r["model"] == "npo" and r["view"] == "likelihood"]
+    assert nan_row["value"] is None and nan_row["ci"] == [0.0, None] and nan_row["outcome"] == "error"
+    assert (pytester.path / "audit-report" / "items.jsonl").read_text().count('"likelihood"') == 9
+
+
+# --- case 7: an interrupted run says which (view, model) pairs did not run ---------------------------
+INTERRUPTING_CONFTEST = CONFTEST.replace(
+    '            if entry == "raise":',
+    '            if entry == "interrupt":\n'
+    '                import os, signal\n'
+    '                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does\n'
+    '            if entry == "raise":',
+)
+
+
+def test_sigint_partway_names_the_pairs_that_did_not_run(pytester):
+    views = json.loads(json.dumps(VIEWS))
+    views["tofu"]["laundered"] = "interrupt"
+    make_project(pytester, views=views)
+    pytester.makeconftest(INTERRUPTING_CONFTEST)
+    result = _run(pytester, "--model", "npo", "--model", "laundered", "--full-model", "full")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    md = report_md(pytester)
+    assert "every view ran" not in md
+    verdict_lines = [line for line in md.splitlines() if line.startswith("- ")]
+    (full,) = [line for line in verdict_lines if line.startswith("- full")]
+    assert "INCOMPLETE" in full and "did not run: tofu, novel_recall (the run was interrupted" in full
+    (laundered,) = [line for line in verdict_lines if line.startswith("- **laundered**")]
+    # its leak gate failed before the interrupt: FAIL stands, and the missing view is named
+    assert "**FAIL**" in laundered and "did not run: tofu (the run was interrupted" in laundered
+    section = md[md.index("## Not run"):]
+    for pair in ("tofu · laundered", "novel_recall · full", "tofu · full"):
+        assert f"- {pair}" in section
+    assert "- novel_recall · npo" not in section
+
+
+def test_a_reference_with_no_numbers_is_never_said_to_have_run_every_view(pytester):
+    make_project(pytester, models=MODELS)
+    result = _run(pytester, "--model", "npo", "--model", "laundered", "--full-model", "full", "-k", "not full")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # laundered breaches the leak gate
+    md = report_md(pytester)
+    assert "every view ran" not in md and "full reference; no view ran on it" in md
+
