@@ -150,3 +150,66 @@ def test_a_reference_with_no_numbers_is_never_said_to_have_run_every_view(pytest
     md = report_md(pytester)
     assert "every view ran" not in md and "full reference; no view ran on it" in md
 
+
+
+# --- case 10: a non-string field in a data row is a schema error naming file, split, row, field ------
+def _split_file(tmp_path, rows) -> None:
+    (tmp_path / "forget10.json").write_text(json.dumps(rows))
+
+
+GOOD_ROW = {"question": "Where was Elena Marwick born?", "answer": "In Port Aldric."}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "got"),
+    [("answer", None, "null"), ("question", 7, "a number"), ("paraphrased_answer", ["x"], "a list"),
+     ("author", {"name": "x"}, "an object"), ("perturbed_answer", ["ok", None], "a list holding null")],
+)
+def test_a_non_string_field_is_a_schema_error_naming_file_split_row_and_field(tmp_path, field, value, got):
+    from unlearn_audit.data import load_split
+    from unlearn_audit.data._loader import DatasetError
+
+    _split_file(tmp_path, [GOOD_ROW, {**GOOD_ROW, field: value}])
+    with pytest.raises(DatasetError) as e:
+        load_split(tmp_path, "forget10")
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 'forget10.json'}, split 'forget10', row 1: field '{field}' must be")
+    assert f"got {got}." in message and "Fix:" in message
+
+
+def test_null_optional_fields_still_mean_not_given(tmp_path):
+    from unlearn_audit.data import load_split
+
+    _split_file(tmp_path, [{**GOOD_ROW, "paraphrased_answer": None, "author": None}])
+    (item,) = load_split(tmp_path, "forget10")
+    assert item.paraphrased_answer is None and item.answer == "In Port Aldric."
+
+
+# --- case 12: a bad LABEL in LABEL=SOURCE states the label rules ---------------------------------------
+@pytest.mark.parametrize("raw", ["../../evil=DIR", "a/b=DIR", "two words=org/model", "=org/model"])
+def test_a_bad_model_label_states_the_label_rules(raw):
+    from unlearn_audit.plugin import plan_models
+
+    with pytest.raises(pytest.UsageError) as e:
+        plan_models([("candidate", raw)])
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"--model {raw!r}: ")
+    assert "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit" in message
+    assert "Fix: --model LABEL=SOURCE" in message
+
+
+def test_a_bad_reference_label_names_its_own_option():
+    from unlearn_audit.plugin import plan_models
+
+    with pytest.raises(pytest.UsageError, match=r"^--retain-model '\.\./r=DIR': "):
+        plan_models([("candidate", "npo=org/npo"), ("retain", "../r=DIR")])
+
+
+def test_an_existing_path_holding_an_equals_sign_stays_a_path(tmp_path):
+    from unlearn_audit.plugin import plan_models
+
+    ckpt = tmp_path / "lr=1e-5"
+    ckpt.mkdir()
+    (planned,) = plan_models([("candidate", str(ckpt))])
+    assert planned.source == str(ckpt) and planned.label == "lr=1e-5"

@@ -292,6 +292,14 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or os.path.exists(os.path.expanduser(source))
 
 
+# A label names the model in the report and in plot file names, so it is one plain word.
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+LABEL_RULES = (
+    "A LABEL in LABEL=SOURCE is 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+    "or digit (no '/', no '..', no spaces)."
+)
+
+
 def plan_models(entries: list[tuple[str, str]]) -> list[PlannedModel]:
     """Labels for user-given models: ``LABEL=SOURCE`` when given, else the directory name or
     the hub id's last part; clashes take the parent directory or hub owner, then a number.
@@ -301,12 +309,19 @@ def plan_models(entries: list[tuple[str, str]]) -> list[PlannedModel]:
     """
     parsed = []
     for role, raw in entries:
+        flag = f"--{'model' if role == 'candidate' else role + '-model'}"
         explicit, sep, source = raw.partition("=")
-        if not sep or _looks_like_path(raw) or "/" in explicit:
-            explicit, source = "", raw
+        if not sep or os.path.exists(os.path.expanduser(raw)):
+            explicit, source = "", raw  # a path that itself holds '=' stays a path
+        elif not _LABEL_RE.match(explicit.strip()):
+            raise pytest.UsageError(
+                f"{flag} {raw!r}: {explicit.strip()!r} is not a model label and {raw!r} is no existing "
+                f"path. {LABEL_RULES} Fix: {flag} LABEL=SOURCE with such a label (e.g. npo={source.strip() or 'DIR'}), "
+                "or the path alone."
+            )
         source = source.strip()
         if not source:
-            raise pytest.UsageError(f"--{'model' if role == 'candidate' else role + '-model'}: empty source in {raw!r}")
+            raise pytest.UsageError(f"{flag}: empty source in {raw!r}")
         if _looks_like_path(source):
             source = os.path.expanduser(source)
         parts = [p for p in re.split(r"[/\\]+", source.rstrip("/\\")) if p not in ("", ".")]
