@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from test_plugin import CONFTEST, ISOLATED, MODELS, VIEWS, make_project, report_md, results
@@ -213,3 +214,98 @@ def test_an_existing_path_holding_an_equals_sign_stays_a_path(tmp_path):
     ckpt.mkdir()
     (planned,) = plan_models([("candidate", str(ckpt))])
     assert planned.source == str(ckpt) and planned.label == "lr=1e-5"
+
+
+# --- tiny checkpoints for the model cases (8, 9, 11, 13) ---------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from _tiny import save_checkpoint
+
+    return save_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    import torch
+
+    from unlearn_audit.model import ModelSpec, load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices on a shared two-core machine
+    yield load_model(ModelSpec(str(tiny_dir), "tiny", device="cpu"), hash_cache=None)
+    torch.set_num_threads(threads)
+
+
+def _engine(loaded, cache_dir):
+    from unlearn_audit.model import Engine, make_format
+
+    return Engine(loaded, make_format(loaded.tokenizer, kind="chat"), cache_dir=cache_dir, progress=False)
+
+
+def _score(engine, continuation="In Port Aldric."):
+    from unlearn_audit.model import Prompt, ScoreRequest
+
+    return engine.score([ScoreRequest(Prompt.question("Where was Elena Marwick born?"), continuation)])[0]
+
+
+# --- case 8: a corrupted or unusable engine cache never stops the audit ---------------------------------
+def test_a_corrupted_cache_file_is_moved_aside_and_recomputed(tiny, tmp_path):
+    expected = _score(_engine(tiny, None)).logprobs
+    cache_file = tmp_path / f"engine-{tiny.fingerprint}.sqlite"
+    cache_file.write_bytes(b"garbage, not a database" * 100)
+    with pytest.warns(RuntimeWarning) as caught:
+        got = _score(_engine(tiny, tmp_path)).logprobs
+    (warning,) = [str(w.message) for w in caught]
+    assert warning.startswith(f"engine cache {cache_file} was not a usable SQLite database (file is not a database)")
+    assert f"moved it to {cache_file.name}.corrupt-1 and recomputing" in warning
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert (tmp_path / f"{cache_file.name}.corrupt-1").read_bytes().startswith(b"garbage")
+    # the rebuilt file works: a second engine reads the answer back without computing
+    again = _engine(tiny, tmp_path)
+    _score(again)
+    assert again.cache.hits == 1 and again.stats["score_rows"] == 0
+
+
+def test_an_uncreatable_cache_dir_runs_uncached_with_one_warning(tiny, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    engine = _engine(tiny, blocker / "cache")
+    with pytest.warns(RuntimeWarning) as caught:
+        first = _score(engine)
+        second = _score(engine, "Port Aldric, by the sea.")
+    (warning,) = [str(w.message) for w in caught]
+    assert warning.startswith(f"engine cache directory {blocker / 'cache'} cannot be used (")
+    assert "running without the cache" in warning and "Fix: pass --cache-dir with a writable directory" in warning
+    assert first.n_tokens > 0 and second.n_tokens > 0 and not engine.cache.enabled
+
+
+def test_a_read_only_cache_file_runs_uncached_with_one_warning(tiny, tmp_path, monkeypatch):
+    import sqlite3
+
+    from unlearn_audit.model import _cache
+
+    engine = _engine(tiny, tmp_path)
+    _score(engine)  # opens the cache; now every write fails as on a read-only mount
+
+    def read_only(*args, **kwargs):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(_cache.ResultCache, "_connect", lambda self: _FailingConn(self._conn, read_only))
+    with pytest.warns(RuntimeWarning, match=r"cannot be used \(OperationalError: attempt to write a readonly database\)"):
+        assert _score(engine, "Somewhere else entirely.").n_tokens > 0
+
+
+class _FailingConn:
+    """A connection whose writes fail (what a read-only cache directory gives)."""
+
+    def __init__(self, conn, fail):
+        self._conn, self._fail = conn, fail
+
+    def execute(self, *args):
+        return self._conn.execute(*args)
+
+    def executemany(self, *args):
+        self._fail()
+
+    def close(self):
+        self._conn.close()
