@@ -309,3 +309,62 @@ class _FailingConn:
 
     def close(self):
         self._conn.close()
+
+
+# --- case 9: a truncated safetensors file is one line naming the file and the fix ------------------------
+def _copy_checkpoint(src, dest):
+    import shutil
+
+    shutil.copytree(src, dest)
+    return dest
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0001])
+def test_a_truncated_safetensors_file_is_one_line_naming_the_file_and_the_fix(tiny_dir, tmp_path, keep):
+    from unlearn_audit.model import ModelLoadError, ModelSpec, load_model
+
+    broken = _copy_checkpoint(tiny_dir, tmp_path / "torn")
+    weights = broken / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: max(4, int(len(data) * keep))])
+    with pytest.raises(ModelLoadError) as e:
+        load_model(ModelSpec(str(broken), "torn", device="cpu"), hash_cache=None)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"{weights}: truncated")
+    assert "Fix: download or copy the checkpoint again" in message
+
+
+# --- case 11: remote code / unknown model_type names --trust-remote-code ----------------------------------
+def _with_config(tiny_dir, dest, **changes):
+    broken = _copy_checkpoint(tiny_dir, dest)
+    cfg = json.loads((broken / "config.json").read_text())
+    cfg.update(changes)
+    (broken / "config.json").write_text(json.dumps(cfg))
+    return broken
+
+
+def test_a_config_with_auto_map_and_an_unknown_model_type_names_trust_remote_code(tiny_dir, tmp_path):
+    from unlearn_audit.model import ModelLoadError, ModelSpec, load_model
+
+    auto_map = {"AutoConfig": "configuration_mystery.MysteryConfig",
+                "AutoModelForCausalLM": "modeling_mystery.MysteryForCausalLM"}
+    d = _with_config(tiny_dir, tmp_path / "remote", model_type="mystery", auto_map=auto_map)
+    with pytest.raises(ModelLoadError) as e:
+        load_model(ModelSpec(str(d), "remote", device="cpu"), hash_cache=None)
+    message = str(e.value)
+    assert "\n" not in message and "https://hf.co" not in message
+    assert message.startswith(f"{d / 'config.json'}: model_type 'mystery' is implemented by the checkpoint's own")
+    assert "Fix: pass --trust-remote-code" in message
+
+
+def test_an_unknown_model_type_without_code_says_to_upgrade_or_respell(tiny_dir, tmp_path):
+    from unlearn_audit.model import ModelLoadError, ModelSpec, load_model
+
+    d = _with_config(tiny_dir, tmp_path / "typo", model_type="lamma")
+    with pytest.raises(ModelLoadError) as e:
+        load_model(ModelSpec(str(d), "typo", device="cpu"), hash_cache=None)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"{d / 'config.json'}: model_type 'lamma' is unknown to transformers")
+    assert "check the spelling" in message and "--trust-remote-code" in message
