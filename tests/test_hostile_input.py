@@ -368,3 +368,77 @@ def test_an_unknown_model_type_without_code_says_to_upgrade_or_respell(tiny_dir,
     assert "\n" not in message
     assert message.startswith(f"{d / 'config.json'}: model_type 'lamma' is unknown to transformers")
     assert "check the spelling" in message and "--trust-remote-code" in message
+
+
+# --- case 13: a sequence longer than the model's context is cut to it, and the report says so -----------
+LONG_ANSWER = " ".join(["Elena Marwick was born in the city of Port Aldric, by the sea."] * 120)
+
+
+def test_a_sequence_longer_than_the_context_is_truncated_like_tofu(tiny, tmp_path):
+    from unlearn_audit.model import Prompt, ScoreRequest
+
+    engine = _engine(tiny, tmp_path)
+    assert engine.max_positions == 512
+    prompt = Prompt.question("Where was Elena Marwick born?")
+    n_prompt = len(engine.fmt.encode_prompt(prompt))
+    full, _ = engine.fmt.encode_continuation(LONG_ANSWER, add_eot=True, prompt=prompt)
+    assert len(full) > 1000  # the case of the issue: far more tokens than positions
+    (cut,) = engine.score([ScoreRequest(prompt, LONG_ANSWER)])
+    # as TOFU/open-unlearning: prompt + answer truncated on the right to the context
+    assert cut.n_tokens == 512 - n_prompt and cut.truncated_from == len(full)
+    assert cut.token_ids == full[: cut.n_tokens] and np.isfinite(cut.logprobs).all()
+    assert len(engine.truncated) == 1
+    warm = _engine(tiny, tmp_path)  # a cached answer still says it was cut
+    (again,) = warm.score([ScoreRequest(prompt, LONG_ANSWER)])
+    assert warm.stats["score_rows"] == 0 and again.truncated_from == len(full) and len(warm.truncated) == 1
+
+
+def test_a_generation_stops_at_the_context(tiny, monkeypatch):
+    from unlearn_audit.model import GenRequest, Prompt
+
+    request = GenRequest(Prompt.question("Where was Elena Marwick born?"), max_new_tokens=300)
+    ((free,),) = _engine(tiny, None).generate([request])  # this random model talks ~140 tokens
+    monkeypatch.setattr(tiny.model.config, "max_position_embeddings", 100)
+    ((cut,),) = _engine(tiny, None).generate([request])
+    assert free.startswith(cut) and len(cut) < len(free)
+
+
+def test_a_prompt_that_fills_the_context_is_one_line_saying_so(tiny):
+    from unlearn_audit.model import Prompt, ScoreRequest
+
+    engine = _engine(tiny, None)
+    with pytest.raises(ValueError) as e:
+        engine.score([ScoreRequest(Prompt.question(LONG_ANSWER), "Port Aldric.")])
+    message = str(e.value)
+    assert "\n" not in message and "fills the model's whole context (512 positions" in message
+    assert "Fix: shorten the question" in message
+
+
+def test_the_report_states_how_many_sequences_were_cut(tiny_dir, tmp_path, monkeypatch):
+    from unlearn_audit.context import AuditContext
+    from unlearn_audit.model import ModelSpec, Prompt, ScoreRequest
+    from unlearn_audit.report import AuditSession, PlannedModel
+    from unlearn_audit.views import _base
+    from unlearn_audit.views._base import Metric, View, ViewResult
+
+    class LongView(View):
+        name = "likelihood"
+        metrics = ("likelihood.avg_logprob",)
+
+        def run(self, ctx, model):
+            prompt = Prompt.question("Where was Elena Marwick born?")
+            scores = ctx.engine(model).score([ScoreRequest(prompt, LONG_ANSWER), ScoreRequest(prompt, "Port Aldric.")])
+            value = float(np.mean([s.logprobs.mean() for s in scores]))
+            return ViewResult(self.name, model, [Metric("likelihood.avg_logprob", value, n=2)])
+
+    monkeypatch.setitem(_base._REGISTRY, "likelihood", LongView)
+    (tmp_path / "gates.yaml").write_text("gates: []\n")
+    cfg = AuditConfig(report_dir=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    specs = {"npo": ModelSpec(str(tiny_dir), "npo", device="cpu")}
+    session = AuditSession(cfg, tiny_world=False, plan=lambda: [PlannedModel("npo", "candidate", str(tiny_dir))],
+                           context_factory=lambda: AuditContext(cfg, specs), reference_dir=tmp_path,
+                           gates_path=tmp_path / "gates.yaml", root=tmp_path)
+    session.collect(session.measure("likelihood", "npo").outcome.to_payload())
+    md = session.finish()["report.md"].read_text()
+    assert ("- npo: 1 scored sequence(s) of prompt + answer were longer than its context (512 positions) "
+            "and were cut to it, as TOFU and open-unlearning truncate to max_length") in md

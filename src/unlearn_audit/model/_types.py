@@ -70,11 +70,15 @@ class TokenScores:
         token_ids: the continuation's token ids (the end-of-turn token last when added).
         offsets: character span ``(start, end)`` of each token in ``continuation``
             (the end-of-turn token gets ``(len, len)``), to map words to tokens.
+        truncated_from: when prompt + continuation exceeded the model's context, the
+            continuation's full token count; only the first ``n_tokens`` were scored (TOFU
+            and open-unlearning truncate the same way). ``None`` when nothing was cut.
     """
 
     logprobs: np.ndarray
     token_ids: list[int]
     offsets: list[tuple[int, int]] = field(default_factory=list)
+    truncated_from: int | None = None
 
     @property
     def n_tokens(self) -> int:

@@ -265,6 +265,9 @@ class AuditSession:
             records=jsonable(list(result.records)),
             plots={str(k): str(v) for k, v in (result.plots or {}).items()},
         )
+        notes = getattr(ctx, "engine_notes", None)  # fake contexts in tests may lack it
+        if callable(notes):
+            outcome.engine = dict(notes(label))
         if self.tiny_world:
             if role == "candidate":
                 failures += check_expectations(

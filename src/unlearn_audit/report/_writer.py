@@ -184,6 +184,18 @@ class RunReport:
         missing = {p for p in self.planned if p not in have}
         return sorted(missing, key=lambda p: (order.get(p[1], len(order)), _view_key(p[0])))
 
+    def truncated(self) -> dict[str, tuple[int, int]]:
+        """model -> (sequences cut to its context, the context in positions), in model order.
+
+        Each outcome carries the engine's running count, so the largest one is the session's.
+        """
+        out: dict[str, tuple[int, int]] = {}
+        for o in self.sorted_outcomes():
+            n = int((o.engine or {}).get("truncated", 0))
+            if n and n > out.get(o.model, (0, 0))[0]:
+                out[o.model] = (n, int(o.engine.get("max_positions", 0)))
+        return out
+
     def not_run_reason(self) -> str:
         """Why planned pairs have no outcome, as the report words it."""
         if self.interrupted:
@@ -475,6 +487,16 @@ def render_markdown(
         "model's value in this run."
     )
     lines.append("")
+    truncated = run.truncated()
+    if truncated:
+        lines += ["## Inputs longer than the model's context", ""]
+        for model, (n, positions) in truncated.items():
+            lines.append(
+                f"- {model}: {n} scored sequence(s) of prompt + answer were longer than its context "
+                f"({positions} positions) and were cut to it, as TOFU and open-unlearning truncate "
+                "to max_length; the answer tokens past the limit are not scored."
+            )
+        lines.append("")
     not_run = run.not_run()
     if not_run:
         lines += ["## Not run", "", f"These (view, model) pairs have no numbers: {run.not_run_reason()}.", ""]
