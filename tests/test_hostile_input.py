@@ -144,6 +144,17 @@ def test_sigint_partway_names_the_pairs_that_did_not_run(pytester):
     assert "- novel_recall · npo" not in section
 
 
+def test_sigint_in_a_tiny_world_run_still_gives_the_unrun_reference_its_line(pytester):
+    views = json.loads(json.dumps(VIEWS))
+    views["tofu"]["laundered"] = "interrupt"
+    make_project(pytester, views=views)
+    pytester.makeconftest(INTERRUPTING_CONFTEST)
+    result = _run(pytester)  # no --model: the tiny world's mode (labels come from the context)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    md = report_md(pytester)
+    assert "- full (reference, **INCOMPLETE**): did not run: tofu, novel_recall (the run was interrupted" in md
+
+
 def test_a_reference_with_no_numbers_is_never_said_to_have_run_every_view(pytester):
     make_project(pytester, models=MODELS)
     result = _run(pytester, "--model", "npo", "--model", "laundered", "--full-model", "full", "-k", "not full")

@@ -305,6 +305,15 @@ class AuditSession:
             entry["source"] = entry.get("source") or o.source
             entry["role"] = entry.get("role") or o.role
             entry["fingerprint"] = entry.get("fingerprint") or o.fingerprint
+        # A planned model that recorded nothing (an interrupted tiny-world run) still gets
+        # its verdict line, saying what did not run.
+        unseen = sorted({m for _, m in self.planned} - models.keys())
+        if unseen:
+            by_label = {p.label: p for p in self.plan()}
+            for label in unseen:
+                p = by_label.get(label)
+                models[label] = {"source": p.source if p else None, "role": p.role if p else None,
+                                 "fingerprint": None}
         config = jsonable(self.config.to_dict())
         config["gates"] = display_path(self.gates_path, self.root)
         config["mode"] = "tiny_world" if self.tiny_world else "models"
