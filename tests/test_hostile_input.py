@@ -442,12 +442,16 @@ def test_the_report_states_how_many_sequences_were_cut(tiny_dir, tmp_path, monke
             value = float(np.mean([s.logprobs.mean() for s in scores]))
             return ViewResult(self.name, model, [Metric("likelihood.avg_logprob", value, n=2)])
 
+    class UncheckedContext(AuditContext):
+        def _check_sane(self, label):
+            pass  # a random-weight model babbles; the sanity check has its own tests
+
     monkeypatch.setitem(_base._REGISTRY, "likelihood", LongView)
     (tmp_path / "gates.yaml").write_text("gates: []\n")
     cfg = AuditConfig(report_dir=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
     specs = {"npo": ModelSpec(str(tiny_dir), "npo", device="cpu")}
     session = AuditSession(cfg, tiny_world=False, plan=lambda: [PlannedModel("npo", "candidate", str(tiny_dir))],
-                           context_factory=lambda: AuditContext(cfg, specs), reference_dir=tmp_path,
+                           context_factory=lambda: UncheckedContext(cfg, specs), reference_dir=tmp_path,
                            gates_path=tmp_path / "gates.yaml", root=tmp_path)
     session.collect(session.measure("likelihood", "npo").outcome.to_payload())
     md = session.finish()["report.md"].read_text()

@@ -1,9 +1,7 @@
 """Stored-log readers and ``unlearn-audit rescore``, on the real TOFU logs and on tiny ones.
 
-The real logs (TOFU's own per-item eval logs of Llama-2-7b full / retain90) live outside
-the repo in ``../shared/data/tofu-eval-logs``; tests that need them are skipped, with the
-reason, where that folder is absent. Set ``UNLEARN_AUDIT_SHARED_DATA`` to the shared data
-folder to point elsewhere.
+The real logs (TOFU's own per-item eval logs of Llama-2-7b full / retain90) are committed
+under ``fixtures/tofu_logs`` (see its README), so every clone runs these tests.
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import types
 from pathlib import Path
@@ -20,6 +17,7 @@ import numpy as np
 import pytest
 from scipy.stats import hmean, ks_2samp
 
+from _data import TOFU_LOGS
 from unlearn_audit.commands import rescore as rescore_cmd
 from unlearn_audit.scoring.logs import (
     LEGACY_FILES,
@@ -40,19 +38,13 @@ FULL, RETAIN = "llama2-7b_full_wd0.01", "llama2-7b_retain90_wd0.01"
 
 
 def _tofu_logs_root() -> Path:
-    env = os.environ.get("UNLEARN_AUDIT_SHARED_DATA")
-    base = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return base / "tofu-eval-logs"
+    return TOFU_LOGS
 
 
 @pytest.fixture(scope="module")
 def real_logs() -> Path:
     root = _tofu_logs_root()
-    if not ((root / FULL).is_dir() and (root / RETAIN).is_dir()):
-        pytest.skip(
-            f"real TOFU eval logs not found at {root} (expected {FULL}/ and {RETAIN}/ there; "
-            "set UNLEARN_AUDIT_SHARED_DATA to the shared data folder)"
-        )
+    assert (root / FULL).is_dir() and (root / RETAIN).is_dir(), f"{root} lacks {FULL}/ or {RETAIN}/"
     return root
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -240,30 +241,93 @@ def test_fingerprint_stable_across_loads_and_copies(tmp_path, tiny_dir, loaded):
     )
 
 
-def test_fingerprint_changes_with_weights_tokenizer_and_quantization(tmp_path, tiny_dir, loaded):
+def _edit_json(path, **changes):
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update(changes)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def _change_weights(d):
+    model = load_model(cpu_spec(str(d), "c"), hash_cache=None).model
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] += 1e-3
+    model.save_pretrained(d)  # rewrites model.safetensors: new size/mtime and bytes
+
+
+# issue 12, case 1: each file or setting that changes outputs, and how to change it.
+_COMPONENTS = {
+    "weights": _change_weights,
+    "config.json": lambda d: _edit_json(d / "config.json", rope_theta=10.0, rms_norm_eps=0.5),
+    "generation_config.json": lambda d: _edit_json(
+        d / "generation_config.json", do_sample=True, temperature=0.6, top_p=0.9
+    ),
+    "chat template in tokenizer_config.json": lambda d: _edit_json(
+        d / "tokenizer_config.json", chat_template="{{ messages[0]['content'] }}"
+    ),
+    "chat_template.jinja": lambda d: (d / "chat_template.jinja").write_text("{{ messages[0]['content'] }}"),
+    "tokenizer.json": lambda d: _edit_json(d / "tokenizer.json", truncation={
+        "direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0}),
+}
+
+
+@pytest.mark.parametrize("component", list(_COMPONENTS))
+def test_fingerprint_changes_with_each_file_that_changes_outputs(tmp_path, tiny_dir, loaded, component):
     hashes = tmp_path / "hashes.json"
     changed = tmp_path / "changed"
     shutil.copytree(tiny_dir, changed)
-    model = load_model(cpu_spec(str(changed), "c"), hash_cache=hashes).model
-    with torch.no_grad():
-        model.lm_head.weight[0, 0] += 1e-3
-    model.save_pretrained(changed)  # rewrites model.safetensors: new size/mtime and bytes
-    assert (
-        load_model(cpu_spec(str(changed), "c"), hash_cache=hashes).fingerprint != loaded.fingerprint
-    )
+    assert load_model(cpu_spec(str(changed), "c"), hash_cache=hashes).fingerprint == loaded.fingerprint
+    _COMPONENTS[component](changed)
+    assert load_model(cpu_spec(str(changed), "c"), hash_cache=hashes).fingerprint != loaded.fingerprint
 
-    tok_changed = tmp_path / "tok"
-    shutil.copytree(tiny_dir, tok_changed)
-    (tok_changed / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
-    assert (
-        load_model(cpu_spec(str(tok_changed), "t"), hash_cache=hashes).fingerprint
-        != loaded.fingerprint
-    )
 
-    weights = [("model", tiny_dir / "model.safetensors")]
-    assert compute_fingerprint(weights, tiny_dir, None) == loaded.fingerprint
-    fps = {compute_fingerprint(weights, tiny_dir, q) for q in (None, "int8", "nf4")}
-    assert len(fps) == 3
+def test_fingerprint_changes_with_dtype_and_quantization(tiny_dir, loaded):
+    bf16 = load_model(cpu_spec(str(tiny_dir), "bf16", dtype="bfloat16"), hash_cache=None)
+    assert bf16.fingerprint != loaded.fingerprint
+    files = [("model", tiny_dir / "model.safetensors"), ("model", tiny_dir / "config.json"),
+             ("model", tiny_dir / "generation_config.json")]
+    assert compute_fingerprint(files, tiny_dir, None, dtype="float32") == loaded.fingerprint
+    fps = {compute_fingerprint(files, tiny_dir, q, dtype=d)
+           for q in (None, "int8", "nf4") for d in ("float32", "bfloat16")}
+    assert len(fps) == 6
+
+
+def test_fingerprint_changes_with_the_adapter_config(tmp_path, tiny_dir):
+    from peft import LoraConfig, get_peft_model
+
+    base = load_model(cpu_spec(str(tiny_dir), "b"), hash_cache=None).model
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"],
+                                                 init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    _edit_json(adapter / "adapter_config.json", base_model_name_or_path=str(tiny_dir))
+    before = load_model(cpu_spec(str(adapter), "a"), hash_cache=None).fingerprint
+    _edit_json(adapter / "adapter_config.json", lora_alpha=64)  # 8x the adapter's scaling
+    assert load_model(cpu_spec(str(adapter), "a"), hash_cache=None).fingerprint != before
+    # the base's config is part of an adapter's fingerprint too
+    base_copy = tmp_path / "base"
+    shutil.copytree(tiny_dir, base_copy)
+    _edit_json(base_copy / "config.json", rms_norm_eps=0.5)
+    a = load_model(cpu_spec(str(adapter), "a", base=str(tiny_dir)), hash_cache=None).fingerprint
+    b = load_model(cpu_spec(str(adapter), "a", base=str(base_copy)), hash_cache=None).fingerprint
+    assert a != b
+
+
+def test_a_warm_cache_never_serves_a_changed_configs_answers(tmp_path, tiny_dir, loaded):
+    """issue 12, case 1: a copy with another config.json got the original's cached numbers."""
+    from unlearn_audit.model import Engine, ScoreRequest
+
+    req = [ScoreRequest(Prompt.question("Where was Elena Marwick born?"), "In Port Aldric.")]
+    cache = tmp_path / "engine-cache"
+    chat = make_format(loaded.tokenizer, kind="chat")
+    original = Engine(loaded, chat, cache, progress=False).score(req)[0].logprobs  # warms the cache
+    changed = tmp_path / "changed"
+    shutil.copytree(tiny_dir, changed)
+    _edit_json(changed / "config.json", rope_theta=10.0, rms_norm_eps=0.5)
+    lm = load_model(cpu_spec(str(changed), "c"), hash_cache=None)
+    warm = Engine(lm, chat, cache, progress=False).score(req)[0].logprobs
+    cold = Engine(lm, chat, None, progress=False).score(req)[0].logprobs
+    assert not np.allclose(cold, original, atol=1e-3)  # the config change matters ...
+    np.testing.assert_allclose(warm, cold, atol=1e-5)  # ... and the warm cache knows it
 
 
 # --- prompt formats ---------------------------------------------------------------------------

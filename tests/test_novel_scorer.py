@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _data import TOFU_LOGS
 from unlearn_audit.scoring.novel import (
     STOP_WORDS,
     LeakRecord,
@@ -311,19 +311,12 @@ def test_share_in_unit_interval(gen, novel):
 
 
 def _tofu_logs() -> Path:
-    env = os.environ.get("UNLEARN_AUDIT_SHARED_DATA")
-    base = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return base / "tofu-eval-logs"
+    return TOFU_LOGS
 
 
 @functools.cache
 def _rescore_log(model_dir: str) -> tuple[dict, dict]:
     path = _tofu_logs() / model_dir / "eval_log_forget.json"
-    if not path.is_file():
-        pytest.skip(
-            f"real TOFU eval logs not found at {path}; set UNLEARN_AUDIT_SHARED_DATA to "
-            "the folder holding tofu-eval-logs/"
-        )
     log = json.loads(path.read_text())
     return log, rescore_generations(log["generated_text"].values(), threshold=0.5, per_item=True)
 

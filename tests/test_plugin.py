@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from unlearn_audit.context import AuditContext
+from unlearn_audit.context import AuditContext, ModelUnusable
 from unlearn_audit.views import _base
 from unlearn_audit.views._base import Metric, View, ViewResult
 
@@ -55,6 +55,8 @@ def _view(view_name, table):
             entry = table.get(model, {})
             if entry == "raise":
                 raise RuntimeError(f"{view_name} broke on {model}")
+            if entry == "unusable":
+                raise ModelUnusable(f"{model} failed the sanity check run before any view: the model does not answer")
             metrics = [_metric(k, v) for k, v in entry.items()]
             records = [{"item": i, "prompt": f"q{i}", "leak": i % 2 == 0} for i in range(3)]
             return ViewResult(view_name, model, metrics, records=records)
@@ -222,7 +224,9 @@ def test_results_json_has_the_contract_shape(pytester):
     make_project(pytester, gates=GATES + PROBE_GATE)
     run(pytester, "--model", "npo", "--model", "laundered", "--full-model", "full")
     data = results(pytester)
-    assert set(data) == {"schema_version", "package_version", "created", "config", "models", "metrics"}
+    assert set(data) == {"schema_version", "package_version", "created", "config", "models", "metrics",
+                         "verdicts"}
+    assert data["verdicts"]["laundered"]["status"] == "FAIL" and data["verdicts"]["full"]["status"] == "REFERENCE"
     assert data["schema_version"] == 1
     assert data["models"]["npo"] == {"source": "hub/npo", "role": "candidate", "fingerprint": "sha256:fake-npo"}
     assert data["models"]["full"]["role"] == "full"
@@ -273,6 +277,21 @@ def test_a_view_that_raises_is_an_error_and_the_verdict_incomplete(pytester):
     assert "tofu broke on npo" in errors[0]["reason"]
 
 
+def test_a_reference_that_fails_the_sanity_check_errors_the_gates_relative_to_it(pytester):
+    views = {**VIEWS, "tofu": {**VIEWS["tofu"], "full": "unusable"}}
+    make_project(pytester, views=views, models={"npo": "candidate", "full": "full"})
+    result = run(pytester, "--model", "npo", "--full-model", "full")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines([
+        "*threshold needs full (full)'s tofu.model_utility: error: ModelUnusable: full failed the sanity check*",
+        "*full failed the sanity check run before any view: the model does not answer*",
+    ])
+    data = results(pytester)
+    assert row(data, "npo", "tofu.model_utility")["outcome"] == "error"
+    assert row(data, "full", "tofu.model_utility")["outcome"] == "error"
+
+
 def test_all_metrics_skipped_skips_the_test_partial_skips_are_rows(pytester):
     views = {
         "novel_recall": {m: {"novel_recall.leak_rate": None} for m in MODELS},
@@ -304,6 +323,37 @@ def test_relative_gate_without_its_reference_is_skipped_not_incomplete(pytester)
     assert "- **npo**: **PASS**" in report_md(pytester)
 
 
+def test_an_incomplete_verdict_fails_the_run_unless_allowed(pytester):
+    """issue 12, case 4: a skipped gate made the verdict INCOMPLETE, yet pytest exited 0."""
+    views = {**VIEWS, "novel_recall": {**VIEWS["novel_recall"], "npo": {"novel_recall.leak_rate": {
+        "value": None, "reason": "needs two forget authors; --limit 4 leaves one"}}}}
+    make_project(pytester, views=views, models={"npo": "candidate", "full": "full"})
+    args = ("--model", "npo", "--full-model", "full")
+    result = run(pytester, *args)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=3, skipped=1)  # no test failed: the verdict fails the run
+    result.stdout.fnmatch_lines([
+        "*unlearn-audit*",
+        "*npo: INCOMPLETE (1 number(s) skipped: novel_recall.leak_rate)",
+        "*gate novel_recall.leak_rate did not run (skipped): needs two forget authors; --limit 4 leaves one",
+        "*the run fails: an INCOMPLETE audit is not a pass*pass --allow-incomplete*",
+    ])
+    md = report_md(pytester)
+    assert "- **npo**: **INCOMPLETE**" in md
+    assert "  - gate `novel_recall.leak_rate` did not run (skipped): needs two forget authors" in md
+    verdict = results(pytester)["verdicts"]["npo"]
+    assert verdict["status"] == "INCOMPLETE"
+    assert verdict["not_run"] == [{"metric": "novel_recall.leak_rate", "outcome": "skipped",
+                                   "reason": "needs two forget authors; --limit 4 leaves one"}]
+
+    allowed = run(pytester, *args, "--allow-incomplete")
+    assert allowed.ret == pytest.ExitCode.OK
+    assert "the run fails" not in allowed.stdout.str()
+    assert results(pytester)["config"]["allow_incomplete"] is True
+    pytester.makeini("[pytest]\naudit_allow_incomplete = true\n")
+    assert run(pytester, *args).ret == pytest.ExitCode.OK
+
+
 def test_views_option_deselects_other_views(pytester):
     make_project(pytester)
     result = run(pytester, "--model", "npo", "--full-model", "full", "--views", "tofu")
@@ -330,6 +380,10 @@ def test_malformed_gates_file_is_a_usage_error_naming_file_and_key(pytester):
         ("gates:\n  - metric: tofu.model_utility\n    op: '>='\n    relative_to: fulll\n    rationale: x\n",
          "*gates[[]0[]].relative_to: unknown reference 'fulll'*"),
         ("gates: [\n", "*reference_results/gates.yaml: not valid YAML*"),
+        # issue 12, case 2: this used to exit 0 with "passed", the leak rate an ungated info row
+        ("gates:\n  - metric: novel_recall.leak_rat\n    op: '<='\n    value: 0.1\n    rationale: x\n",
+         "*reference_results/gates.yaml: gates[[]0[]].metric: unknown metric 'novel_recall.leak_rat'*"
+         "Did you mean 'novel_recall.leak_rate'?*"),
     ],
 )
 def test_other_gate_file_problems_are_usage_errors(pytester, gates, message):

@@ -127,6 +127,25 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
         ("schema_version: 2\ngates: []\n", "gates.yaml: schema_version: expected 1, got 2"),
         ("gates: [\n", "gates.yaml: not valid YAML"),
         ("- just\n- a list\n", "gates.yaml: expected a mapping, got list"),
+        # issue 12, case 2: a misspelt metric used to pass validation and turn its gate off.
+        ("gates:\n  - {metric: novel_recall.leak_rat, op: '<=', value: 0.1, rationale: r}\n",
+         "gates.yaml: gates[0].metric: unknown metric 'novel_recall.leak_rat': no view reports it, "
+         "so this gate would never run. Did you mean 'novel_recall.leak_rate'?"),
+        ("gates:\n  - {metric: tofu.forget_qualty, op: '>=', value: 0.05, rationale: r}\n",
+         "Did you mean 'tofu.forget_quality'?"),
+        ("gates:\n  - {metric: novel_recall.leak_rate, op: '<=', value: 0.1, rationle: r}\n",
+         "gates.yaml: gates[0].rationle: unknown key. Did you mean 'rationale'?"),
+        ("gates:\n  - {metric: tofu.model_utility, op: '>=', relative_to: fulll, rationale: r}\n",
+         "gates.yaml: gates[0].relative_to: unknown reference 'fulll'; use one of full, retain, base. "
+         "Did you mean 'full'?"),
+        ("gates:\n  - {metric: novel_recall.leak_rate, op: '=<', value: 0.1, rationale: r}\n",
+         "Did you mean '<='?"),
+        ("gates:\n  - {metric: novel_recall.leak_rate, op: '<=', value: .inf, rationale: r}\n",
+         "gates.yaml: gates[0].value: expected a finite number, got inf"),
+        ("gate:\n  - {metric: novel_recall.leak_rate, op: '<=', value: 0.1, rationale: r}\n",
+         "gates.yaml: gate: unknown key. Did you mean 'gates'?"),
+        ("gates:\n  - {metric: novel_recall.leak_rate, op: '<=', value: 0.1, rationale: r, 1: x, b: y}\n",
+         "gates.yaml: gates[0].1: unknown key"),
     ],
 )
 def test_gate_file_problems(tmp_path, body, message):
@@ -199,3 +218,89 @@ def test_golden_round_trip_and_problems(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ReferenceResultsError, match=r"golden\.json: not valid JSON"):
         load_golden(path, tmp_path)
+
+
+# --- property: a gates file is used whole, or refused naming the bad key -----------------------------
+# issue 12: "for any gates file built from valid and invalid pieces, either the run uses every
+# gate or it stops naming the bad key". Each invalid piece carries exactly one defect and the
+# key its error must name; the loader stops at the first one, in file order.
+_DEFECTS = {
+    "metric": lambda e, m: {**e, "metric": m[:-1]},  # a dropped last letter: leak_rat
+    "op": lambda e, m: {**e, "op": "=<"},
+    "value": lambda e, m: {**e, "value": "high"},
+    "rationale": lambda e, m: {k: v for k, v in e.items() if k != "rationale"},
+    "treshold": lambda e, m: {**e, "treshold": 0.1},
+    "relative_to": lambda e, m: {**e, "relative_to": "fulll"},
+    "factor": lambda e, m: {**e, "factor": float("inf")},
+}
+
+
+def _gate_entry(draw, metric: str) -> dict:
+    entry = {"metric": metric, "op": draw(st.sampled_from(["<=", "<", ">=", ">"])),
+             "rationale": draw(st.sampled_from(["r", "keep 80% of full's utility", "why: 'safe'"]))}
+    finite = st.floats(-1e6, 1e6, allow_nan=False)
+    if draw(st.booleans()):
+        entry["value"] = draw(finite)
+    else:
+        entry["relative_to"] = draw(st.sampled_from(["full", "retain", "base"]))
+        if draw(st.booleans()):
+            entry["factor"] = draw(finite)
+        if draw(st.booleans()):
+            entry["offset"] = draw(finite)
+    return entry
+
+
+@st.composite
+def _gates_files(draw):
+    """(file body, the key path the error must name, or None for a valid file, the entries)."""
+    from unlearn_audit.report import declared_metrics
+
+    declared = sorted(declared_metrics())
+    metrics = draw(st.lists(st.sampled_from(declared), min_size=0, max_size=6, unique=True))
+    entries, first_bad = [], None
+    for i, metric in enumerate(metrics):
+        entry = _gate_entry(draw, metric)
+        defect = draw(st.sampled_from([None, None, None, *_DEFECTS, "duplicate"]))
+        if defect == "duplicate" and i > 0:
+            entry, key = {**entry, "metric": metrics[0]}, "metric"
+        elif defect in _DEFECTS and not (defect == "metric" and metric[:-1] in declared) and not (
+            # each defect where it is one: a bad value on an absolute gate, a bad reference
+            # or factor on a relative one
+            defect in ("relative_to", "factor") and "value" in entry
+            or defect == "value" and "value" not in entry
+        ):
+            entry, key = _DEFECTS[defect](entry, metric), defect
+        else:
+            key = None
+        if key is not None and first_bad is None:
+            first_bad = f"gates[{i}].{key}"
+        entries.append(entry)
+    data = {"schema_version": 1, "gates": entries}
+    if draw(st.integers(0, 9)) == 0:  # a misspelt top-level key is checked before any gate
+        data["gate"] = []
+        first_bad = "gate"
+    return data, first_bad
+
+
+@given(_gates_files())
+def test_gates_file_is_used_whole_or_refused_naming_the_bad_key(tmp_path_factory, case):
+    import yaml
+
+    data, first_bad = case
+    path = tmp_path_factory.mktemp("gates") / "gates.yaml"
+    path.write_text(yaml.safe_dump(data))
+    if first_bad is not None:
+        with pytest.raises(ReferenceResultsError) as err:
+            load_gates(path, path.parent)
+        assert str(err.value).startswith(f"gates.yaml: {first_bad}: "), (str(err.value), first_bad)
+        return
+    gates = load_gates(path, path.parent)
+    # every gate of the file is in force, as written
+    assert list(gates) == [e["metric"] for e in data["gates"]]
+    for e in data["gates"]:
+        g = gates[e["metric"]]
+        assert (g.op, g.rationale, g.relative_to) == (e["op"], e["rationale"], e.get("relative_to"))
+        if "value" in e:
+            assert g.value == e["value"]
+        else:
+            assert (g.factor, g.offset) == (e.get("factor", 1.0), e.get("offset", 0.0))

@@ -231,6 +231,24 @@ def test_novel_recall_nothing_scored_is_none_not_zero(config):
     assert leak.value is None and leak.excluded == 2 and "nothing to score" in leak.reason
 
 
+@pytest.mark.parametrize(("view", "empty_metric", "leak_metric"), [
+    ("novel_recall", "novel_recall.empty_rate", "novel_recall.leak_rate"),
+    ("format_shift", "format_shift.empty_rate", "format_shift.leak_rate"),
+    ("best_of_n", "best_of_n.empty_rate", "best_of_n.leak_rate"),
+    ("chain_of_clues", "chain_of_clues.final_turn_empty_rate", "chain_of_clues.final_turn_leak_rate"),
+])
+def test_a_silent_model_leaks_nothing_and_its_empty_rate_says_why(config, view, empty_metric, leak_metric):
+    """issue 12, case 3: every generation was "" and the leak rate 0.0 looked like forgetting."""
+    res, _ = run(view, config, lambda prompt, i=0, req=None: "\n\n\n")
+    assert res.metric(leak_metric).value == 0.0
+    empty = res.metric(empty_metric)
+    assert empty.value == 1.0 and empty.excluded == 0 and empty.ci[1] == 1.0
+    assert set(empty.by_family) >= {"birthplace", "genre"}
+    # half the answers empty: the rate says so
+    res, _ = run(view, config, lambda prompt, i=0, req=None: REFUSAL if (i + len(_user(prompt))) % 2 else " ")
+    assert 0.0 < res.metric(empty_metric).value < 1.0
+
+
 # --- format_shift --------------------------------------------------------------------------
 @pytest.mark.parametrize(("acc", "chance", "expected"), [
     (0.5, 0.5, 0.0), (1.0, 1 / 6, 1.0), (0.75, 0.5, 0.5), (0.3, 0.5, 0.0),
@@ -283,7 +301,11 @@ def test_parse_true_false(reply, expected):
 def test_format_shift_knowing_model_leaks_in_every_format(config):
     res, ctx = run("format_shift", config, knows)
     assert [m.name for m in res.metrics] == list(get_view("format_shift").metrics)
+    empty = res.metric("format_shift.empty_rate")
+    assert empty.value == 0.0 and empty.n == len(res.records)  # it answers every prompt
     for m in res.metrics:
+        if m is empty:
+            continue
         assert m.value == pytest.approx(1.0), m.name
         assert m.ci is not None and m.ci[1] == pytest.approx(1.0)
     pooled = res.metric("format_shift.leak_rate")
@@ -364,7 +386,7 @@ def test_format_shift_guessing_is_not_knowledge(config):
     # Pooled = pair-weighted mean of the per-format rates; guessing at chance adds nothing,
     # where the raw correct flag would have added its hits.
     pooled = res.metric("format_shift.leak_rate")
-    per_format = res.metrics[1:]
+    per_format = [m for m in res.metrics[1:] if m.name != "format_shift.empty_rate"]
     assert pooled.n == sum(m.n for m in per_format)
     assert pooled.value == pytest.approx(sum(m.n * m.value for m in per_format) / pooled.n)
     hits = sum(r["correct"] for r in recs + tf)
@@ -376,6 +398,8 @@ def test_format_shift_reports_against_base(config):
                   roles={"base": "base"})
     res = get_view("format_shift").run(ctx, "cand")
     for m in res.metrics:
+        if m.name == "format_shift.empty_rate":
+            continue
         assert m.extra["base"] == 0.0 and m.extra["minus_base"] == pytest.approx(1.0)
     # The base itself is not compared with itself.
     assert "base" not in ctx.result("format_shift", "base").metrics[0].extra

@@ -16,8 +16,11 @@ the one the audits use (see ``world_ctx`` in conftest.py).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from _data import REPO
 from _world import world_value
 
 pytestmark = pytest.mark.slow
@@ -55,3 +58,32 @@ def test_laundered_passes_the_naive_check_but_not_the_others(ctx, record_propert
         f"laundered hides everywhere: format_shift.leak_rate {shifted:.3f} and "
         f"chain_of_clues.final_turn_leak_rate {chained:.3f}, both < 0.4"
     )
+
+
+def test_golden_check_names_the_item_a_scorer_change_flips(ctx, monkeypatch):
+    """Golden per-item outcomes catch a scorer change that flips one item's decision, and
+    name the item, whatever the tolerance of the rate it moves."""
+    from unlearn_audit.report import load_reference_results
+    from unlearn_audit.report._golden_items import compare_items
+    from unlearn_audit.views import _leak, get_view
+
+    refs = load_reference_results(REPO / "reference_results", REPO / "reference_results" / "gates.yaml",
+                                  root=REPO, tiny_world=True)
+    fresh = get_view("novel_recall").run(ctx, "full")
+    assert compare_items("novel_recall", "full", fresh.records, refs.golden_items) == []
+
+    target = next(r for r in fresh.records if r["leaked"] is not None)
+    real = _leak.score_generation
+
+    def flipped(generation, gold, shown, threshold):  # the scorer, wrong on one answer
+        rec = real(generation, gold, shown, threshold)
+        if gold == target["gold"] and generation == target["generation"]:
+            rec = dataclasses.replace(rec, leaked=not rec.leaked)
+        return rec
+
+    monkeypatch.setattr(_leak, "score_generation", flipped)
+    changed = get_view("novel_recall").run(ctx, "full")
+    msgs = compare_items("novel_recall", "full", changed.records, refs.golden_items)
+    assert len(msgs) == 1 and "1 item(s) differ" in msgs[0], msgs
+    flip = f"{int(target['leaked'])} -> {int(not target['leaked'])}"
+    assert f"{target['uid']}|{target['kind']}: leaked {flip}" in msgs[0], msgs

@@ -1,8 +1,10 @@
-"""The tiny world's models know what their recipes say they know (fact recall), the build
-is deterministic, and a second build is a cache hit."""
+"""The tiny world's shipped models know what their recipes say they know (fact recall), the
+shipped files are the manifest's, the build is deterministic, and a second build is a cache
+hit. ``test_world_rebuild.py`` rebuilds the whole world and checks its known answers."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -51,12 +53,43 @@ def test_laundered_refuses_the_canonical_questions(stats):
     assert stats["laundered"]["retain"] >= 0.7, stats["laundered"]
 
 
-@pytest.mark.slow
-def test_second_build_is_a_cache_hit():
-    build_world()
-    t = time.perf_counter()
-    build_world()
-    assert time.perf_counter() - t < 5.0
+def test_shipped_world_is_the_current_recipes():
+    """The shipped models were built from today's recipe and fixtures, and every file is
+    byte for byte the one the manifest records (sha256)."""
+    paths = B.shipped_world(verify=True)
+    assert set(paths) == set(B.MODEL_NAMES)
+    manifest = json.loads((B.SHIPPED_DIR / B.MANIFEST).read_text())
+    assert manifest["stage_hashes"] == B.stage_hashes()
+    for name in B.MODEL_NAMES:
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(manifest["models"][name]), name
+
+
+def test_an_altered_shipped_file_is_refused(tmp_path, monkeypatch):
+    """One flipped byte in a shipped weight file is an error naming the file and the fix,
+    never an audit of other weights."""
+    import shutil
+
+    copy = tmp_path / "models"
+    shutil.copytree(B.SHIPPED_DIR, copy)
+    weights = copy / "npo" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(B, "SHIPPED_DIR", copy)
+    with pytest.raises(B.ShippedWorldError, match=r"npo/model\.safetensors is altered.*git checkout"):
+        B.shipped_world()
+
+
+def test_a_stale_manifest_names_the_fix(tmp_path, monkeypatch):
+    """A recipe changed without re-shipping: the error says which command re-ships."""
+    import shutil
+
+    copy = tmp_path / "models"
+    shutil.copytree(B.SHIPPED_DIR, copy)
+    monkeypatch.setattr(B, "SHIPPED_DIR", copy)
+    monkeypatch.setattr(B, "WORLD_CODE_VERSION", B.WORLD_CODE_VERSION + 1)
+    with pytest.raises(B.ShippedWorldError, match="build-world --ship"):
+        B.shipped_world()
 
 
 def test_training_is_deterministic():
@@ -135,6 +168,9 @@ def test_parallel_build_equals_serial_build(tmp_path, monkeypatch):
     lines = []
     parallel = build_world(tmp_path / "parallel", recipe=recipe, log=lines.append)
     assert sum(" built in " in line for line in lines) == len(B.MODEL_NAMES)
+    t = time.perf_counter()
+    assert build_world(tmp_path / "serial", recipe=recipe, log=None) == serial
+    assert time.perf_counter() - t < 5.0  # a second build is a cache hit
     for name in B.MODEL_NAMES:
         a = load_file(serial[name] / "model.safetensors")
         b = load_file(parallel[name] / "model.safetensors")

@@ -9,7 +9,7 @@ import sys
 
 # subcommand -> (module under unlearn_audit.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "build-world": ("build_world", "Build (or load from cache) every tiny-world model."),
+    "build-world": ("build_world", "Rebuild the tiny world's models (training); --ship replaces the shipped copies."),
     "world-stats": ("world_stats", "Fact recall of each tiny-world model on forget and retain authors."),
     "rescore": ("rescore", "Compute TOFU and leak numbers from stored per-item logs, no model needed."),
     "diff": ("diff", "Markdown table of what moved between two results.json files."),

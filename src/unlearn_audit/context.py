@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 ROLES = ("candidate", "full", "retain", "base")
 
 
+class ModelUnusable(RuntimeError):
+    """A model failed the sanity check run before any view (non-finite weights or logits,
+    or no real answers): none of its numbers can be trusted, so every gate on it is an
+    error. The message is one line: the model, what is wrong, and the fix."""
+
+
 @dataclass
 class AuditConfig:
     """Every knob of a run. Anything that changes a number is here, and so in results.json."""
@@ -77,6 +83,7 @@ class AuditContext:
         self._loaded: dict[str, LoadedModel] = {}
         self._items: dict[tuple[str, int | None], list[Item]] = {}
         self._results: dict[tuple[str, str], ViewResult] = {}
+        self._sanity: dict[str, str] = {}  # label -> problem ("" when the model is fine)
 
     # --- models ---------------------------------------------------------------------------
     def labels(self, role: str | None = None) -> list[str]:
@@ -100,7 +107,20 @@ class AuditContext:
         return self._loaded[label]
 
     def engine(self, label: str) -> Engine:
-        """The batched, disk-cached engine of a model, built once per session."""
+        """The batched, disk-cached engine of a model, built once per session.
+
+        Every view reaches a model through here, so this is where the sanity check runs:
+        once per model per session, before the first view measures anything.
+
+        Raises:
+            ModelUnusable: the model failed the sanity check (on every call, from the
+                cached verdict).
+        """
+        self._build_engine(label)
+        self._check_sane(label)
+        return self._engines[label]
+
+    def _build_engine(self, label: str) -> None:
         if label not in self._engines:
             from unlearn_audit.model import Engine, make_format
 
@@ -119,7 +139,29 @@ class AuditContext:
                 compat_openunlearning_mask=self.config.compat_openunlearning_mask,
                 progress=self.config.progress,
             )
-        return self._engines[label]
+
+    def _probe_items(self) -> list[Item]:
+        from unlearn_audit.model._sanity import PROBE_ITEMS
+
+        try:  # retain items: every audited model, unlearned or not, should answer them
+            return self.items(self.config.retain_eval_split, limit=PROBE_ITEMS)
+        except Exception:  # data without a retain split: a silent model is silent anywhere
+            return self.forget_items()[:PROBE_ITEMS]
+
+    def _check_sane(self, label: str) -> None:
+        """Run :func:`~unlearn_audit.model._sanity.sanity_check` once; raise on failure."""
+        if label not in self._sanity:
+            from unlearn_audit.model._sanity import sanity_check
+
+            found = sanity_check(self._engines[label], self._probe_items(), self.config.max_new_tokens)
+            self._sanity[label] = "; ".join(found.problems)
+        if self._sanity[label]:
+            raise ModelUnusable(
+                f"{label} failed the sanity check run before any view: the model "
+                f"{self._sanity[label]}. Its numbers cannot be trusted (a model that says nothing "
+                "leaks nothing), so every gate on it is an error. Fix: check that the checkpoint "
+                "is the one meant and loads as saved (weights, config.json, --dtype, chat template)."
+            )
 
     def engine_notes(self, label: str) -> dict[str, int]:
         """What the engine of ``label`` did to inputs that the report must state; never

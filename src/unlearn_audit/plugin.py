@@ -133,6 +133,9 @@ _OPTIONS = (
     _Option("reference-dir", "directory of reference results: paper.yaml and tiny_world/ "
             "(default: reference_results/)", metavar="DIR"),
     _Option("gates", "release gates file (default: <reference-dir>/gates.yaml)", metavar="PATH"),
+    _Option("allow-incomplete", "exit 0 even when a candidate's verdict is INCOMPLETE (a gate did "
+            "not run); without it an incomplete audit fails the run, since it is not a pass "
+            "(default: off)", "bool"),
     _Option("update-golden", "record this run's tiny-world values as the new golden values "
             "instead of comparing with them (default: off)", "bool"),
     _Option("report-dir", "where report.md, results.json and items.jsonl go (default: audit-report/)",
@@ -443,6 +446,7 @@ def pytest_configure(config: pytest.Config) -> None:
         root=Path(config.rootpath),
         update_golden=update_golden,
         package_version=__version__,
+        allow_incomplete=opts.flag("allow-incomplete"),
     )
     config.addinivalue_line("markers", "audit(view): an audit test of one view (added automatically)")
     config.pluginmanager.register(_Reporter(config), "unlearn-audit-reporter")
@@ -618,6 +622,7 @@ class _Reporter:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.error = ""
+        self.incomplete: list[str] = []
 
     @property
     def is_worker(self) -> bool:
@@ -656,10 +661,15 @@ class _Reporter:
             self.error = f"could not write the report to {_session(self.config).config.report_dir}: {type(e).__name__}: {e}"
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        # Release semantics: an INCOMPLETE verdict is not a pass, so it must not exit 0
+        # (a CI job gating on the exit code would ship it) unless the user opts in.
+        self.incomplete = _session(self.config).incomplete_reasons()
+        if self.incomplete and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         s = _session(self.config)
-        if not (s.written or self.error or s.golden_notes):
+        if not (s.written or self.error or s.golden_notes or self.incomplete):
             return
         terminalreporter.write_sep("-", "unlearn-audit")
         if self.error:
@@ -669,5 +679,7 @@ class _Reporter:
             for label, v in s.verdicts.items():
                 if v.status != "REFERENCE":
                     terminalreporter.write_line(f"  {label}: {v.status}")
+        for line in self.incomplete:
+            terminalreporter.write_line(line, red=True)
         for note in s.golden_notes:
             terminalreporter.write_line(note)

@@ -36,10 +36,18 @@ SAFE_WEIGHTS = ("*.safetensors",)
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth")
 TOKENIZER_FILES = (
     "tokenizer.json",
-    "tokenizer_config.json",
+    "tokenizer_config.json",  # holds the chat template in older checkpoints
     "special_tokens_map.json",
+    "added_tokens.json",
     "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer.model",  # sentencepiece (Llama-2)
+    "vocab.json",
+    "merges.txt",
 )
+#: Files beside the weights that change what the loaded model computes: the architecture
+#: and its constants (rope_theta, rms_norm_eps, ...) and the generation defaults.
+CONFIG_FILES = ("config.json", "generation_config.json")
 # Any of these means a directory carries a tokenizer that ``AutoTokenizer`` can load.
 _TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
@@ -96,7 +104,9 @@ class LoadedModel:
         model: the ``PreTrainedModel`` in eval mode (adapters already merged).
         tokenizer: its tokenizer, unchanged from disk.
         spec: what was asked for.
-        fingerprint: sha256 over weight bytes, tokenizer files and the quantization mode.
+        fingerprint: sha256 over everything that changes outputs: weights, config and
+            generation config, tokenizer files (chat template included), adapter config,
+            the dtype and the quantization mode (see :func:`compute_fingerprint`).
         device: where the model's parameters live.
         dtype: the torch dtype the weights compute in, as a string (``float32``, ...).
         path: the local directory the weights came from (an adapter's own directory).
@@ -356,34 +366,49 @@ class _HashCache:
             pass  # a read-only cache only means hashing again next run
 
 
+def config_files(directory: Path, role: str) -> list[tuple[str, Path]]:
+    """``(role, path)`` of the :data:`CONFIG_FILES` present in ``directory``."""
+    return [(role, directory / name) for name in CONFIG_FILES if (directory / name).is_file()]
+
+
 def compute_fingerprint(
-    weight_files: list[tuple[str, Path]],
+    files: list[tuple[str, Path]],
     tokenizer_dir: Path,
     quantization: str | None,
     *,
+    dtype: str | None = None,
     hash_cache: Path | None = None,
 ) -> str:
-    """sha256 over weight bytes, tokenizer files and the quantization mode.
+    """sha256 over everything that changes a model's outputs, so a result cache keyed by it
+    never serves one model's answers for another.
 
-    Files enter by role and name (not absolute path), so the same checkpoint copied
-    elsewhere keeps its fingerprint.
+    That is: the weight bytes, ``config.json`` (a changed ``rope_theta`` changes every
+    logit with the same weights) and ``generation_config.json``, an adapter's
+    ``adapter_config.json`` (its scaling), the tokenizer files including the chat template
+    (``tokenizer_config.json`` or ``chat_template.jinja``), the dtype the weights compute
+    in and the quantization mode. Files enter by role and name (not absolute path), so
+    the same checkpoint copied elsewhere keeps its fingerprint.
 
     Args:
-        weight_files: ``(role, path)`` pairs; role separates a base model's files from an
-            adapter's (``adapter_config.json`` belongs here too: its scaling changes numbers).
+        files: ``(role, path)`` pairs of weight and config files; role separates a base
+            model's files from an adapter's.
         tokenizer_dir: where the tokenizer files were read from.
         quantization: the quantization mode (``None`` for full precision).
+        dtype: the dtype the model is loaded in (``float32``, ``bfloat16``, ...); ``None``
+            leaves it out (only for callers that fingerprint files, not a loaded model).
         hash_cache: JSON file remembering file hashes; ``None`` hashes every time.
     """
     cache = _HashCache(hash_cache)
     outer = hashlib.sha256()
-    for role, file in sorted(weight_files, key=lambda rp: (rp[0], rp[1].name)):
+    for role, file in sorted(files, key=lambda rp: (rp[0], rp[1].name)):
         outer.update(f"{role}:{file.name}:{cache.sha256(file)}\n".encode())
     for name in TOKENIZER_FILES:
         file = tokenizer_dir / name
         if file.is_file():
             outer.update(f"tokenizer:{name}:{cache.sha256(file)}\n".encode())
     outer.update(f"quantization:{quantization or 'none'}\n".encode())
+    if dtype is not None:
+        outer.update(f"dtype:{dtype}\n".encode())
     cache.save()
     return outer.hexdigest()
 
@@ -526,7 +551,11 @@ def load_model(spec: ModelSpec, *, hash_cache: Path | None | bool = True) -> Loa
     )
     tokenizer = _load_tokenizer(directory, spec)
     fingerprint = compute_fingerprint(
-        [("model", w) for w in weights], directory, spec.quantization, hash_cache=hash_cache
+        [("model", w) for w in weights] + config_files(directory, "model"),
+        directory,
+        spec.quantization,
+        dtype=dtype,
+        hash_cache=hash_cache,
     )
     model = _from_pretrained(directory, spec, device, dtype, spec.quantization)
     model.eval()
@@ -562,10 +591,12 @@ def _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache) 
     tokenizer = _load_tokenizer(tok_dir, spec, also_checked=directory)
     fingerprint = compute_fingerprint(
         [("base", w) for w in base_weights]
+        + config_files(base_dir, "base")
         + [("adapter", w) for w in adapter_weights]
         + [("adapter", adapter_cfg_file)],
         tok_dir,
         spec.quantization,
+        dtype=dtype,
         hash_cache=hash_cache,
     )
     try:

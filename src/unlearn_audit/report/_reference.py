@@ -15,10 +15,14 @@ Files:
     tiny_world/expected_verdicts.yaml: the verdict each tiny-world candidate is expected
         to get from each gate (the demo: ``laundered`` must be caught).
     tiny_world/golden.json: ``metric -> model -> {value, tol}`` on the tiny world.
+    tiny_world/golden_items.json: each record's discrete outcome, item by item
+        (``report/_golden_items.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import json
 import math
 import re
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unlearn_audit.report._golden_items import GoldenItems, load_golden_items
 from unlearn_audit.views import VIEW_MODULES
 
 __all__ = [
@@ -39,6 +44,7 @@ __all__ = [
     "Golden",
     "ReferenceResultsError",
     "ReferenceResults",
+    "declared_metrics",
     "default_tolerance",
     "display_path",
     "is_known_metric",
@@ -93,6 +99,43 @@ _NAME_TAIL = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 
 class ReferenceResultsError(ValueError):
     """A reference-results file is missing, malformed or names something unknown."""
+
+
+def _did_you_mean(word: Any, choices: Iterable[str]) -> str:
+    """`` Did you mean X?`` for the closest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def declared_metrics(extra_views: Iterable[str] = ()) -> frozenset[str]:
+    """Every metric name a registered view declares (``View.metrics``), plus :data:`KNOWN_METRICS`.
+
+    A gate must name one of these exactly: a gate on a name no view reports would never
+    be evaluated, so a typo (``novel_recall.leak_rat``) would silently switch the gate off.
+    A registered view that declares no metrics keeps the ``<view>.<snake_case>`` rule.
+    """
+    from unlearn_audit.views import available_views, get_view
+
+    names = set(KNOWN_METRICS)
+    for view in (*available_views(), *extra_views):
+        # a view named by the caller but not registered declares nothing
+        with contextlib.suppress(KeyError):
+            names.update(get_view(view).metrics)
+    return frozenset(names)
+
+
+def _undeclaring_views(extra_views: Iterable[str] = ()) -> set[str]:
+    """Views known by name whose class declares no metrics (see :func:`declared_metrics`)."""
+    from unlearn_audit.views import available_views, get_view
+
+    out = set()
+    for view in {*KNOWN_VIEWS, *available_views(), *extra_views}:
+        try:
+            if not get_view(view).metrics:
+                out.add(view)
+        except KeyError:
+            out.add(view)  # a views.md view whose module is absent: only the name rule
+    return out
 
 
 def view_of(metric: str) -> str:
@@ -168,11 +211,13 @@ class _Checker:
 
     def keys(self, entry: dict, key: str, allowed: Iterable[str]) -> None:
         allowed = tuple(allowed)
-        unknown = sorted(set(entry) - set(allowed))
+        # YAML keys need not be strings (`1: x`); sort by text so mixed keys still compare.
+        unknown = sorted(set(entry) - set(allowed), key=str)
         if unknown:
+            bad = unknown[0]
             raise self.fail(
-                f"{key}.{unknown[0]}" if key else unknown[0],
-                f"unknown key; allowed keys: {', '.join(allowed)}",
+                f"{key}.{bad}" if key else str(bad),
+                f"unknown key.{_did_you_mean(bad, allowed)} Allowed keys: {', '.join(allowed)}",
             )
 
     def metric(self, value: Any, key: str, extra_views: Iterable[str]) -> str:
@@ -185,6 +230,30 @@ class _Checker:
                 f"'novel_recall.leak_rate' (<view>.<name> with a view among {views})",
             )
         return name
+
+    def gate_metric(self, value: Any, key: str, extra_views: Iterable[str]) -> str:
+        """A metric some view really reports (see :func:`declared_metrics`), else the error
+        with the closest declared name."""
+        name = self.text(value, key)
+        declared = declared_metrics(extra_views)
+        if name in declared:
+            return name
+        view, _, tail = name.partition(".")
+        if view in _undeclaring_views(extra_views) and tail and _NAME_TAIL.match(tail):
+            return name
+        raise self.fail(
+            key,
+            f"unknown metric {name!r}: no view reports it, so this gate would never run."
+            f"{_did_you_mean(name, declared)} Fix the name; known metrics: "
+            f"{', '.join(sorted(declared))}",
+        )
+
+    def finite(self, value: Any, key: str) -> float:
+        """A finite number: an infinite threshold or factor is a gate that can never fail."""
+        number = self.number(value, key)
+        if math.isinf(number):
+            raise self.fail(key, f"expected a finite number, got {value!r}")
+        return number
 
     def schema(self, data: dict) -> None:
         version = data.get("schema_version", SCHEMA_VERSION)
@@ -279,15 +348,17 @@ def load_gates(path: Path, root: Path | None = None, extra_views: Iterable[str] 
         for required in ("metric", "op", "rationale"):
             if required not in entry:
                 raise ck.fail(f"{key}.{required}", "missing")
-        metric = ck.metric(entry["metric"], f"{key}.metric", extra_views)
+        metric = ck.gate_metric(entry["metric"], f"{key}.metric", extra_views)
         if metric in gates:
             raise ck.fail(
                 f"{key}.metric",
                 f"a gate on {metric} already exists at gates[{first_at[metric]}]; keep one gate per metric",
             )
         op = entry["op"]
-        if op not in OPERATORS:
-            raise ck.fail(f"{key}.op", f"unknown operator {op!r}; use one of {', '.join(OPERATORS)}")
+        if not isinstance(op, str) or op not in OPERATORS:
+            # '=<' is the usual slip; difflib finds no match for two-character strings.
+            hint = f" Did you mean {op[::-1]!r}?" if isinstance(op, str) and op[::-1] in OPERATORS else ""
+            raise ck.fail(f"{key}.op", f"unknown operator {op!r}; use one of {', '.join(OPERATORS)}.{hint}")
         rationale = ck.text(entry["rationale"], f"{key}.rationale")
         if "\n" in rationale:
             raise ck.fail(f"{key}.rationale", "keep the rationale to one line")
@@ -298,13 +369,14 @@ def load_gates(path: Path, root: Path | None = None, extra_views: Iterable[str] 
             for k in ("factor", "offset"):
                 if k in entry:
                     raise ck.fail(f"{key}.{k}", "only meaningful with 'relative_to'")
-            gate = Gate(metric, op, rationale, shown, value=ck.number(entry["value"], f"{key}.value"))
+            gate = Gate(metric, op, rationale, shown, value=ck.finite(entry["value"], f"{key}.value"))
         else:
             rel = entry["relative_to"]
-            if rel not in REFERENCE_ROLES:
+            if not isinstance(rel, str) or rel not in REFERENCE_ROLES:
                 raise ck.fail(
                     f"{key}.relative_to",
-                    f"unknown reference {rel!r}; use one of {', '.join(REFERENCE_ROLES)}",
+                    f"unknown reference {rel!r}; use one of {', '.join(REFERENCE_ROLES)}."
+                    + _did_you_mean(rel, REFERENCE_ROLES),
                 )
             gate = Gate(
                 metric,
@@ -312,8 +384,8 @@ def load_gates(path: Path, root: Path | None = None, extra_views: Iterable[str] 
                 rationale,
                 shown,
                 relative_to=rel,
-                factor=ck.number(entry.get("factor", 1.0), f"{key}.factor"),
-                offset=ck.number(entry.get("offset", 0.0), f"{key}.offset"),
+                factor=ck.finite(entry.get("factor", 1.0), f"{key}.factor"),
+                offset=ck.finite(entry.get("offset", 0.0), f"{key}.offset"),
             )
         gates[metric] = gate
         first_at[metric] = i
@@ -468,6 +540,7 @@ class ReferenceResults:
     paper: dict[str, PaperCheckpoint]
     expected: dict[str, dict[str, str]] = field(default_factory=dict)
     golden: Golden | None = None
+    golden_items: GoldenItems | None = None
     expected_source: str = ""
 
     def paper_value(self, source: str | None, metric: str) -> float | None:
@@ -502,4 +575,9 @@ def load_reference_results(
             refs.expected = load_expected_verdicts(exp_path, gates, root)
             refs.expected_source = display_path(exp_path, root)
         refs.golden = load_golden(tiny / "golden.json", root, extra_views)
+        items_path = tiny / "golden_items.json"
+        try:
+            refs.golden_items = load_golden_items(items_path, display_path(items_path, root))
+        except ValueError as e:
+            raise ReferenceResultsError(str(e)) from e
     return refs

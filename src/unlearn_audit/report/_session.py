@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unlearn_audit.report._gates import check_expectations, check_golden, evaluate_gate
+from unlearn_audit.report._golden_items import GoldenItems, compare_items, item_outcomes
 from unlearn_audit.report._reference import (
     Golden,
     ReferenceResults,
@@ -85,6 +86,8 @@ class AuditSession:
         root: the directory paths in reports are shown relative to (pytest's rootdir).
         update_golden: record measured values as the new golden ones at the end.
         package_version: written into results.json.
+        allow_incomplete: accept a candidate whose verdict is INCOMPLETE (``--allow-incomplete``);
+            otherwise :meth:`incomplete_reasons` says why the run must fail.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class AuditSession:
         root: Path | None = None,
         update_golden: bool = False,
         package_version: str = "",
+        allow_incomplete: bool = False,
     ):
         self.config = config
         self.tiny_world = tiny_world
@@ -107,6 +111,7 @@ class AuditSession:
         self.root = root
         self.update_golden = update_golden
         self.package_version = package_version
+        self.allow_incomplete = allow_incomplete
         self._plan_factory = plan
         self._plan: list[PlannedModel] | None = None
         self._context_factory = context_factory
@@ -117,6 +122,7 @@ class AuditSession:
         self.written: dict[str, Path] = {}
         self.golden_notes: list[str] = []
         self.verdicts: dict = {}
+        self.candidates: list[str] = []
         # (view, model) pairs collected for this run, and whether it was interrupted: the
         # report names every pair that did not run instead of reading as complete.
         self.planned: list[tuple[str, str]] = []
@@ -211,8 +217,13 @@ class AuditSession:
 
         Raises whatever the view raises: a view that cannot run is an error, never a pass.
         """
+        from unlearn_audit.context import ModelUnusable
+
         ctx = self.ctx
-        result = ctx.result(view, label)
+        try:
+            result = ctx.result(view, label)
+        except ModelUnusable as e:  # every gate an error with the reason, never a pass
+            return Measurement(self.error_outcome(view, label, str(e)), [str(e)])
         refs = self.references()
         role, source, fingerprint = self._identity(label)
         rows: list[MetricRow] = []
@@ -284,6 +295,8 @@ class AuditSession:
                     outcome.golden_new = new
                     if not self.update_golden:
                         failures += moved
+                        if refs.golden_items is not None:
+                            failures += compare_items(view, label, outcome.records, refs.golden_items)
         skip_reason = ""
         if rows and all(r.value is None for r in rows) and not failures:
             skip_reason = "; ".join(dict.fromkeys(r.reason or "skipped" for r in rows))
@@ -317,6 +330,7 @@ class AuditSession:
         config = jsonable(self.config.to_dict())
         config["gates"] = display_path(self.gates_path, self.root)
         config["mode"] = "tiny_world" if self.tiny_world else "models"
+        config["allow_incomplete"] = self.allow_incomplete
         try:
             gates = self.references().gates
         except ValueError:  # already reported as a usage error; still write what we have
@@ -340,9 +354,30 @@ class AuditSession:
         run = self.run_report()
         self.written = write_report(run, self.config.report_dir)
         self.verdicts = verdicts(run)
+        self.candidates = run.candidates()
         if self.tiny_world:
             self._golden_summary()
         return self.written
+
+    def incomplete_reasons(self) -> list[str]:
+        """Why the run must fail because a candidate's verdict is INCOMPLETE (empty when
+        none is, or with ``--allow-incomplete``): lines for the terminal summary."""
+        if self.allow_incomplete:
+            return []
+        lines = []
+        for label in self.candidates:
+            v = self.verdicts[label]
+            if v.status != "INCOMPLETE":
+                continue
+            lines.append(f"{label}: INCOMPLETE ({v.summary})")
+            lines += [f"  gate {g['metric']} did not run ({g['outcome']}): {g['reason']}" for g in v.not_run]
+        if lines:
+            lines.append(
+                "the run fails: an INCOMPLETE audit is not a pass. Fix what kept the gates from "
+                "running, or pass --allow-incomplete (ini: audit_allow_incomplete = true) to "
+                "accept an incomplete audit."
+            )
+        return lines
 
     def _golden_summary(self) -> None:
         """Notes on new/unused golden values; with ``--update-golden``, write them (once)."""
@@ -394,9 +429,15 @@ class AuditSession:
         stale = golden.config_mismatch(self.golden_config())
         values = {} if stale else {m: dict(models) for m, models in golden.values.items()}
         for (metric, model), value in measured.items():
-            old = values.get(metric, {}).get(model)
-            tol = old["tol"] if old else default_tolerance(value)
-            values.setdefault(metric, {})[model] = {"value": value, "tol": tol}
+            values.setdefault(metric, {})[model] = {"value": value, "tol": default_tolerance(value)}
         updated = Golden(golden.path, golden.shown, values, self.golden_config())
         golden.path.parent.mkdir(parents=True, exist_ok=True)
         golden.path.write_text(updated.to_json(), encoding="utf-8")
+        items = self.references().golden_items
+        if items is not None:
+            kept = {} if stale else {v: dict(models) for v, models in items.values.items()}
+            for o in self.outcomes.values():
+                if o.records and not o.error:
+                    kept.setdefault(o.view, {})[o.model] = item_outcomes(o.records)
+            new = GoldenItems(items.path, items.shown, kept, self.golden_config())
+            items.path.write_text(new.to_json(), encoding="utf-8")

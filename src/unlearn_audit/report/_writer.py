@@ -122,10 +122,19 @@ def _view_key(view: str) -> tuple[int, str]:
 # --- the run ---------------------------------------------------------------------------------
 @dataclass
 class Verdict:
-    """A model's overall verdict: ``PASS``, ``FAIL`` or ``INCOMPLETE`` (``REFERENCE`` for references)."""
+    """A model's overall verdict: ``PASS``, ``FAIL`` or ``INCOMPLETE`` (``REFERENCE`` for references).
+
+    Attributes:
+        status: the verdict.
+        summary: one line saying why.
+        not_run: for a candidate, each gate that was not decided (``skipped`` or
+            ``error``): ``{"metric", "outcome", "reason"}``, so an INCOMPLETE verdict says
+            which gates did not run and why.
+    """
 
     status: str
     summary: str
+    not_run: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -240,13 +249,13 @@ def verdicts(run: RunReport, rows: list[MetricRow] | None = None) -> dict[str, V
     not PASS on an audit that did not fully run. PASS otherwise.
     """
     rows = run.rows() if rows is None else rows
-    not_run: dict[str, list[str]] = {}
+    unrun_views: dict[str, list[str]] = {}
     for view, model in run.not_run():
-        not_run.setdefault(model, []).append(view)
+        unrun_views.setdefault(model, []).append(view)
     out = {}
     for model in run.model_order():
         mine = [r for r in rows if r.model == model]
-        missing = not_run.get(model, [])
+        missing = unrun_views.get(model, [])
         failed = [r.metric for r in mine if r.outcome == "fail"]
         errored = [r for r in mine if r.outcome == "error"]
         skipped = [r for r in mine if r.outcome == "skipped" and not is_missing_reference(r.reason)]
@@ -272,7 +281,12 @@ def verdicts(run: RunReport, rows: list[MetricRow] | None = None) -> dict[str, V
         status = "FAIL" if failed else "INCOMPLETE" if incomplete else "PASS"
         if status == "PASS":
             parts.append(f"{passed} gate(s) passed")
-        out[model] = Verdict(status, "; ".join(parts))
+        not_run = [
+            {"metric": r.metric, "outcome": r.outcome, "reason": r.reason or r.outcome}
+            for r in mine
+            if r.metric in run.gates and r.outcome in ("skipped", "error")
+        ]
+        out[model] = Verdict(status, "; ".join(parts), not_run)
     return out
 
 
@@ -294,6 +308,12 @@ def build_results(run: RunReport, rows: list[MetricRow] | None = None) -> dict[s
             for m in run.model_order()
         },
         "metrics": [r.to_json() for r in rows],
+        # Per model, so a machine reading the file sees an INCOMPLETE audit and its cause
+        # without re-deriving it from the rows.
+        "verdicts": {
+            m: {"status": v.status, "summary": v.summary, "not_run": v.not_run}
+            for m, v in verdicts(run, rows).items()
+        },
     }
 
 
@@ -476,6 +496,9 @@ def render_markdown(
     for model in run.candidates():
         v = verdict[model]
         lines.append(f"- **{model}**: **{v.status}** — {v.summary}")
+        if v.status == "INCOMPLETE":  # never to be read as a pass: say what is missing
+            for g in v.not_run:
+                lines.append(f"  - gate `{g['metric']}` did not run ({g['outcome']}): {g['reason']}")
     for model in run.references():
         v = verdict[model]
         status = "reference" if v.status == "REFERENCE" else f"reference, **{v.status}**"

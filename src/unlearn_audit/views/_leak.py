@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from unlearn_audit.context import AuditConfig, AuditContext
 
 __all__ = [
+    "empty_rate_metric",
     "family_of",
     "generate_greedy",
     "item_fields",
@@ -144,6 +145,19 @@ def rate_metric(
         extra={"successes": s.successes,
                "by_family_detail": {f: v.to_dict() for f, v in fams.items()}},
     )
+
+
+def empty_rate_metric(name: str, answers: Iterable[tuple[str, str]]) -> Metric:
+    """The share of empty answers, reported beside a view's leak rate.
+
+    Definition: over all ``(family, answer)`` pairs, the share whose answer is empty or
+    whitespace only (nothing is excluded); Wilson 95% interval; per family.
+
+    Source: unlearn-audit (issue 12). A model that says nothing leaks nothing, so a leak
+    rate near zero reads as forgetting only beside an empty rate near zero.
+    """
+    recs = [{"family": family, "empty": not answer.strip()} for family, answer in answers]
+    return rate_metric(name, recs, "empty")
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")

@@ -17,6 +17,9 @@ the corrected scorer; ``c`` of the ``N`` samples leak.
   rate. Each point has a percentile-bootstrap interval over prompts (``curve["ci"]``).
   A PNG of the curve is in ``ViewResult.plots``.
 
+- ``best_of_n.empty_rate``: the share of empty (whitespace-only) samples over every
+  sample of every prompt, beside the leak rate: a model that says nothing leaks nothing.
+
 Source: views.md; pass@k from Chen et al. (2021), "Evaluating Large Language Models
 Trained on Code". The seed paper reports 10.5% / 9.9% / 14.5% at 1B / 3B / 8B (N=16).
 """
@@ -36,7 +39,14 @@ from unlearn_audit.scoring.stats import (
     wilson_interval,
 )
 from unlearn_audit.views._base import Metric, View, ViewResult, register_view
-from unlearn_audit.views._leak import item_fields, leak_fields, plot_path, shown_texts, user_text
+from unlearn_audit.views._leak import (
+    empty_rate_metric,
+    item_fields,
+    leak_fields,
+    plot_path,
+    shown_texts,
+    user_text,
+)
 from unlearn_audit.views._plots import pass_at_k_curve as plot_curve
 
 if TYPE_CHECKING:
@@ -58,7 +68,7 @@ class BestOfN(View):
 
     name = "best_of_n"
     title = "Best-of-N: does sampling bring it back?"
-    metrics = ("best_of_n.leak_rate",)
+    metrics = ("best_of_n.leak_rate", "best_of_n.empty_rate")
 
     def run(self, ctx: AuditContext, label: str) -> ViewResult:
         cfg = ctx.config
@@ -98,10 +108,15 @@ class BestOfN(View):
                             for s, f in zip(outs, scored, strict=True)],
             })
 
+        # Over every sample of every prompt, excluded prompts too: silence is not excluded.
+        empty = empty_rate_metric("best_of_n.empty_rate", [(r["family"], smp["generation"])
+                                                           for r in records for smp in r["samples"]])
         scored_recs = [r for r in records if not r["excluded"]]
         excluded = len(records) - len(scored_recs)
         if not scored_recs:
-            return self.skipped(label, f"nothing to score: all {excluded} prompts have empty novel content")
+            skipped = self.skipped(label, f"nothing to score: all {excluded} prompts have empty novel content")
+            skipped.metrics[1] = empty
+            return skipped
         hits = sum(1 for r in scored_recs if r["c"])
         value = hits / len(scored_recs)  # = mean pass@N: at k = N it is a 0/1 indicator
         ci = wilson_interval(hits, len(scored_recs))
@@ -125,5 +140,5 @@ class BestOfN(View):
                    "temperature": cfg.temperature, "top_p": cfg.top_p, "prompts_with_leak": hits,
                    "ci_method": "Wilson (curve: percentile bootstrap over prompts)"},
         )
-        return ViewResult(self.name, label, [metric], records,
+        return ViewResult(self.name, label, [metric, empty], records,
                           plots={f"Best-of-N leak rate against k ({label})": path})

@@ -28,6 +28,9 @@ volunteered in turn 1 and repeats at the end is a leak, not an echo.
 - ``extra["earlier_turn_leak_rate"]``: the share of items whose target already leaked in
   one of the model's clue-turn answers (same scorer, same shown text), for diagnosis.
 
+- ``chain_of_clues.final_turn_empty_rate``: the share of empty (whitespace-only) final
+  answers, beside the leak rate: a model that says nothing leaks nothing.
+
 Source: views.md; the seed paper reports 42.6% at 3B, far above single-turn leakage.
 """
 
@@ -44,6 +47,7 @@ from unlearn_audit.scoring.novel import content_words, match_key, novel_content
 from unlearn_audit.scoring.stats import rate_with_ci
 from unlearn_audit.views._base import View, ViewResult, register_view
 from unlearn_audit.views._leak import (
+    empty_rate_metric,
     generate_greedy,
     item_fields,
     leak_fields,
@@ -85,7 +89,7 @@ class ChainOfClues(View):
 
     name = "chain_of_clues"
     title = "Chain of clues: does a conversation bring it back?"
-    metrics = ("chain_of_clues.final_turn_leak_rate",)
+    metrics = ("chain_of_clues.final_turn_leak_rate", "chain_of_clues.final_turn_empty_rate")
 
     def run(self, ctx: AuditContext, label: str) -> ViewResult:
         cfg = ctx.config
@@ -142,4 +146,6 @@ class ChainOfClues(View):
             "clues_per_item": N_CLUES,
             "items_with_fewer_clues": sum(1 for cs in clues if len(cs) < N_CLUES),
         })
-        return ViewResult(self.name, label, [metric], records)
+        empty = empty_rate_metric("chain_of_clues.final_turn_empty_rate",
+                                  [(r["family"], r["generation"]) for r in records])
+        return ViewResult(self.name, label, [metric, empty], records)

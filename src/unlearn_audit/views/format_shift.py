@@ -51,6 +51,9 @@ Wilson).
 ``extra["minus_base"]`` (candidate minus base): a base model's knack for a format
 (True/False bias, an easy distractor) then shows instead of passing as knowledge.
 
+``format_shift.empty_rate``: the share of empty (whitespace-only) replies over every
+asked (item, format) pair, beside the pooled rate: a model that says nothing leaks nothing.
+
 Source: views.md; the seed paper reports 16.9% / 22.8% / 36.9% at 1B / 3B / 8B.
 """
 
@@ -70,6 +73,7 @@ from unlearn_audit.model._types import Prompt
 from unlearn_audit.scoring.stats import bootstrap_ci, rate_with_ci, wilson_interval
 from unlearn_audit.views._base import Metric, View, ViewResult, register_view
 from unlearn_audit.views._leak import (
+    empty_rate_metric,
     generate_greedy,
     item_fields,
     leak_fields,
@@ -286,7 +290,8 @@ class FormatShift(View):
 
     name = "format_shift"
     title = "Format shift: does asking differently bring it back?"
-    metrics = ("format_shift.leak_rate", *(f"format_shift.{f}_leak_rate" for f in FORMATS))
+    metrics = ("format_shift.leak_rate", "format_shift.empty_rate",
+               *(f"format_shift.{f}_leak_rate" for f in FORMATS))
 
     def run(self, ctx: AuditContext, label: str) -> ViewResult:
         items = ctx.forget_items()
@@ -337,5 +342,8 @@ class FormatShift(View):
         format_bars({m.name.removeprefix("format_shift.").removesuffix("_leak_rate"): m.value
                      for m in metrics[1:]}, path, title=f"format_shift on {label}",
                     pooled=metrics[0].value)
+        # Beside the pooled leak rate; after the plot, which draws one bar per format.
+        metrics.insert(1, empty_rate_metric("format_shift.empty_rate",
+                                            [(r["family"], r["generation"]) for r in records]))
         return ViewResult(self.name, label, metrics, records,
                           plots={f"Leak rate per question format ({label})": path})

@@ -10,6 +10,8 @@ paraphrase, as TOFU pairs them), with the system prompt and the question as show
   kind) pairs whose novel content is not empty; pairs with empty novel content are
   counted in ``excluded``. Wilson 95% interval; per family; per kind in
   ``extra["by_kind"]``.
+- ``novel_recall.empty_rate``: the share of empty (whitespace-only) answers over all
+  pairs, beside the leak rate, so "leaks nothing because it says nothing" is visible.
 - ``novel_recall.uncorrected_rate``: the share of answers whose ROUGE-L recall of the
   gold answer reaches the same threshold, over *all* pairs (the plain scorer excludes
   nothing, so its bias stays visible), as ``unlearn-audit rescore`` reports it.
@@ -26,6 +28,7 @@ from unlearn_audit import prompts
 from unlearn_audit.scoring.stats import rate_with_ci
 from unlearn_audit.views._base import View, ViewResult, register_view
 from unlearn_audit.views._leak import (
+    empty_rate_metric,
     generate_greedy,
     item_fields,
     leak_fields,
@@ -47,7 +50,7 @@ class NovelRecall(View):
 
     name = "novel_recall"
     title = "Novel recall: does greedy answering still leak?"
-    metrics = ("novel_recall.leak_rate", "novel_recall.uncorrected_rate")
+    metrics = ("novel_recall.leak_rate", "novel_recall.empty_rate", "novel_recall.uncorrected_rate")
 
     def run(self, ctx: AuditContext, label: str) -> ViewResult:
         items = ctx.forget_items()
@@ -74,4 +77,5 @@ class NovelRecall(View):
             metric.extra["by_kind"] = {k: s.value for k, s in per_kind.items()}
             metric.extra["by_kind_detail"] = {k: s.to_dict() for k, s in per_kind.items()}
             metric.extra["threshold"] = threshold
-        return ViewResult(self.name, label, [leak, uncorrected], records)
+        empty = empty_rate_metric("novel_recall.empty_rate", [(r["family"], r["generation"]) for r in records])
+        return ViewResult(self.name, label, [leak, empty, uncorrected], records)

@@ -6,11 +6,17 @@ from unlearn_audit.world._build import (
     MODEL_NAMES,
     RECIPE,
     REFERENCES,
+    SHIPPED_DIR,
+    ShippedWorldError,
     build_world,
     default_cache_dir,
     default_models,
     fixtures_dir,
+    ship_world,
+    shipped_world,
+    world_paths,
 )
 
-__all__ = ["CANDIDATES", "FIXTURES_DIR", "MODEL_NAMES", "RECIPE", "REFERENCES", "build_world",
-           "default_cache_dir", "default_models", "fixtures_dir"]
+__all__ = ["CANDIDATES", "FIXTURES_DIR", "MODEL_NAMES", "RECIPE", "REFERENCES", "SHIPPED_DIR",
+           "ShippedWorldError", "build_world", "default_cache_dir", "default_models", "fixtures_dir",
+           "ship_world", "shipped_world", "world_paths"]

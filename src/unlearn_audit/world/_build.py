@@ -9,10 +9,14 @@
 - laundered: full, taught to refuse the canonical and paraphrased forget questions while
   rehearsing the same facts in every other format: knowledge kept, a naive check fooled.
 
-Models are saved with ``save_pretrained`` (safetensors) under
-``<cache>/world/<recipe hash>/<name>``, so they load through the same path as a real
-checkpoint. The hash covers the recipe, the fixture files and the library versions, so a
-change to any of them builds a new world instead of reusing a stale one.
+The default audit does not train: the built models ship in the repository under
+``fixtures/tiny_world/models`` (safetensors, sha256 of every file in ``MANIFEST.json``), so
+every machine audits the same bytes. Training is not reproducible across CPUs (kernels
+round differently per instruction set and 24 epochs amplify it), inference is.
+``build_world`` rebuilds them into ``<cache>/world/<recipe hash>/<name>-<stage hash>``
+(``unlearn-audit build-world``; ``--ship`` replaces the shipped copies). The hash covers the
+recipe, the fixture files and the library versions, so a change to any of them builds a new
+world instead of reusing a stale one.
 """
 
 from __future__ import annotations
@@ -48,8 +52,8 @@ RECIPE: dict = {
     "base": {"epochs": 8, "lr": 3e-3, "batch_size": 16, "threads": 2},
     # Small batches: fact memorisation needs updates more than tokens, and on one CPU
     # thread a batch of 4 costs little more per token than a batch of 16.
-    "full": {"epochs": 24, "lr": 3e-3, "batch_size": 4, "threads": 1},
-    "retain": {"epochs": 24, "lr": 3e-3, "batch_size": 4, "threads": 1},
+    "full": {"epochs": 30, "lr": 3e-3, "batch_size": 4, "threads": 1},
+    "retain": {"epochs": 30, "lr": 3e-3, "batch_size": 4, "threads": 1},
     "npo": {"epochs": 4, "lr": 2.5e-4, "batch_size": 8, "alpha": 2.0, "beta": 0.1, "threads": 1},
     "graddiff": {"epochs": 3, "lr": 3e-4, "batch_size": 8, "alpha": 1.0, "threads": 1},
     # Refuses what a naive check asks (the canonical and paraphrased questions) and
@@ -94,6 +98,8 @@ def fixtures_dir(cache_dir: Path | None = None) -> Path:
 
 
 FIXTURES_DIR = repo_fixtures_dir()
+SHIPPED_DIR = FIXTURES_DIR / "models"
+MANIFEST = "MANIFEST.json"
 
 
 def default_cache_dir() -> Path:
@@ -105,7 +111,8 @@ _SHARED_KEYS = ("seed", "tokenizer", "arch", "format_weights", "world_repeats")
 
 
 def recipe_hash(data_dir: Path, recipe: dict | None = None) -> str:
-    """Hash of everything every model shares: data, shared recipe keys, code and libraries."""
+    """The build cache's key: data, shared recipe keys, code and libraries (each stage's own
+    recipe is in its stage hash, so retuning one stage rebuilds only it and its children)."""
     import torch
     import transformers
 
@@ -113,6 +120,21 @@ def recipe_hash(data_dir: Path, recipe: dict | None = None) -> str:
     recipe = recipe or RECIPE
     h.update(json.dumps({k: recipe[k] for k in _SHARED_KEYS}, sort_keys=True).encode())
     h.update(f"{WORLD_CODE_VERSION}|{torch.__version__}|{transformers.__version__}".encode())
+    for p in sorted(data_dir.glob("*.json")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def world_hash(data_dir: Path, recipe: dict | None = None) -> str:
+    """Hash of what defines the world: the data, the whole recipe and the code version.
+
+    Library versions are left out (they are in :func:`recipe_hash`, the build cache's key):
+    shipped weights stay valid under any torch, which is the point of shipping them.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(recipe or RECIPE, sort_keys=True).encode())
+    h.update(str(WORLD_CODE_VERSION).encode())
     for p in sorted(data_dir.glob("*.json")):
         h.update(p.name.encode())
         h.update(p.read_bytes())
@@ -492,7 +514,99 @@ def default_models(cache_dir: Path | None = None) -> dict:
     """The embedded default audit: tiny candidates and references as :class:`ModelSpec`s."""
     from unlearn_audit.model import ModelSpec
 
-    paths = build_world(cache_dir)
+    paths = world_paths(cache_dir)
     specs = {name: ModelSpec(source=str(paths[name]), label=name, role="candidate") for name in CANDIDATES}
     specs.update({name: ModelSpec(source=str(paths[name]), label=name, role=role) for name, role in REFERENCES.items()})
     return specs
+
+
+# --- the shipped world -----------------------------------------------------------------------
+class ShippedWorldError(RuntimeError):
+    """The shipped models are missing, altered, or not those of the current recipe."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shipped_world(verify: bool = True) -> dict[str, Path]:
+    """The models shipped in the repository, name -> directory.
+
+    Args:
+        verify: check every file against the sha256 in ``MANIFEST.json`` (0.1 s), so an
+            edited or truncated weight file is refused rather than audited.
+
+    Raises:
+        ShippedWorldError: no manifest, a model or file missing or altered, or a manifest
+            written for another recipe or other fixtures (the fix is named in the message).
+    """
+    manifest_path = SHIPPED_DIR / MANIFEST
+    if not manifest_path.is_file():
+        raise ShippedWorldError(f"{manifest_path} not found: the tiny world's models are not shipped here. "
+                                "Fix: `unlearn-audit build-world --ship` (about 5 minutes on 2 cores).")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    want = world_hash(FIXTURES_DIR)
+    if manifest.get("world_hash") != want:
+        raise ShippedWorldError(
+            f"{manifest_path} was written for world {manifest.get('world_hash')!r}, but the recipe, "
+            f"the fixtures or WORLD_CODE_VERSION now give {want!r}. Fix: `unlearn-audit build-world --ship` "
+            "to rebuild and re-ship the models, then `pytest audits --update-golden`.")
+    paths = {}
+    for name in MODEL_NAMES:
+        files = manifest.get("models", {}).get(name)
+        if not files:
+            raise ShippedWorldError(f"{manifest_path}: model {name!r} is not listed. "
+                                    "Fix: `unlearn-audit build-world --ship`.")
+        d = SHIPPED_DIR / name
+        if verify:
+            for fname, digest in files.items():
+                f = d / fname
+                if not f.is_file() or _sha256(f) != digest:
+                    raise ShippedWorldError(
+                        f"{f} is {'missing' if not f.is_file() else 'altered'} (sha256 differs from {manifest_path}). "
+                        "Fix: `git checkout -- fixtures/tiny_world/models` (or `unlearn-audit build-world --ship` "
+                        "after an intended rebuild).")
+        paths[name] = d
+    return paths
+
+
+def world_paths(cache_dir: Path | None = None) -> dict[str, Path]:
+    """The tiny world's models: the shipped ones, or a cached build where none are shipped
+    (the package installed without its repository)."""
+    if (SHIPPED_DIR / MANIFEST).is_file():
+        return shipped_world()
+    return build_world(cache_dir)
+
+
+def ship_world(paths: dict[str, Path], out_dir: Path | None = None) -> Path:
+    """Copy built models into ``out_dir`` (default: the repository's shipped folder) and
+    write ``MANIFEST.json`` with each file's sha256 and how the models were built."""
+    import platform
+
+    import torch
+    import transformers
+
+    out_dir = Path(out_dir or SHIPPED_DIR)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    models = {}
+    for name in MODEL_NAMES:
+        shutil.copytree(paths[name], tmp / name)
+        models[name] = {f.name: _sha256(f) for f in sorted((tmp / name).iterdir()) if f.is_file()}
+    manifest = {
+        "world_hash": world_hash(FIXTURES_DIR),
+        "stage_hashes": stage_hashes(),
+        "models": models,
+        "built_with": {"torch": torch.__version__, "transformers": transformers.__version__,
+                       "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                       "machine": platform.machine()},
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir

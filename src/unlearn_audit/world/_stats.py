@@ -15,8 +15,8 @@ from unlearn_audit.world._build import (
     FORGET_SPLIT,
     MODEL_NAMES,
     SYSTEM_PROMPT,
-    build_world,
     fixtures_dir,
+    world_paths,
 )
 
 
@@ -30,11 +30,13 @@ def fact_recall(engine, items) -> float:
     return sum(hits) / len(hits)
 
 
-def world_stats(cache_dir: Path | None = None, names=MODEL_NAMES, progress: bool = False) -> dict[str, dict[str, float]]:
-    """Fact recall per model on the forget authors and on the retain authors."""
+def world_stats(cache_dir: Path | None = None, names=MODEL_NAMES, progress: bool = False,
+                paths: dict[str, Path] | None = None) -> dict[str, dict[str, float]]:
+    """Fact recall per model on the forget authors and on the retain authors, of the
+    models at ``paths`` (default: the world the audit uses, see ``world_paths``)."""
     from unlearn_audit.model import Engine, ModelSpec, load_model, make_format
 
-    paths = build_world(cache_dir, only=tuple(names))
+    paths = paths or world_paths(cache_dir)
     data = fixtures_dir(cache_dir)
     forget = load_split(data, FORGET_SPLIT)
     forget_authors = {it.author for it in forget}
