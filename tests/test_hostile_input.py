@@ -32,6 +32,7 @@ def _warm_imports():
 
 @pytest.fixture(autouse=True)
 def _isolated_registry(monkeypatch):
+    """Fake views register in process (see test_plugin); each test gets its own registry."""
     from unlearn_audit.views import _base
 
     monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
