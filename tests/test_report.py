@@ -222,8 +222,10 @@ def test_write_report_files(tmp_path, monkeypatch):
     assert summary.read_text().strip() == md.strip()
     assert "![probe accuracy per layer (npo)](plots/novel_recall-npo-probe-accuracy-per-layer.png)" in md
     assert "![leak rate by view and fact family](plots/leak_by_view_and_family.png)" in md
+    # stale.png is not one the package wrote (no manifest lists it): the user's, so kept
     assert sorted(p.name for p in (out / "plots").iterdir()) == [
-        "leak_by_view_and_family.png", "novel_recall-npo-probe-accuracy-per-layer.png"]
+        ".unlearn-audit-plots.json", "leak_by_view_and_family.png",
+        "novel_recall-npo-probe-accuracy-per-layer.png", "stale.png"]
     data = json.loads(paths["results.json"].read_text())
     assert data == build_results(run)
     assert [json.loads(line)["model"] for line in paths["items.jsonl"].read_text().splitlines()] == ["npo", "full"]

@@ -164,6 +164,15 @@ class AuditContext:
                 "is the one meant and loads as saved (weights, config.json, --dtype, chat template)."
             )
 
+    def engine_notes(self, label: str) -> dict[str, int]:
+        """What the engine of ``label`` did to inputs that the report must state; never
+        loads a model. ``{"truncated": n, "max_positions": m}`` when ``n`` scored sequences
+        were cut to the model's context (see ``Engine._fit_context``), else ``{}``."""
+        engine = self._engines.get(label)
+        if engine is None or not engine.truncated:
+            return {}
+        return {"truncated": len(engine.truncated), "max_positions": engine.max_positions or 0}
+
     def fingerprint(self, label: str) -> str:
         return self.loaded(label).fingerprint
 

@@ -297,6 +297,14 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or os.path.exists(os.path.expanduser(source))
 
 
+# A label names the model in the report and in plot file names, so it is one plain word.
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+LABEL_RULES = (
+    "A LABEL in LABEL=SOURCE is 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+    "or digit (no '/', no '..', no spaces)."
+)
+
+
 def plan_models(entries: list[tuple[str, str]]) -> list[PlannedModel]:
     """Labels for user-given models: ``LABEL=SOURCE`` when given, else the directory name or
     the hub id's last part; clashes take the parent directory or hub owner, then a number.
@@ -306,12 +314,19 @@ def plan_models(entries: list[tuple[str, str]]) -> list[PlannedModel]:
     """
     parsed = []
     for role, raw in entries:
+        flag = f"--{'model' if role == 'candidate' else role + '-model'}"
         explicit, sep, source = raw.partition("=")
-        if not sep or _looks_like_path(raw) or "/" in explicit:
-            explicit, source = "", raw
+        if not sep or os.path.exists(os.path.expanduser(raw)):
+            explicit, source = "", raw  # a path that itself holds '=' stays a path
+        elif not _LABEL_RE.match(explicit.strip()):
+            raise pytest.UsageError(
+                f"{flag} {raw!r}: {explicit.strip()!r} is not a model label and {raw!r} is no existing "
+                f"path. {LABEL_RULES} Fix: {flag} LABEL=SOURCE with such a label (e.g. npo={source.strip() or 'DIR'}), "
+                "or the path alone."
+            )
         source = source.strip()
         if not source:
-            raise pytest.UsageError(f"--{'model' if role == 'candidate' else role + '-model'}: empty source in {raw!r}")
+            raise pytest.UsageError(f"{flag}: empty source in {raw!r}")
         if _looks_like_path(source):
             source = os.path.expanduser(source)
         parts = [p for p in re.split(r"[/\\]+", source.rstrip("/\\")) if p not in ("", ".")]
@@ -628,14 +643,25 @@ class _Reporter:
             if key == PAYLOAD_KEY:
                 _session(self.config).collect(value)
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # After every deselection (-k, -m, --views): the pairs that are meant to run.
+        planned = _session(self.config).planned
+        for item in session.items:
+            label = getattr(getattr(item, "callspec", None), "params", {}).get("model")
+            if _VIEW_KEY in item.stash and label is not None:
+                planned.append((item.stash[_VIEW_KEY], label))
+
+    def pytest_keyboard_interrupt(self) -> None:
+        _session(self.config).interrupted = True
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker:
             return
         try:
             _session(self.config).finish()
-        except OSError as e:
-            self.error = f"could not write the report: {e}"
+        except Exception as e:  # a crash here would hide every test's own message too
+            self.error = f"could not write the report to {_session(self.config).config.report_dir}: {type(e).__name__}: {e}"
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         # Release semantics: an INCOMPLETE verdict is not a pass, so it must not exit 0

@@ -82,6 +82,25 @@ def _read_hub(dataset: str, split: str) -> list[dict]:
     return [dict(r) for r in ds]
 
 
+# Text fields a row may leave out (or set to null); any other value is a schema error.
+_OPTIONAL_TEXT = ("paraphrased_question", "paraphrased_answer", "author", "family", "key_fact")
+
+
+def _json_type(value: object) -> str:
+    """A value's type as the JSON file spells it, so the message matches what the user sees."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
 def _validate(rows: Iterable[dict], where: str, split: str) -> list[Item]:
     items: list[Item] = []
     for i, row in enumerate(rows):
@@ -94,17 +113,27 @@ def _validate(rows: Iterable[dict], where: str, split: str) -> list[Item]:
                 f"(has: {', '.join(sorted(row)) or 'nothing'}). TOFU's schema needs question and answer; "
                 "perturbed splits also paraphrased_answer and perturbed_answer (a list)."
             )
-        for k in ("question", "answer", "paraphrased_question", "paraphrased_answer"):
-            if k in row and row[k] is not None and not isinstance(row[k], str):
+        for k in ("question", "answer"):  # every view reads both: null is as bad as absent
+            if not isinstance(row[k], str):
                 raise DatasetError(
-                    f"{where}, split '{split}', row {i}: field '{k}' must be a string, got {type(row[k]).__name__}."
+                    f"{where}, split '{split}', row {i}: field '{k}' must be a string, got "
+                    f"{_json_type(row[k])}. Fix: give the row its {k} as text, or remove the row."
+                )
+        for k in _OPTIONAL_TEXT:  # null means "not given" for these
+            if row.get(k) is not None and not isinstance(row[k], str):
+                raise DatasetError(
+                    f"{where}, split '{split}', row {i}: field '{k}' must be a string or null, got "
+                    f"{_json_type(row[k])}. Fix: write it as text, or null when the row has none."
                 )
         pert = row.get("perturbed_answer", [])
         if isinstance(pert, str):
             pert = [pert]
         if not isinstance(pert, (list, tuple)) or not all(isinstance(p, str) for p in pert):
+            got = _json_type(pert) if not isinstance(pert, (list, tuple)) else "a list holding " + ", ".join(
+                sorted({_json_type(p) for p in pert if not isinstance(p, str)}))
             raise DatasetError(
-                f"{where}, split '{split}', row {i}: field 'perturbed_answer' must be a list of strings."
+                f"{where}, split '{split}', row {i}: field 'perturbed_answer' must be a list of strings, "
+                f"got {got}. Fix: write each perturbed answer as text."
             )
         author = row.get("author")
         if author is None and ("forget" in split or split in ("full", "retain90", "retain95", "retain99")):

@@ -12,11 +12,13 @@ checkpoint, tokenizer or quantization mode never reads this model's numbers.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import sqlite3
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,9 @@ class ResultCache:
     """Key -> JSON value store in ``<cache_dir>/<fingerprint>.sqlite``.
 
     ``cache_dir=None`` gives a cache that remembers nothing, so callers need no branches.
+    A cache is never worth a failed audit: a file that is not a SQLite database is moved
+    aside (``*.corrupt-N``) and rebuilt, and a directory that cannot be created or written
+    turns the cache off for the session; each says so in one ``RuntimeWarning``.
     """
 
     def __init__(self, cache_dir: Path | None, fingerprint: str):
@@ -71,24 +76,75 @@ class ResultCache:
         self._conn: sqlite3.Connection | None = None
         self.hits = 0
         self.misses = 0
+        self.problem = ""  # why the cache was turned off, when it was
 
     @property
     def enabled(self) -> bool:
         return self.path is not None
 
+    def _open(self) -> sqlite3.Connection:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A generous timeout because pytest-xdist workers may share one file.
+        conn = sqlite3.connect(self.path, timeout=60)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.commit()
+            conn.execute("SELECT key, value FROM results LIMIT 1").fetchall()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _connect(self) -> sqlite3.Connection | None:
         if self.path is None:
             return None
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # A generous timeout because pytest-xdist workers may share one file.
-            self._conn = sqlite3.connect(self.path, timeout=60)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
-            self._conn.commit()
+            try:
+                try:
+                    self._conn = self._open()
+                except sqlite3.OperationalError:
+                    raise  # locked, read-only, unopenable: a property of the place, not the file
+                except sqlite3.DatabaseError as e:  # "file is not a database", "malformed"
+                    self._move_aside(e)
+                    self._conn = self._open()
+            except (sqlite3.Error, OSError) as e:
+                self._disable(e)
         return self._conn
+
+    def _move_aside(self, error: Exception) -> None:
+        assert self.path is not None
+        n = 1
+        while (aside := self.path.with_name(f"{self.path.name}.corrupt-{n}")).exists():
+            n += 1
+        os.replace(self.path, aside)
+        for extra in ("-wal", "-shm"):  # journal files of the broken database are broken too
+            with contextlib.suppress(OSError):
+                self.path.with_name(self.path.name + extra).unlink()
+        warnings.warn(
+            f"engine cache {self.path} was not a usable SQLite database ({error}); moved it to "
+            f"{aside.name} and recomputing its answers.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    def _disable(self, error: BaseException) -> None:
+        """Run uncached from now on, saying so once."""
+        where = self.path.parent if self.path is not None else "?"
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+        self._conn = None
+        self.path = None
+        self.problem = f"{type(error).__name__}: {error}"
+        warnings.warn(
+            f"engine cache directory {where} cannot be used ({self.problem}); running without the "
+            "cache, so nothing is kept for the next run. Fix: pass --cache-dir with a writable "
+            "directory (or set UNLEARN_AUDIT_CACHE).",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         """The cached values among ``keys`` (missing keys are simply absent)."""
@@ -98,13 +154,17 @@ class ResultCache:
             return {}
         found: dict[str, Any] = {}
         unique = list(dict.fromkeys(keys))
-        for i in range(0, len(unique), 500):  # SQLite caps bound parameters per statement
-            chunk = unique[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for k, v in conn.execute(
-                f"SELECT key, value FROM results WHERE key IN ({marks})", chunk
-            ):
-                found[k] = json.loads(v)
+        try:
+            for i in range(0, len(unique), 500):  # SQLite caps bound parameters per statement
+                chunk = unique[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for k, v in conn.execute(
+                    f"SELECT key, value FROM results WHERE key IN ({marks})", chunk
+                ):
+                    found[k] = json.loads(v)
+        except (sqlite3.Error, ValueError) as e:  # damaged after opening: recompute uncached
+            self._disable(e)
+            found = {}
         self.hits += sum(k in found for k in keys)
         self.misses += sum(k not in found for k in keys)
         return found
@@ -114,11 +174,14 @@ class ResultCache:
         conn = self._connect()
         if conn is None or not items:
             return
-        conn.executemany(
-            "INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)",
-            [(k, json.dumps(v)) for k, v in items.items()],
-        )
-        conn.commit()
+        try:
+            conn.executemany(
+                "INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in items.items()],
+            )
+            conn.commit()
+        except sqlite3.Error as e:  # e.g. a read-only file or a full disk: keep auditing
+            self._disable(e)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -66,6 +66,7 @@ class _ScoreRow:
     cont_ids: list[int]
     offsets: list[tuple[int, int]]
     vocab_stats: bool = False
+    truncated_from: int | None = None  # answer tokens before _fit_context cut them
 
 
 @dataclass
@@ -137,6 +138,9 @@ class Engine:
             "logits_to_keep" in inspect.signature(loaded.model.forward).parameters
         )
         _limit_threads_for_small_cpu_model(loaded.model, self._device_type())
+        # Scored sequences cut to the model's context (request key -> (kept, full) answer
+        # tokens), for the report; see _fit_context.
+        self.truncated: dict[str, tuple[int, int]] = {}
         # Counters for tests and benchmarks: work done, and prompt tokens not recomputed.
         self.stats = {
             "forward_calls": 0,
@@ -171,6 +175,12 @@ class Engine:
     def _text_config(self):
         cfg = self.loaded.model.config
         return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+    @property
+    def max_positions(self) -> int | None:
+        """The model's context in tokens (``max_position_embeddings``); ``None`` if unstated."""
+        n = getattr(self._text_config(), "max_position_embeddings", None)
+        return int(n) if isinstance(n, int) and n > 0 else None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -215,7 +225,7 @@ class Engine:
             if k not in results and k not in todo:
                 todo[k] = r
         if todo:
-            rows = self._score_rows(todo)
+            rows = [self._fit_context(row) for row in self._score_rows(todo)]
             for row in rows:  # nothing to compute for an empty continuation
                 if not row.cont_ids:
                     results[row.key] = _empty_scores(row.vocab_stats)
@@ -228,7 +238,37 @@ class Engine:
                 self._cache.put_many({k: _scores_to_json(v) for k, v in out.items()})
 
             self._run_planned(rows, self._plan_score, run, "score")
+        for k in keys:  # cached answers remember their cut too, so warm runs report it alike
+            if results[k].truncated_from is not None:
+                self.truncated[k] = (results[k].n_tokens, results[k].truncated_from)
         return [_copy_scores(results[k]) for k in keys]
+
+    def _fit_context(self, row: _ScoreRow) -> _ScoreRow:
+        """Cut a prompt + answer longer than the model's context to fit it.
+
+        TOFU and open-unlearning tokenize the whole question + answer with
+        ``truncation=True, max_length=...`` (right side), so the answer's tail beyond the
+        limit is simply not scored; the same is done here at the model's own context
+        (``max_position_embeddings``), and the result says how many tokens it had
+        (``TokenScores.truncated_from``). Positions past the context were never trained,
+        so scoring them would give numbers without meaning.
+
+        Raises:
+            ValueError: the prompt alone fills the context, leaving no answer token to score.
+        """
+        limit = self.max_positions
+        if limit is None or len(row.prompt_ids) + len(row.cont_ids) <= limit:
+            return row
+        keep = limit - len(row.prompt_ids)
+        if keep < 1:
+            raise ValueError(
+                f"A prompt of {len(row.prompt_ids)} tokens fills the model's whole context "
+                f"({limit} positions, max_position_embeddings), leaving no answer token to score. "
+                "Fix: shorten the question (or the system prompt), or audit a model with a longer context."
+            )
+        row.truncated_from = len(row.cont_ids)
+        row.cont_ids, row.offsets = row.cont_ids[:keep], row.offsets[:keep]
+        return row
 
     def _score_rows(self, todo: dict[str, ScoreRequest]) -> list[_ScoreRow]:
         prompt_ids: dict[Any, tuple[int, ...]] = {}
@@ -311,7 +351,7 @@ class Engine:
                 gathered = self._score_full(batch)
         out = {}
         for r, (lp, stats) in zip(batch, gathered, strict=True):
-            ts = TokenScores(lp, list(r.cont_ids), list(r.offsets))
+            ts = TokenScores(lp, list(r.cont_ids), list(r.offsets), truncated_from=r.truncated_from)
             if stats is not None:
                 ts.vocab_mean, ts.vocab_std, ts.top_ids = stats
             out[r.key] = ts
@@ -570,8 +610,13 @@ class Engine:
         new = out[:, ids.shape[1] :].cpu().tolist()
         texts = []
         stop_set = set(stop)
+        limit = self.max_positions
         for row, toks in zip(batch, new, strict=True):
-            toks = toks[: row.request.max_new_tokens]
+            # Per row, so a batch never changes an answer: no token past the model's context
+            # (tokens are causal, so cutting afterwards equals stopping there).
+            room = row.request.max_new_tokens if limit is None else min(
+                row.request.max_new_tokens, max(limit - len(row.prompt_ids), 0))
+            toks = toks[:room]
             cut = next((i for i, t in enumerate(toks) if t in stop_set), len(toks))
             text = self.tokenizer.decode(toks[:cut], skip_special_tokens=True)
             # The prompt's trailing spaces were left for the model to generate (see
@@ -1030,6 +1075,8 @@ def _scores_to_json(s: TokenScores) -> dict:
         d["vocab_mean"] = [float(x) for x in s.vocab_mean]
         d["vocab_std"] = [float(x) for x in s.vocab_std]
         d["top_ids"] = [int(t) for t in s.top_ids]
+    if s.truncated_from is not None:  # absent otherwise: entries written before stay valid
+        d["truncated_from"] = int(s.truncated_from)
     return d
 
 
@@ -1038,6 +1085,7 @@ def _scores_from_json(d: dict) -> TokenScores:
         np.asarray(d["logprobs"], dtype=np.float64),
         list(d["token_ids"]),
         [tuple(o) for o in d["offsets"]],
+        truncated_from=d.get("truncated_from"),
     )
     if "vocab_mean" in d:
         s.vocab_mean = np.asarray(d["vocab_mean"], dtype=np.float64)
@@ -1048,7 +1096,7 @@ def _scores_from_json(d: dict) -> TokenScores:
 
 def _copy_scores(s: TokenScores) -> TokenScores:
     # Duplicated requests must not share one mutable array.
-    out = TokenScores(s.logprobs.copy(), list(s.token_ids), list(s.offsets))
+    out = TokenScores(s.logprobs.copy(), list(s.token_ids), list(s.offsets), truncated_from=s.truncated_from)
     if s.vocab_mean is not None:
         out.vocab_mean, out.vocab_std, out.top_ids = s.vocab_mean.copy(), s.vocab_std.copy(), list(s.top_ids)
     return out

@@ -212,6 +212,8 @@ def _weight_files(directory: Path, *, adapter: bool, allow_pickle: bool, source:
     prefix = "adapter_model" if adapter else ""
     safe = [p for p in _glob(directory, SAFE_WEIGHTS) if p.name.startswith(prefix)]
     if safe:
+        for file in safe:  # a torn download fails here in one line, not deep in transformers
+            _check_safetensors(file)
         return safe
     pickled = [p for p in _glob(directory, PICKLE_WEIGHTS) if p.name.startswith(prefix)]
     if pickled and not allow_pickle:
@@ -230,6 +232,84 @@ def _weight_files(directory: Path, *, adapter: bool, allow_pickle: bool, source:
         f"{source}: no {kind} found in {directory}. Fix: point at the directory that "
         "save_pretrained wrote, which holds the weight files; if the checkpoint only has "
         "pickle weights (*.bin) on the hub, pass --allow-pickle to fetch them."
+    )
+
+
+def _check_safetensors(file: Path) -> None:
+    """Refuse a truncated or damaged ``.safetensors`` file before transformers reads it.
+
+    The format is an 8-byte little-endian header length, a JSON header whose tensors give
+    ``data_offsets`` into the data that follows, then the data; a complete file is exactly
+    as long as the header says. Reading the header costs a few kilobytes, not the weights.
+
+    Raises:
+        ModelLoadError: naming the file, what is wrong and the fix.
+    """
+    fix = (
+        "Fix: download or copy the checkpoint again (e.g. `huggingface-cli download ORG/NAME`), "
+        "or re-save it with `model.save_pretrained(DIR, safe_serialization=True)`."
+    )
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                raise ModelLoadError(
+                    f"{file}: truncated or not a safetensors file ({size} bytes, too short for its "
+                    f"header). {fix}"
+                )
+            header = json.loads(fh.read(n))
+        ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise ModelLoadError(
+            f"{file}: damaged safetensors header ({type(e).__name__}: {e}). {fix}"
+        ) from e
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        raise ModelLoadError(
+            f"{file}: truncated safetensors file ({size} bytes; its header needs {need}). {fix}"
+        )
+
+
+def _check_config(directory: Path, spec: ModelSpec) -> None:
+    """Say in one line what transformers would say in a page: config.json is missing or
+    unreadable, or its ``model_type`` needs the checkpoint's own code (``--trust-remote-code``).
+
+    Raises:
+        ModelLoadError: naming config.json, the problem and the fix.
+    """
+    file = directory / "config.json"
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(
+            f"{file}: not found; a model directory needs the config.json that save_pretrained "
+            "writes. Fix: point at the directory that holds config.json and the weights."
+        ) from None
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{file}: unreadable ({type(e).__name__}: {e}). Fix: restore the file.") from e
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if spec.trust_remote_code or not isinstance(model_type, str):
+        return
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if model_type in CONFIG_MAPPING:
+        return  # transformers' own code; an auto_map beside it is ignored without the flag
+    if config.get("auto_map"):
+        raise ModelLoadError(
+            f"{file}: model_type {model_type!r} is implemented by the checkpoint's own Python code "
+            "(its auto_map), which is not run unless asked. Fix: pass --trust-remote-code "
+            "(ModelSpec(trust_remote_code=True)) if you trust that code, since it runs on this machine."
+        )
+    raise ModelLoadError(
+        f"{file}: model_type {model_type!r} is unknown to transformers {transformers.__version__} "
+        "and the checkpoint ships no code for it (no auto_map). Fix: check the spelling, or "
+        "upgrade transformers (pip install -U transformers); if the model's code lives elsewhere, "
+        "add its auto_map and pass --trust-remote-code."
     )
 
 
@@ -407,6 +487,7 @@ def _from_pretrained(directory: Path, spec: ModelSpec, device, dtype: str, quant
     import torch
     from transformers import AutoModelForCausalLM
 
+    _check_config(directory, spec)
     kwargs: dict[str, Any] = {
         "dtype": getattr(torch, dtype),
         "trust_remote_code": spec.trust_remote_code,

@@ -85,6 +85,9 @@ class TokenScores:
         vocab_std: likewise ``sqrt(Var_{z ~ p}[log p(z | ...)])``, float64.
         top_ids: likewise the model's most likely next token (argmax of the logits) at
             each position, to compare with ``token_ids`` (exact memorisation).
+        truncated_from: when prompt + continuation exceeded the model's context, the
+            continuation's full token count; only the first ``n_tokens`` were scored (TOFU
+            and open-unlearning truncate the same way). ``None`` when nothing was cut.
     """
 
     logprobs: np.ndarray
@@ -93,6 +96,7 @@ class TokenScores:
     vocab_mean: np.ndarray | None = None
     vocab_std: np.ndarray | None = None
     top_ids: list[int] | None = None
+    truncated_from: int | None = None
 
     @property
     def n_tokens(self) -> int:

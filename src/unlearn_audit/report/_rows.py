@@ -73,7 +73,7 @@ class MetricRow:
             "view": self.view,
             "metric": self.metric,
             "value": _number(self.value),
-            "ci": [float(x) for x in self.ci] if self.ci is not None else None,
+            "ci": [_number(x) for x in self.ci] if self.ci is not None else None,  # NaN ends -> null
             "n": int(self.n) if self.n is not None else None,
             "excluded": int(self.excluded or 0),
             "by_family": {str(k): _number(v) for k, v in sorted(self.by_family.items())},
@@ -104,6 +104,8 @@ class ViewOutcome:
         error: why the view could not run (then ``rows`` hold ``error`` outcomes).
         golden_new: metrics that had no golden value (tiny world).
         golden_skipped: why golden values were not compared, if they were not.
+        engine: what the model's engine did to inputs so far (``{"truncated": n,
+            "max_positions": m}`` when sequences were cut to the context), for the report.
     """
 
     view: str
@@ -117,6 +119,7 @@ class ViewOutcome:
     error: str | None = None
     golden_new: list[str] = field(default_factory=list)
     golden_skipped: str = ""
+    engine: dict[str, int] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
         return jsonable(
@@ -132,6 +135,7 @@ class ViewOutcome:
                 "error": self.error,
                 "golden_new": list(self.golden_new),
                 "golden_skipped": self.golden_skipped,
+                "engine": dict(self.engine),
             }
         )
 

@@ -123,6 +123,10 @@ class AuditSession:
         self.golden_notes: list[str] = []
         self.verdicts: dict = {}
         self.candidates: list[str] = []
+        # (view, model) pairs collected for this run, and whether it was interrupted: the
+        # report names every pair that did not run instead of reading as complete.
+        self.planned: list[tuple[str, str]] = []
+        self.interrupted = False
 
     # --- lazily built state ------------------------------------------------------------------
     def plan(self) -> list[PlannedModel]:
@@ -276,6 +280,9 @@ class AuditSession:
             records=jsonable(list(result.records)),
             plots={str(k): str(v) for k, v in (result.plots or {}).items()},
         )
+        notes = getattr(ctx, "engine_notes", None)  # fake contexts in tests may lack it
+        if callable(notes):
+            outcome.engine = dict(notes(label))
         if self.tiny_world:
             if role == "candidate":
                 failures += check_expectations(
@@ -315,6 +322,15 @@ class AuditSession:
             entry["source"] = entry.get("source") or o.source
             entry["role"] = entry.get("role") or o.role
             entry["fingerprint"] = entry.get("fingerprint") or o.fingerprint
+        # A planned model that recorded nothing (an interrupted tiny-world run) still gets
+        # its verdict line, saying what did not run.
+        unseen = sorted({m for _, m in self.planned} - models.keys())
+        if unseen:
+            by_label = {p.label: p for p in self.plan()}
+            for label in unseen:
+                p = by_label.get(label)
+                models[label] = {"source": p.source if p else None, "role": p.role if p else None,
+                                 "fingerprint": None}
         config = jsonable(self.config.to_dict())
         config["gates"] = display_path(self.gates_path, self.root)
         config["mode"] = "tiny_world" if self.tiny_world else "models"
@@ -331,6 +347,8 @@ class AuditSession:
             outcomes=list(self.outcomes.values()),
             gates=gates,
             selected_views=tuple(self.config.views) if self.config.views else None,
+            planned=tuple(dict.fromkeys(self.planned)),
+            interrupted=self.interrupted,
         )
 
     def finish(self) -> dict[str, Path]:

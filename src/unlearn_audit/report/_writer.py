@@ -7,7 +7,9 @@ the same models give byte-identical numbers and can be diffed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -53,10 +55,30 @@ def is_rate(metric: str) -> bool:
     return metric.endswith("_rate")
 
 
-def format_value(metric: str, value: float | None) -> str:
-    """A metric's value as report.md shows it: rates in %, ``_pp`` deltas signed, else 4 digits."""
+def _missing(value: float | None) -> str | None:
+    """How report.md shows a number that is not one: ``—`` when absent, ``NaN`` or ``±inf``."""
     if value is None:
         return "—"
+    try:
+        f = float(value)
+    except (TypeError, ValueError):  # a malformed payload must not cost the whole report
+        return str(value)
+    if math.isnan(f):
+        return "NaN"
+    if math.isinf(f):
+        return "inf" if f > 0 else "-inf"
+    return None
+
+
+def format_value(metric: str, value: float | None) -> str:
+    """A metric's value as report.md shows it: rates in %, ``_pp`` deltas signed, else 4 digits.
+
+    A missing value reads ``—`` and a non-finite one ``NaN``/``inf``: one bad number never
+    stops the report from being written.
+    """
+    shown = _missing(value)
+    if shown is not None:
+        return shown
     if is_rate(metric):
         return f"{100 * value:.2f}%"
     if metric.endswith("_pp"):
@@ -65,15 +87,25 @@ def format_value(metric: str, value: float | None) -> str:
 
 
 def format_ci(metric: str, ci: list[float] | None) -> str:
+    """A 95% interval as report.md shows it; ``—`` when there is none, ``NaN`` per missing end."""
     if not ci:
         return "—"
+    if len(ci) != 2:
+        return "—"
     lo, hi = ci
+    if _missing(lo) is not None or _missing(hi) is not None:
+        ends = [_missing(x) or (f"{100 * x:.2f}" if is_rate(metric) else f"{x:.4g}") for x in (lo, hi)]
+        return f"[{ends[0]}, {ends[1]}]" + ("%" if is_rate(metric) else "")
     if is_rate(metric):
         return f"[{100 * lo:.2f}, {100 * hi:.2f}]%"
     return f"[{lo:.4g}, {hi:.4g}]"
 
 
-def format_delta(metric: str, delta: float) -> str:
+def format_delta(metric: str, delta: float | None) -> str:
+    """A change between two values (``diff``): signed, rates in percentage points."""
+    shown = _missing(delta)
+    if shown is not None:
+        return shown
     if is_rate(metric):
         return f"{100 * delta:+.2f} pp"
     return f"{delta:+.4g}"
@@ -117,6 +149,9 @@ class RunReport:
         outcomes: one per (view, model) that ran or failed to run.
         gates: the release gates, to list the ones no test evaluated.
         selected_views: the views this run was asked for (``None``: all).
+        planned: the (view, model) pairs the session collected tests for; a pair without
+            an outcome did not run (an interrupted or crashed run).
+        interrupted: the run was stopped (Ctrl-C / SIGINT) before every test ran.
     """
 
     created: str
@@ -126,6 +161,8 @@ class RunReport:
     outcomes: list[ViewOutcome]
     gates: Mapping[str, Gate] = field(default_factory=dict)
     selected_views: tuple[str, ...] | None = None
+    planned: tuple[tuple[str, str], ...] = ()
+    interrupted: bool = False
 
     def model_order(self) -> list[str]:
         def key(label: str) -> tuple[int, str]:
@@ -148,6 +185,31 @@ class RunReport:
         order = {m: i for i, m in enumerate(self.model_order())}
         index = {id(r): i for i, r in enumerate(out)}
         return sorted(out, key=lambda r: (order.get(r.model, len(order)), _view_key(r.view), index[id(r)]))
+
+    def not_run(self) -> list[tuple[str, str]]:
+        """Planned (view, model) pairs with no outcome, in report order."""
+        have = {(o.view, o.model) for o in self.outcomes}
+        order = {m: i for i, m in enumerate(self.model_order())}
+        missing = {p for p in self.planned if p not in have}
+        return sorted(missing, key=lambda p: (order.get(p[1], len(order)), _view_key(p[0])))
+
+    def truncated(self) -> dict[str, tuple[int, int]]:
+        """model -> (sequences cut to its context, the context in positions), in model order.
+
+        Each outcome carries the engine's running count, so the largest one is the session's.
+        """
+        out: dict[str, tuple[int, int]] = {}
+        for o in self.sorted_outcomes():
+            n = int((o.engine or {}).get("truncated", 0))
+            if n and n > out.get(o.model, (0, 0))[0]:
+                out[o.model] = (n, int(o.engine.get("max_positions", 0)))
+        return out
+
+    def not_run_reason(self) -> str:
+        """Why planned pairs have no outcome, as the report words it."""
+        if self.interrupted:
+            return "the run was interrupted (SIGINT, Ctrl-C) before they ran"
+        return "their tests recorded nothing (skipped before measuring, or the session stopped early, e.g. -x)"
 
     def candidates(self) -> list[str]:
         return [m for m in self.model_order() if self.models[m].get("role") == "candidate"]
@@ -187,9 +249,13 @@ def verdicts(run: RunReport, rows: list[MetricRow] | None = None) -> dict[str, V
     not PASS on an audit that did not fully run. PASS otherwise.
     """
     rows = run.rows() if rows is None else rows
+    unrun_views: dict[str, list[str]] = {}
+    for view, model in run.not_run():
+        unrun_views.setdefault(model, []).append(view)
     out = {}
     for model in run.model_order():
         mine = [r for r in rows if r.model == model]
+        missing = unrun_views.get(model, [])
         failed = [r.metric for r in mine if r.outcome == "fail"]
         errored = [r for r in mine if r.outcome == "error"]
         skipped = [r for r in mine if r.outcome == "skipped" and not is_missing_reference(r.reason)]
@@ -202,12 +268,17 @@ def verdicts(run: RunReport, rows: list[MetricRow] | None = None) -> dict[str, V
             parts.append(f"errored: {', '.join(views)}")
         if skipped:
             parts.append(f"{len(skipped)} number(s) skipped: {', '.join(sorted({r.metric for r in skipped}))}")
+        if missing:
+            parts.append(f"did not run: {', '.join(missing)} ({run.not_run_reason()})")
         role = run.models[model].get("role")
+        incomplete = bool(errored or skipped or missing)
         if role != "candidate":
-            status = "INCOMPLETE" if (errored or skipped) else "REFERENCE"
-            out[model] = Verdict(status, "; ".join(parts) or f"{role} reference; every view ran")
+            status = "INCOMPLETE" if incomplete else "REFERENCE"
+            # "every view ran" only when some did: a reference with no numbers says so.
+            fallback = f"{role} reference; every view ran" if mine else f"{role} reference; no view ran on it"
+            out[model] = Verdict(status, "; ".join(parts) or fallback)
             continue
-        status = "FAIL" if failed else "INCOMPLETE" if (errored or skipped) else "PASS"
+        status = "FAIL" if failed else "INCOMPLETE" if incomplete else "PASS"
         if status == "PASS":
             parts.append(f"{passed} gate(s) passed")
         not_run = [
@@ -291,19 +362,51 @@ def plot_leak_by_view_and_family(run: RunReport, rows: list[MetricRow], path: Pa
 
 
 def _copy_plots(run: RunReport, plots_dir: Path) -> dict[tuple[str, str], list[tuple[str, str]]]:
-    """Copy each view's plots under ``plots/``; return (view, model) -> [(caption, relative path)]."""
+    """Link each view's plots from ``plots/``; return (view, model) -> [(caption, relative path)].
+
+    A plot the view already wrote into ``plots/`` is linked where it lies; one from
+    elsewhere is copied in under ``<view>-<model>-<caption>.png``.
+    """
     out: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    here = plots_dir.resolve()
     for o in run.sorted_outcomes():
         for caption, src in sorted(o.plots.items()):
             src_path = Path(src)
             if not src_path.is_file():
                 continue
-            dest = plots_dir / f"{_slug(o.view)}-{_slug(o.model)}-{_slug(caption)}.png"
-            if src_path.resolve() != dest.resolve():
+            if src_path.resolve().parent == here:
+                dest = src_path
+            else:
+                dest = plots_dir / f"{_slug(o.view)}-{_slug(o.model)}-{_slug(caption)}.png"
                 plots_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src_path, dest)
             out.setdefault((o.view, o.model), []).append((caption, f"plots/{dest.name}"))
     return out
+
+
+#: The plot files the package wrote or linked last time, so that only those are ever
+#: removed as stale; any other file under ``plots/`` belongs to the user and is kept.
+PLOTS_MANIFEST = ".unlearn-audit-plots.json"
+
+
+def _read_manifest(plots_dir: Path) -> set[str]:
+    try:
+        names = json.loads((plots_dir / PLOTS_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()  # no manifest (first run, or written by hand): nothing is ours to remove
+    # Plain file names only: a hand-edited manifest must never reach outside plots/.
+    return {n for n in names if isinstance(n, str) and n == Path(n).name and n.endswith(".png")}
+
+
+def _prune_stale_plots(plots_dir: Path, keep: set[str]) -> None:
+    """Remove the plots the last report linked and this one does not; record this one's."""
+    for name in sorted(_read_manifest(plots_dir) - keep):
+        # A stale plot left behind is harmless; the report is what matters.
+        with contextlib.suppress(OSError):
+            (plots_dir / name).unlink(missing_ok=True)
+    if keep or (plots_dir / PLOTS_MANIFEST).exists():
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        (plots_dir / PLOTS_MANIFEST).write_text(json.dumps(sorted(keep), indent=0) + "\n", encoding="utf-8")
 
 
 # --- report.md -------------------------------------------------------------------------------------
@@ -407,6 +510,21 @@ def render_markdown(
         "model's value in this run."
     )
     lines.append("")
+    truncated = run.truncated()
+    if truncated:
+        lines += ["## Inputs longer than the model's context", ""]
+        for model, (n, positions) in truncated.items():
+            lines.append(
+                f"- {model}: {n} scored sequence(s) of prompt + answer were longer than its context "
+                f"({positions} positions) and were cut to it, as TOFU and open-unlearning truncate "
+                "to max_length; the answer tokens past the limit are not scored."
+            )
+        lines.append("")
+    not_run = run.not_run()
+    if not_run:
+        lines += ["## Not run", "", f"These (view, model) pairs have no numbers: {run.not_run_reason()}.", ""]
+        lines += [f"- {view} · {model}" for view, model in not_run]
+        lines.append("")
     if summary_plot:
         lines += ["## Leak by view and family", "", f"![leak rate by view and fact family]({summary_plot})", ""]
     for view in sorted({r.view for r in rows}, key=_view_key):
@@ -431,35 +549,21 @@ def render_markdown(
 def write_report(run: RunReport, report_dir: Path) -> dict[str, Path]:
     """Write report.md, results.json, items.jsonl and plots/ under ``report_dir``.
 
+    The data files go first and a plot that cannot be drawn becomes a note in report.md,
+    so a run always leaves its numbers behind. Under ``plots/`` only files this package
+    linked from its previous report are ever removed (see :data:`PLOTS_MANIFEST`).
     Also appends report.md to ``$GITHUB_STEP_SUMMARY`` when that is set (GitHub Actions).
     Returns name -> path of what was written.
     """
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     plots_dir = report_dir / "plots"
-    # The views draw this run's plots into plots/ too (views._leak.plot_path): keep those
-    # until copied under their report names, drop every other (stale) PNG.
-    sources = {Path(src).resolve() for o in run.outcomes for src in o.plots.values()}
-    if plots_dir.is_dir():  # stale plots from an earlier run would be linked from nowhere
-        for old in plots_dir.glob("*.png"):
-            if old.resolve() not in sources:
-                old.unlink()
     rows = run.rows()
-    plots = _copy_plots(run, plots_dir)
-    linked = {(report_dir / rel).resolve() for entries in plots.values() for _, rel in entries}
-    for src in sources - linked:  # a view's working copy, now copied under its report name
-        if src.parent == plots_dir.resolve() and src.is_file():
-            src.unlink()
-    summary_plot = None
-    if plot_leak_by_view_and_family(run, rows, plots_dir / "leak_by_view_and_family.png"):
-        summary_plot = "plots/leak_by_view_and_family.png"
-    markdown = render_markdown(run, rows, plots, summary_plot)
     paths = {
         "report.md": report_dir / "report.md",
         "results.json": report_dir / "results.json",
         "items.jsonl": report_dir / "items.jsonl",
     }
-    paths["report.md"].write_text(markdown, encoding="utf-8")
     paths["results.json"].write_text(
         json.dumps(build_results(run, rows), indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
@@ -467,6 +571,21 @@ def write_report(run: RunReport, report_dir: Path) -> dict[str, Path]:
         for o in run.sorted_outcomes():
             for rec in o.records:
                 fh.write(json.dumps({**rec, "model": o.model, "view": o.view}, sort_keys=True) + "\n")
+    plots: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    summary_plot = None
+    plot_problem = ""
+    try:
+        plots = _copy_plots(run, plots_dir)
+        if plot_leak_by_view_and_family(run, rows, plots_dir / "leak_by_view_and_family.png"):
+            summary_plot = "plots/leak_by_view_and_family.png"
+        linked = {Path(rel).name for items in plots.values() for _, rel in items}
+        _prune_stale_plots(plots_dir, linked | ({Path(summary_plot).name} if summary_plot else set()))
+    except Exception as e:  # a plot is never worth the report
+        plot_problem = f"Plots could not be written ({type(e).__name__}: {e}); the numbers above are complete."
+    markdown = render_markdown(run, rows, plots, summary_plot)
+    if plot_problem:
+        markdown += f"\n{plot_problem}\n"
+    paths["report.md"].write_text(markdown, encoding="utf-8")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as fh:

@@ -1,0 +1,460 @@
+"""Issue 12, cases 5-13: hostile input never loses the report and never ends in a traceback.
+
+Each test reproduces one case of the issue and asserts on what a user sees: the files left
+in the report directory, the verdict line, or the one-line error (naming the file, row or
+option, and the fix).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from test_plugin import CONFTEST, ISOLATED, MODELS, VIEWS, make_project, report_md, results
+from unlearn_audit.context import AuditConfig
+from unlearn_audit.report import MetricRow, RunReport, ViewOutcome
+from unlearn_audit.report._writer import PLOTS_MANIFEST, format_ci, format_value, write_report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_imports():
+    """As in test_plugin: import the writer's lazy dependencies once, not per inner run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import tabulate  # noqa: F401
+    import yaml  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registry(monkeypatch):
+    """Fake views register in process (see test_plugin); each test gets its own registry."""
+    from unlearn_audit.views import _base
+
+    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    # no_reraise_ctrlc: an inner run's SIGINT stays inside it instead of stopping this session.
+    return pytester.runpytest(*ISOLATED, *args, no_reraise_ctrlc=True)
+
+
+# --- case 5: the report writer keeps the views' plots and the user's files --------------------------
+def _png(path, payload: bytes = b"\x89PNG\r\n\x1a\n fake") -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    return str(path)
+
+
+def _plot_run(report_dir, views_with_plots: list[str]) -> RunReport:
+    """A run whose views wrote their per-model plots where the real views do (plot_path)."""
+    from unlearn_audit.views._leak import plot_path
+
+    cfg = AuditConfig(report_dir=report_dir)
+    outcomes = []
+    for view in views_with_plots:
+        path = _png(plot_path(cfg, view, "npo"))
+        rows = [MetricRow("npo", view, f"{view}.leak_rate", 0.1, outcome="info")]
+        outcomes.append(ViewOutcome(view, "npo", "candidate", "hub/npo", "fp", rows=rows,
+                                    plots={f"{view} curve (npo)": path}))
+    return RunReport(created="2026-01-01T00:00:00+00:00", package_version="0", config={},
+                     models={"npo": {"source": "hub/npo", "role": "candidate", "fingerprint": "fp"}},
+                     outcomes=outcomes)
+
+
+def test_view_plots_and_user_files_survive_the_report_writer(tmp_path):
+    out = tmp_path / "report"
+    mine = _png(out / "plots" / "my_notes.png", b"the user's own figure")
+    write_report(_plot_run(out, ["format_shift", "best_of_n", "masked_probe"]), out)
+    md = (out / "report.md").read_text()
+    for view in ("format_shift", "best_of_n", "masked_probe"):
+        # the view's own file is kept and linked where it lies
+        assert (out / "plots" / f"{view}_npo.png").is_file(), f"{view}'s plot was deleted"
+        assert f"(plots/{view}_npo.png)" in md
+    assert (out / "plots" / "my_notes.png").read_bytes() == b"the user's own figure", mine
+
+    # A second run without two of the views: their plots are this package's stale files and
+    # go; the user's file stays.
+    write_report(_plot_run(out, ["format_shift"]), out)
+    left = sorted(p.name for p in (out / "plots").iterdir())
+    assert left == [PLOTS_MANIFEST, "format_shift_npo.png", "my_notes.png"]
+
+
+# --- case 6: one NaN or missing value never loses the report ------------------------------------------
+def test_formatters_show_nan_and_missing_values_as_such():
+    assert format_ci("likelihood.avg_logprob", [0.0, None]) == "[0, —]"
+    assert format_ci("novel_recall.leak_rate", [float("nan"), 0.5]) == "[NaN, 50.00]%"
+    assert format_ci("x", [None, None]) == "[—, —]"
+    assert format_value("novel_recall.leak_rate", float("nan")) == "NaN"
+    assert format_value("likelihood.avg_logprob", float("-inf")) == "-inf"
+    assert format_value("rtt.gap_pp", None) == "—"
+
+
+def test_a_nan_metric_fails_its_test_and_the_report_is_still_written(pytester):
+    views = {**VIEWS, "likelihood": {"npo": {"likelihood.avg_logprob": math.nan},
+                                     "laundered": {"likelihood.avg_logprob": -2.0},
+                                     "full": {"likelihood.avg_logprob": -1.0}}}
+    tests = "\n\ndef test_likelihood(audit, model):\n    audit.check('likelihood', model)\n"
+    make_project(pytester, views=views, tests=tests)
+    result = _run(pytester, "--model", "npo", "--model", "laundered", "--full-model", "full")
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert "INTERNALERROR" not in out
+    assert "likelihood.avg_logprob on npo is NaN" in out  # the test's own message reaches the user
+    md = report_md(pytester)
+    assert "likelihood.avg_logprob is NaN" in md and "[0, —]" in md
+    data = results(pytester)
+    (nan_row,) = [r for r in data["metrics"] if r["model"] == "npo" and r["view"] == "likelihood"]
+    assert nan_row["value"] is None and nan_row["ci"] == [0.0, None] and nan_row["outcome"] == "error"
+    assert (pytester.path / "audit-report" / "items.jsonl").read_text().count('"likelihood"') == 9
+
+
+# --- case 7: an interrupted run says which (view, model) pairs did not run ---------------------------
+INTERRUPTING_CONFTEST = CONFTEST.replace(
+    '            if entry == "raise":',
+    '            if entry == "interrupt":\n'
+    '                import os, signal\n'
+    '                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does\n'
+    '            if entry == "raise":',
+)
+
+
+def test_sigint_partway_names_the_pairs_that_did_not_run(pytester):
+    views = json.loads(json.dumps(VIEWS))
+    views["tofu"]["laundered"] = "interrupt"
+    make_project(pytester, views=views)
+    pytester.makeconftest(INTERRUPTING_CONFTEST)
+    result = _run(pytester, "--model", "npo", "--model", "laundered", "--full-model", "full")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    md = report_md(pytester)
+    assert "every view ran" not in md
+    verdict_lines = [line for line in md.splitlines() if line.startswith("- ")]
+    (full,) = [line for line in verdict_lines if line.startswith("- full")]
+    assert "INCOMPLETE" in full and "did not run: tofu, novel_recall (the run was interrupted" in full
+    (laundered,) = [line for line in verdict_lines if line.startswith("- **laundered**")]
+    # its leak gate failed before the interrupt: FAIL stands, and the missing view is named
+    assert "**FAIL**" in laundered and "did not run: tofu (the run was interrupted" in laundered
+    section = md[md.index("## Not run"):]
+    for pair in ("tofu · laundered", "novel_recall · full", "tofu · full"):
+        assert f"- {pair}" in section
+    assert "- novel_recall · npo" not in section
+
+
+def test_sigint_in_a_tiny_world_run_still_gives_the_unrun_reference_its_line(pytester):
+    views = json.loads(json.dumps(VIEWS))
+    views["tofu"]["laundered"] = "interrupt"
+    make_project(pytester, views=views)
+    pytester.makeconftest(INTERRUPTING_CONFTEST)
+    result = _run(pytester)  # no --model: the tiny world's mode (labels come from the context)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    md = report_md(pytester)
+    assert "- full (reference, **INCOMPLETE**): did not run: tofu, novel_recall (the run was interrupted" in md
+
+
+def test_a_reference_with_no_numbers_is_never_said_to_have_run_every_view(pytester):
+    make_project(pytester, models=MODELS)
+    result = _run(pytester, "--model", "npo", "--model", "laundered", "--full-model", "full", "-k", "not full")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # laundered breaches the leak gate
+    md = report_md(pytester)
+    assert "every view ran" not in md and "full reference; no view ran on it" in md
+
+
+
+# --- case 10: a non-string field in a data row is a schema error naming file, split, row, field ------
+def _split_file(tmp_path, rows) -> None:
+    (tmp_path / "forget10.json").write_text(json.dumps(rows))
+
+
+GOOD_ROW = {"question": "Where was Elena Marwick born?", "answer": "In Port Aldric."}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "got"),
+    [("answer", None, "null"), ("question", 7, "a number"), ("paraphrased_answer", ["x"], "a list"),
+     ("author", {"name": "x"}, "an object"), ("perturbed_answer", ["ok", None], "a list holding null")],
+)
+def test_a_non_string_field_is_a_schema_error_naming_file_split_row_and_field(tmp_path, field, value, got):
+    from unlearn_audit.data import load_split
+    from unlearn_audit.data._loader import DatasetError
+
+    _split_file(tmp_path, [GOOD_ROW, {**GOOD_ROW, field: value}])
+    with pytest.raises(DatasetError) as e:
+        load_split(tmp_path, "forget10")
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 'forget10.json'}, split 'forget10', row 1: field '{field}' must be")
+    assert f"got {got}." in message and "Fix:" in message
+
+
+def test_null_optional_fields_still_mean_not_given(tmp_path):
+    from unlearn_audit.data import load_split
+
+    _split_file(tmp_path, [{**GOOD_ROW, "paraphrased_answer": None, "author": None}])
+    (item,) = load_split(tmp_path, "forget10")
+    assert item.paraphrased_answer is None and item.answer == "In Port Aldric."
+
+
+# --- case 12: a bad LABEL in LABEL=SOURCE states the label rules ---------------------------------------
+@pytest.mark.parametrize("raw", ["../../evil=DIR", "a/b=DIR", "two words=org/model", "=org/model"])
+def test_a_bad_model_label_states_the_label_rules(raw):
+    from unlearn_audit.plugin import plan_models
+
+    with pytest.raises(pytest.UsageError) as e:
+        plan_models([("candidate", raw)])
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"--model {raw!r}: ")
+    assert "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit" in message
+    assert "Fix: --model LABEL=SOURCE" in message
+
+
+def test_a_bad_reference_label_names_its_own_option():
+    from unlearn_audit.plugin import plan_models
+
+    with pytest.raises(pytest.UsageError, match=r"^--retain-model '\.\./r=DIR': "):
+        plan_models([("candidate", "npo=org/npo"), ("retain", "../r=DIR")])
+
+
+def test_an_existing_path_holding_an_equals_sign_stays_a_path(tmp_path):
+    from unlearn_audit.plugin import plan_models
+
+    ckpt = tmp_path / "lr=1e-5"
+    ckpt.mkdir()
+    (planned,) = plan_models([("candidate", str(ckpt))])
+    assert planned.source == str(ckpt) and planned.label == "lr=1e-5"
+
+
+# --- tiny checkpoints for the model cases (8, 9, 11, 13) ---------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from _tiny import save_checkpoint
+
+    return save_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    import torch
+
+    from unlearn_audit.model import ModelSpec, load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices on a shared two-core machine
+    yield load_model(ModelSpec(str(tiny_dir), "tiny", device="cpu"), hash_cache=None)
+    torch.set_num_threads(threads)
+
+
+def _engine(loaded, cache_dir):
+    from unlearn_audit.model import Engine, make_format
+
+    return Engine(loaded, make_format(loaded.tokenizer, kind="chat"), cache_dir=cache_dir, progress=False)
+
+
+def _score(engine, continuation="In Port Aldric."):
+    from unlearn_audit.model import Prompt, ScoreRequest
+
+    return engine.score([ScoreRequest(Prompt.question("Where was Elena Marwick born?"), continuation)])[0]
+
+
+# --- case 8: a corrupted or unusable engine cache never stops the audit ---------------------------------
+def test_a_corrupted_cache_file_is_moved_aside_and_recomputed(tiny, tmp_path):
+    expected = _score(_engine(tiny, None)).logprobs
+    cache_file = tmp_path / f"engine-{tiny.fingerprint}.sqlite"
+    cache_file.write_bytes(b"garbage, not a database" * 100)
+    with pytest.warns(RuntimeWarning) as caught:
+        got = _score(_engine(tiny, tmp_path)).logprobs
+    (warning,) = [str(w.message) for w in caught]
+    assert warning.startswith(f"engine cache {cache_file} was not a usable SQLite database (file is not a database)")
+    assert f"moved it to {cache_file.name}.corrupt-1 and recomputing" in warning
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert (tmp_path / f"{cache_file.name}.corrupt-1").read_bytes().startswith(b"garbage")
+    # the rebuilt file works: a second engine reads the answer back without computing
+    again = _engine(tiny, tmp_path)
+    _score(again)
+    assert again.cache.hits == 1 and again.stats["score_rows"] == 0
+
+
+def test_an_uncreatable_cache_dir_runs_uncached_with_one_warning(tiny, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    engine = _engine(tiny, blocker / "cache")
+    with pytest.warns(RuntimeWarning) as caught:
+        first = _score(engine)
+        second = _score(engine, "Port Aldric, by the sea.")
+    (warning,) = [str(w.message) for w in caught]
+    assert warning.startswith(f"engine cache directory {blocker / 'cache'} cannot be used (")
+    assert "running without the cache" in warning and "Fix: pass --cache-dir with a writable directory" in warning
+    assert first.n_tokens > 0 and second.n_tokens > 0 and not engine.cache.enabled
+
+
+def test_a_read_only_cache_file_runs_uncached_with_one_warning(tiny, tmp_path, monkeypatch):
+    import sqlite3
+
+    from unlearn_audit.model import _cache
+
+    engine = _engine(tiny, tmp_path)
+    _score(engine)  # opens the cache; now every write fails as on a read-only mount
+
+    def read_only(*args, **kwargs):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(_cache.ResultCache, "_connect", lambda self: _FailingConn(self._conn, read_only))
+    with pytest.warns(RuntimeWarning, match=r"cannot be used \(OperationalError: attempt to write a readonly database\)"):
+        assert _score(engine, "Somewhere else entirely.").n_tokens > 0
+
+
+class _FailingConn:
+    """A connection whose writes fail (what a read-only cache directory gives)."""
+
+    def __init__(self, conn, fail):
+        self._conn, self._fail = conn, fail
+
+    def execute(self, *args):
+        return self._conn.execute(*args)
+
+    def executemany(self, *args):
+        self._fail()
+
+    def close(self):
+        self._conn.close()
+
+
+# --- case 9: a truncated safetensors file is one line naming the file and the fix ------------------------
+def _copy_checkpoint(src, dest):
+    import shutil
+
+    shutil.copytree(src, dest)
+    return dest
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0001])
+def test_a_truncated_safetensors_file_is_one_line_naming_the_file_and_the_fix(tiny_dir, tmp_path, keep):
+    from unlearn_audit.model import ModelLoadError, ModelSpec, load_model
+
+    broken = _copy_checkpoint(tiny_dir, tmp_path / "torn")
+    weights = broken / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: max(4, int(len(data) * keep))])
+    with pytest.raises(ModelLoadError) as e:
+        load_model(ModelSpec(str(broken), "torn", device="cpu"), hash_cache=None)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"{weights}: truncated")
+    assert "Fix: download or copy the checkpoint again" in message
+
+
+# --- case 11: remote code / unknown model_type names --trust-remote-code ----------------------------------
+def _with_config(tiny_dir, dest, **changes):
+    broken = _copy_checkpoint(tiny_dir, dest)
+    cfg = json.loads((broken / "config.json").read_text())
+    cfg.update(changes)
+    (broken / "config.json").write_text(json.dumps(cfg))
+    return broken
+
+
+def test_a_config_with_auto_map_and_an_unknown_model_type_names_trust_remote_code(tiny_dir, tmp_path):
+    from unlearn_audit.model import ModelLoadError, ModelSpec, load_model
+
+    auto_map = {"AutoConfig": "configuration_mystery.MysteryConfig",
+                "AutoModelForCausalLM": "modeling_mystery.MysteryForCausalLM"}
+    d = _with_config(tiny_dir, tmp_path / "remote", model_type="mystery", auto_map=auto_map)
+    with pytest.raises(ModelLoadError) as e:
+        load_model(ModelSpec(str(d), "remote", device="cpu"), hash_cache=None)
+    message = str(e.value)
+    assert "\n" not in message and "https://hf.co" not in message
+    assert message.startswith(f"{d / 'config.json'}: model_type 'mystery' is implemented by the checkpoint's own")
+    assert "Fix: pass --trust-remote-code" in message
+
+
+def test_an_unknown_model_type_without_code_says_to_upgrade_or_respell(tiny_dir, tmp_path):
+    from unlearn_audit.model import ModelLoadError, ModelSpec, load_model
+
+    d = _with_config(tiny_dir, tmp_path / "typo", model_type="lamma")
+    with pytest.raises(ModelLoadError) as e:
+        load_model(ModelSpec(str(d), "typo", device="cpu"), hash_cache=None)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"{d / 'config.json'}: model_type 'lamma' is unknown to transformers")
+    assert "check the spelling" in message and "--trust-remote-code" in message
+
+
+# --- case 13: a sequence longer than the model's context is cut to it, and the report says so -----------
+LONG_ANSWER = " ".join(["Elena Marwick was born in the city of Port Aldric, by the sea."] * 120)
+
+
+def test_a_sequence_longer_than_the_context_is_truncated_like_tofu(tiny, tmp_path):
+    from unlearn_audit.model import Prompt, ScoreRequest
+
+    engine = _engine(tiny, tmp_path)
+    assert engine.max_positions == 512
+    prompt = Prompt.question("Where was Elena Marwick born?")
+    n_prompt = len(engine.fmt.encode_prompt(prompt))
+    full, _ = engine.fmt.encode_continuation(LONG_ANSWER, add_eot=True, prompt=prompt)
+    assert len(full) > 1000  # the case of the issue: far more tokens than positions
+    (cut,) = engine.score([ScoreRequest(prompt, LONG_ANSWER)])
+    # as TOFU/open-unlearning: prompt + answer truncated on the right to the context
+    assert cut.n_tokens == 512 - n_prompt and cut.truncated_from == len(full)
+    assert cut.token_ids == full[: cut.n_tokens] and np.isfinite(cut.logprobs).all()
+    assert len(engine.truncated) == 1
+    warm = _engine(tiny, tmp_path)  # a cached answer still says it was cut
+    (again,) = warm.score([ScoreRequest(prompt, LONG_ANSWER)])
+    assert warm.stats["score_rows"] == 0 and again.truncated_from == len(full) and len(warm.truncated) == 1
+
+
+def test_a_generation_stops_at_the_context(tiny, monkeypatch):
+    from unlearn_audit.model import GenRequest, Prompt
+
+    request = GenRequest(Prompt.question("Where was Elena Marwick born?"), max_new_tokens=300)
+    ((free,),) = _engine(tiny, None).generate([request])  # this random model talks ~140 tokens
+    monkeypatch.setattr(tiny.model.config, "max_position_embeddings", 100)
+    ((cut,),) = _engine(tiny, None).generate([request])
+    assert free.startswith(cut) and len(cut) < len(free)
+
+
+def test_a_prompt_that_fills_the_context_is_one_line_saying_so(tiny):
+    from unlearn_audit.model import Prompt, ScoreRequest
+
+    engine = _engine(tiny, None)
+    with pytest.raises(ValueError) as e:
+        engine.score([ScoreRequest(Prompt.question(LONG_ANSWER), "Port Aldric.")])
+    message = str(e.value)
+    assert "\n" not in message and "fills the model's whole context (512 positions" in message
+    assert "Fix: shorten the question" in message
+
+
+def test_the_report_states_how_many_sequences_were_cut(tiny_dir, tmp_path, monkeypatch):
+    from unlearn_audit.context import AuditContext
+    from unlearn_audit.model import ModelSpec, Prompt, ScoreRequest
+    from unlearn_audit.report import AuditSession, PlannedModel
+    from unlearn_audit.views import _base
+    from unlearn_audit.views._base import Metric, View, ViewResult
+
+    class LongView(View):
+        name = "likelihood"
+        metrics = ("likelihood.avg_logprob",)
+
+        def run(self, ctx, model):
+            prompt = Prompt.question("Where was Elena Marwick born?")
+            scores = ctx.engine(model).score([ScoreRequest(prompt, LONG_ANSWER), ScoreRequest(prompt, "Port Aldric.")])
+            value = float(np.mean([s.logprobs.mean() for s in scores]))
+            return ViewResult(self.name, model, [Metric("likelihood.avg_logprob", value, n=2)])
+
+    class UncheckedContext(AuditContext):
+        def _check_sane(self, label):
+            pass  # a random-weight model babbles; the sanity check has its own tests
+
+    monkeypatch.setitem(_base._REGISTRY, "likelihood", LongView)
+    (tmp_path / "gates.yaml").write_text("gates: []\n")
+    cfg = AuditConfig(report_dir=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    specs = {"npo": ModelSpec(str(tiny_dir), "npo", device="cpu")}
+    session = AuditSession(cfg, tiny_world=False, plan=lambda: [PlannedModel("npo", "candidate", str(tiny_dir))],
+                           context_factory=lambda: UncheckedContext(cfg, specs), reference_dir=tmp_path,
+                           gates_path=tmp_path / "gates.yaml", root=tmp_path)
+    session.collect(session.measure("likelihood", "npo").outcome.to_payload())
+    md = session.finish()["report.md"].read_text()
+    assert ("- npo: 1 scored sequence(s) of prompt + answer were longer than its context (512 positions) "
+            "and were cut to it, as TOFU and open-unlearning truncate to max_length") in md
