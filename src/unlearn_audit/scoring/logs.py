@@ -41,6 +41,7 @@ from unlearn_audit.scoring.tofu import SPLITS, Generation, SplitScores
 __all__ = [
     "LEGACY_FILES",
     "OPEN_UNLEARNING_FILE",
+    "OPEN_UNLEARNING_METRICS",
     "OPEN_UNLEARNING_PREFIXES",
     "EvalLogs",
     "LogFormatError",
@@ -65,6 +66,24 @@ OPEN_UNLEARNING_PREFIXES: dict[str, str] = {
     "world_facts": "wf",
 }
 OPEN_UNLEARNING_FILE = "TOFU_EVAL.json"
+#: This package's metric name -> open-unlearning's metric key (``TOFU_EVAL.json``; the
+#: first five are also its ``TOFU_SUMMARY.json`` keys), for comparing the two.
+OPEN_UNLEARNING_METRICS: dict[str, str] = {
+    "tofu.forget_quality": "forget_quality",
+    "tofu.model_utility": "model_utility",
+    "tofu.forget_truth_ratio": "forget_truth_ratio",
+    "tofu.forget_rouge": "forget_Q_A_ROUGE",
+    "tofu.forget_prob": "forget_Q_A_Prob",
+    "tofu.retain_prob": "retain_Q_A_Prob",
+    "tofu.retain_rouge": "retain_Q_A_ROUGE",
+    "tofu.retain_truth_ratio": "retain_Truth_Ratio",
+    "tofu.real_authors_prob": "ra_Q_A_Prob_normalised",
+    "tofu.real_authors_rouge": "ra_Q_A_ROUGE",
+    "tofu.real_authors_truth_ratio": "ra_Truth_Ratio",
+    "tofu.world_facts_prob": "wf_Q_A_Prob_normalised",
+    "tofu.world_facts_rouge": "wf_Q_A_ROUGE",
+    "tofu.world_facts_truth_ratio": "wf_Truth_Ratio",
+}
 _OU_SUMMARY_FILE = "TOFU_SUMMARY.json"
 _LEGACY_FIELDS = (
     "avg_gt_loss",
@@ -436,7 +455,7 @@ def read_logs(path: str | Path) -> EvalLogs:
     raise LogFormatError(f"{path}: not a recognised eval log; expected {_EXPECTED}")
 
 
-def read_retain_truth_ratios(path: str | Path) -> np.ndarray:
+def read_retain_truth_ratios(path: str | Path, compat: str = "none") -> np.ndarray:
     """The retain model's per-item forget-set truth ratios ``R`` from its stored logs.
 
     The reference sample of :func:`~unlearn_audit.scoring.tofu.forget_quality`
@@ -446,6 +465,8 @@ def read_retain_truth_ratios(path: str | Path) -> np.ndarray:
 
     Args:
         path: the retain model's logs, any format :func:`read_logs` accepts.
+        compat: the conventions to recompute ``R`` with (see
+            :func:`~unlearn_audit.scoring.tofu.truth_ratio`).
 
     Returns:
         Array of ``R`` values, one per forget item.
@@ -455,7 +476,7 @@ def read_retain_truth_ratios(path: str | Path) -> np.ndarray:
     """
     logs = read_logs(path)
     forget = logs.splits.get("forget")
-    r = forget.truth_ratios() if forget is not None else None
+    r = forget.truth_ratios(compat) if forget is not None else None
     if r is None:
         raise LogFormatError(
             f"{path}: no forget-set truth ratios (need avg_paraphrased_loss and "
