@@ -242,7 +242,11 @@ def _score(ctx: AuditContext, label: str, items: Mapping[str, list[Item]]) -> li
         first_pert = start + 1 + int(has_para)
         pert = [scores[j].mean_nll for j in range(first_pert, first_pert + k)]
         # ROUGE's reference: the gold answer, or open-unlearning's decoded labels.
-        gold = engine.fmt.reference_answer(Prompt.question(item.question), item.answer)
+        gold = (
+            engine.fmt.reference_answer(Prompt.question(item.question), item.answer)
+            if compat == "open-unlearning"
+            else item.answer
+        )
         records.append(
             _record(
                 split, item, gt, para, pert, scores[start].n_tokens, generation, gold, compat
