@@ -323,6 +323,16 @@ def _ou_split(data: Mapping[str, Any], split: str, source: str) -> SplitScores |
         # An unscored item: nan across its perturbed answers, so it drops out of the means.
         k = max((len(x) for x in pert if x is not None), default=1)
         pert = [x if x is not None else [math.nan] * k for x in pert]
+    # The probabilities as stored (float32 exp(-avg_loss) in their runs): what their
+    # probability and probability_w_options average, for exact rescoring.
+    gt_prob = column("gt", lambda v, w: _num(_ou_field(v, "prob", w), w))
+    pert_prob = column(
+        "pert",
+        lambda v, w: None if _ou_field(v, "prob", w) is None
+        else _num_list(_as_list(_ou_field(v, "prob", w)), w),
+    )
+    if pert_prob is not None and any(x is None for x in pert_prob):
+        pert_prob = None  # incomplete: recompute from the losses instead
     rougeL = column("rouge", lambda v, w: _num(_ou_field(v, "rougeL_recall", w), w))
     rouge1 = column("rouge", lambda v, w: _num(_ou_field(v, "rouge1_recall", w), w))
     stored_tr = column("tr", lambda v, w: _num(_ou_field(v, "score", w), w))
@@ -351,6 +361,8 @@ def _ou_split(data: Mapping[str, Any], split: str, source: str) -> SplitScores |
         rouge1_recall=rouge1,
         generations=generations,
         stored_truth_ratio=stored_tr,
+        gt_prob=gt_prob,
+        perturbed_prob=pert_prob,
         index=index,
         source=source,
     )

@@ -165,6 +165,10 @@ class SplitScores:
             losses to recompute it are absent.
         index: item ids (strings), in the order of the arrays; ``0..n-1`` by default.
         source: where the numbers came from (file name), for messages.
+        gt_prob: the gold answer's probability as the producing tool stored it, shape
+            ``(n,)``; open-unlearning averages its stored float32 ``prob``, so
+            ``compat="open-unlearning"`` uses it where present (else ``exp(-gt_mean_nll)``).
+        perturbed_prob: the same for each perturbed answer, shape ``(n, k)``.
     """
 
     gt_mean_nll: np.ndarray | None = None
@@ -176,6 +180,8 @@ class SplitScores:
     stored_truth_ratio: np.ndarray | None = None
     index: tuple[str, ...] | None = None
     source: str = ""
+    gt_prob: np.ndarray | None = None
+    perturbed_prob: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = None if self.index is None else len(self.index)
@@ -185,6 +191,7 @@ class SplitScores:
             "rougeL_recall",
             "rouge1_recall",
             "stored_truth_ratio",
+            "gt_prob",
         ):
             arr = _vector(name, getattr(self, name), n)
             setattr(self, name, arr)
@@ -205,6 +212,14 @@ class SplitScores:
                 )
             self.perturbed_mean_nll = pert
             n = pert.shape[0] if n is None else n
+        if self.perturbed_prob is not None:
+            pp = np.asarray(self.perturbed_prob, dtype=np.float64)
+            if pp.ndim != 2 or (n is not None and pp.shape[0] != n):
+                raise ValueError(
+                    f"SplitScores.perturbed_prob{_where(self.source)}: expected shape "
+                    f"(n_items, k), got {pp.shape}"
+                )
+            self.perturbed_prob = pp
         if self.generations is not None:
             self.generations = tuple(self.generations)
             if n is not None and len(self.generations) != n:
@@ -483,7 +498,11 @@ def _split_components(split: str, s: SplitScores, compat: str) -> dict[str, Tofu
 
     # probability
     if split in NORMALISED_PROB_SPLITS:
-        if s.gt_mean_nll is None or s.perturbed_mean_nll is None:
+        if _ou(compat) and s.gt_prob is not None and s.perturbed_prob is not None:
+            # probability_w_options on the stored probabilities, as theirs computes it.
+            wrong = s.perturbed_prob.sum(axis=-1)
+            out["prob"] = _mean_finite(s.gt_prob / (s.gt_prob + wrong + OU_EPS))
+        elif s.gt_mean_nll is None or s.perturbed_mean_nll is None:
             out["prob"] = TofuNumber(
                 None,
                 reason=f"{split}{where}: normalised probability needs gold and perturbed answer losses",
@@ -491,6 +510,8 @@ def _split_components(split: str, s: SplitScores, compat: str) -> dict[str, Tofu
         else:
             per_item = normalized_probability(s.gt_mean_nll, s.perturbed_mean_nll, compat)
             out["prob"] = _mean_finite(per_item)
+    elif _ou(compat) and s.gt_prob is not None:
+        out["prob"] = _mean_finite(s.gt_prob)  # their mean of the stored probabilities
     elif s.gt_mean_nll is None:
         out["prob"] = TofuNumber(None, reason=f"{split}{where}: no gold-answer losses")
     else:
