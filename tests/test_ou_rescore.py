@@ -219,3 +219,24 @@ def test_prob_mean_aggregator_is_true_share():
         truth_ratio(true_nll, pert_nll, aggregator="prob_mean")
     with pytest.raises(ValueError, match="--compat 'ou'"):
         tofu_values({"forget": _tiny_split(true_nll, pert_nll)}, compat="ou")
+
+
+def test_open_unlearning_averages_the_probabilities_it_stored():
+    """Its probability metrics average the float32 ``prob`` it wrote, not exp(-avg_loss)."""
+    nll = np.array([0.5, 1.0])
+    stored = np.exp(-nll).astype(np.float32).astype(np.float64)  # what its JSON holds
+    pert_nll = np.array([[1.0, 2.0], [0.5, 3.0]])
+    pert_stored = np.exp(-pert_nll).astype(np.float32).astype(np.float64)
+    splits = {
+        "retain": SplitScores(gt_mean_nll=nll, gt_prob=stored),
+        "real_authors": SplitScores(
+            gt_mean_nll=nll, perturbed_mean_nll=pert_nll, gt_prob=stored, perturbed_prob=pert_stored
+        ),
+    }
+    ou = tofu_values(splits, compat="open-unlearning")
+    assert ou["tofu.retain_prob"] == np.mean(stored)
+    want = np.mean(stored / (stored + pert_stored.sum(axis=1) + 1e-10))
+    assert ou["tofu.real_authors_prob"] == want
+    exact = tofu_values(splits)
+    assert exact["tofu.retain_prob"] == pytest.approx(np.mean(np.exp(-nll)), rel=1e-15)
+    assert exact["tofu.retain_prob"] != ou["tofu.retain_prob"]
