@@ -19,6 +19,8 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 # today's date and every number drifts from one day to the next.
 DEFAULT_DATE_STRING = "10 Apr 2025"
 EOT_TOKEN = "<|eot_id|>"
+# Distinct prompts remembered by PromptFormat.prompt_ids before the memo starts over.
+_PROMPT_MEMO_SIZE = 4096
 
 
 class PromptFormat:
@@ -126,7 +128,17 @@ class PromptFormat:
         spaces leading the answer); the open-unlearning formats tokenise the whole text.
         """
         ids, offsets = self.encode_continuation(continuation, add_eot=add_eot, prompt=prompt)
-        return self.encode_prompt(prompt), ids, offsets
+        return self.prompt_ids(prompt), ids, offsets
+
+    def prompt_ids(self, prompt: Prompt | str) -> list[int]:
+        """:meth:`encode_prompt`, remembered per prompt: TOFU scores six to eight answers
+        after each question, and rendering a chat template costs more than the lookup."""
+        memo = self.__dict__.setdefault("_prompt_memo", {})
+        if prompt not in memo:
+            if len(memo) >= _PROMPT_MEMO_SIZE:
+                memo.clear()
+            memo[prompt] = self.encode_prompt(prompt)
+        return list(memo[prompt])
 
     def reference_answer(self, prompt: Prompt, answer: str) -> str:
         """The gold answer ROUGE compares a generation with: the answer as given."""
@@ -272,7 +284,7 @@ class _OpenUnlearningTokenising:
         if eos is not None and (not ids or ids[-1] != eos):
             ids.append(int(eos))
             spans.append((len(text), len(text)))
-        n_prompt = len(self.encode_prompt(prompt))
+        n_prompt = len(self.prompt_ids(prompt))
         cont, cont_spans = ids[n_prompt:], spans[n_prompt:]
         end = start + len(continuation)
         if not add_eot:
@@ -295,7 +307,7 @@ class _OpenUnlearningTokenising:
         p, cont, _ = self.encode_pair(prompt, answer)
         # Their prompt text is decoded from the prompt's own tokens (the generation input),
         # which can end differently from the whole text's first len(p) tokens.
-        head = self._decode(self.encode_prompt(prompt))
+        head = self._decode(self.prompt_ids(prompt))
         return self._decode(p + cont).replace(head, "").strip()
 
     def finish_generation(self, token_ids: list[int], prompt) -> str:
