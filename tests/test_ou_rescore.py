@@ -240,3 +240,24 @@ def test_open_unlearning_averages_the_probabilities_it_stored():
     exact = tofu_values(splits)
     assert exact["tofu.retain_prob"] == pytest.approx(np.mean(np.exp(-nll)), rel=1e-15)
     assert exact["tofu.retain_prob"] != ou["tofu.retain_prob"]
+
+
+OU_OUTPUT = Path(__file__).resolve().parents[1] / "fixtures" / "open_unlearning_tiny"
+
+
+def test_rescore_of_open_unlearnings_own_output_gives_its_summary():
+    """Its evaluator's real TOFU_EVAL.json (fixtures/open_unlearning_tiny/README.md) rescored
+    gives its TOFU_SUMMARY.json bit for bit, and every model-utility component."""
+    logs, numbers = rescore(OU_OUTPUT / "full", retain_logs=OU_OUTPUT / "retain")
+    assert compat_for(logs) == "open-unlearning"
+    want = json.loads((OU_OUTPUT / "full" / "TOFU_SUMMARY.json").read_text())
+    evals = json.loads((OU_OUTPUT / "full" / "TOFU_EVAL.json").read_text())
+    for ours, theirs in OPEN_UNLEARNING_METRICS.items():
+        assert numbers[ours].value == evals[theirs]["agg_value"], ours
+        if theirs in want:
+            assert numbers[ours].value == want[theirs], ours
+    assert 0 < want["forget_quality"] < 1e-5  # full vs retain: told apart
+    # TOFU's exact forms, forced, miss their float32 probabilities by ~1e-9 only.
+    _, exact = rescore(OU_OUTPUT / "full", retain_logs=OU_OUTPUT / "retain", compat="none")
+    assert exact["tofu.forget_prob"].value != want["forget_Q_A_Prob"]
+    assert exact["tofu.forget_prob"].value == pytest.approx(want["forget_Q_A_Prob"], rel=1e-7)
