@@ -19,8 +19,6 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 # today's date and every number drifts from one day to the next.
 DEFAULT_DATE_STRING = "10 Apr 2025"
 EOT_TOKEN = "<|eot_id|>"
-# Distinct prompts remembered by PromptFormat.prompt_ids before the memo starts over.
-_PROMPT_MEMO_SIZE = 4096
 
 
 class PromptFormat:
@@ -219,6 +217,10 @@ class PlainFormat(PromptFormat):
         for role, text in prompt.turns:
             lines.append(f"Question: {text}" if role == "user" else f"Answer: {text}")
         return "\n".join(lines) + f"\nAnswer: {prompt.stem}"
+
+
+# Distinct prompts remembered by PromptFormat.prompt_ids before the memo starts over.
+_PROMPT_MEMO_SIZE = 4096
 
 
 class _OpenUnlearningTokenising:
