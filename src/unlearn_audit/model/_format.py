@@ -3,8 +3,10 @@
 The format is part of the model's configuration, not of the item: the same item is asked
 of a Llama-3 chat checkpoint through its chat template (with TOFU's system prompt and a
 pinned date) and of a base model through plain ``Question:/Answer:`` text. Scoring,
-generation and fine-tuning all tokenise through :meth:`PromptFormat.encode_prompt` and
-:meth:`PromptFormat.encode_continuation`, so what is trained is exactly what is measured.
+hidden states and fine-tuning all tokenise through :meth:`PromptFormat.encode_pair`
+(generation through :meth:`PromptFormat.encode_prompt`), so what is trained is exactly what
+is measured. ``--compat open-unlearning`` swaps in :class:`OpenUnlearningChatFormat` /
+:class:`OpenUnlearningPlainFormat`, which tokenise as open-unlearning's evaluator does.
 """
 
 from __future__ import annotations
