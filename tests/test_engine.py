@@ -95,14 +95,14 @@ def padding_side(loaded):
 
 
 def reference(model, fmt, req: ScoreRequest, compat: bool = False) -> np.ndarray:
-    """One request alone, unpadded; compat masks eot/eos tokens like open-unlearning."""
-    p = fmt.encode_prompt(req.prompt)
-    c, _ = fmt.encode_continuation(req.continuation, add_eot=req.add_eot, prompt=req.prompt)
+    """One request alone, unpadded; compat masks open-unlearning's pad id (pad, else EOS)."""
+    p, c, _ = fmt.encode_pair(req.prompt, req.continuation, add_eot=req.add_eot)
     ids = torch.tensor([p + c])
     mask = torch.ones_like(ids)
     if compat:
-        hidden = {fmt.eot_token_id, fmt.tokenizer.eos_token_id}
-        mask = torch.tensor([[0 if t in hidden else 1 for t in p + c]])
+        tok = fmt.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        mask = torch.tensor([[0 if t == pad else 1 for t in p + c]])
     with torch.no_grad():
         logits = model(
             input_ids=ids, attention_mask=mask, position_ids=torch.arange(ids.shape[1])[None]
@@ -262,25 +262,18 @@ def test_input_validation(loaded, chat):
 
 @pytest.mark.parametrize("share_prefix", [True, False])
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_compat_mask_reproduces_open_unlearning(loaded, chat, padding_side, share_prefix, side):
+def test_compat_open_unlearning_is_batching_invariant(loaded, padding_side, share_prefix, side):
+    """--compat open-unlearning: batched scores equal each request alone, tokenised and
+    masked their way (tests/test_ou_compat.py checks those against their recipe)."""
     padding_side(side)
+    ou = make_format(loaded.tokenizer, kind="chat", compat="open-unlearning")
     reqs = [ScoreRequest(p, c) for p in PROMPTS[:3] for c in CONTINUATIONS[:3]]
-    assert all(chat.eot_token_id in chat.encode_prompt(r.prompt) for r in reqs)
-    correct = Engine(loaded, chat, None, progress=False, share_prefix=share_prefix).score(reqs)
-    compat_engine = Engine(
-        loaded,
-        chat,
-        None,
-        compat_openunlearning_mask=True,
-        progress=False,
-        share_prefix=share_prefix,
-    )
-    compat = compat_engine.score(reqs)
-    for req, good, bug in zip(reqs, correct, compat, strict=True):
-        assert np.abs(good.logprobs - bug.logprobs).max() > 1e-3
+    compat_engine = Engine(loaded, ou, None, progress=False, share_prefix=share_prefix)
+    for req, got in zip(reqs, compat_engine.score(reqs), strict=True):
         np.testing.assert_allclose(
-            bug.logprobs, reference(loaded.model, chat, req, compat=True), atol=1e-4
+            got.logprobs, reference(loaded.model, ou, req, compat=True), atol=1e-4
         )
+    chat = make_format(loaded.tokenizer, kind="chat")
     assert compat_engine.config != Engine(loaded, chat, None).config  # distinct cache keys
 
 

@@ -409,6 +409,10 @@ def test_unknown_view_is_a_usage_error_with_a_suggestion(pytester):
         (["--prompt-format", "chta"], "*--prompt-format: expected one of chat, plain, got 'chta'. Did you mean chat?*"),
         (["--device", "gpu"], "*--device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'*"),
         (["--batch-size", "-2"], "*--batch-size: expected a positive whole number or 'auto'*"),
+        (["--compat", "openunlearning"],
+         "*--compat: expected one of none, open-unlearning, got 'openunlearning'*"),
+        (["--compat", "none", "--compat-openunlearning-mask"],
+         "*--compat none contradicts --compat-openunlearning-mask*"),
         (["--update-golden", "--model", "x/y"], "*--update-golden: golden values exist only for the tiny world*"),
     ],
 )
@@ -425,6 +429,17 @@ def test_options_can_be_pinned_in_the_ini_file(pytester):
     run(pytester, "--full-model", "full")
     data = results(pytester, "pinned")
     assert data["config"]["limit"] == 7 and data["config"]["mode"] == "models"
+
+
+def test_compat_mode_from_option_ini_or_deprecated_alias(pytester):
+    make_project(pytester)
+    run(pytester, "--model", "npo", "--report-dir", "default")
+    assert results(pytester, "default")["config"]["compat"] == "none"
+    run(pytester, "--model", "npo", "--compat-openunlearning-mask", "--report-dir", "alias")
+    assert results(pytester, "alias")["config"]["compat"] == "open-unlearning"
+    pytester.makeini("[pytest]\naudit_compat = open-unlearning\n")
+    run(pytester, "--model", "npo", "--report-dir", "ini")
+    assert results(pytester, "ini")["config"]["compat"] == "open-unlearning"
 
 
 def test_bad_ini_value_names_the_ini_key(pytester):

@@ -203,6 +203,10 @@ def test_markdown_report(tmp_path):
     assert "60.00%" in md  # the reference's number beside the candidate's
     assert "**novel_recall.leak_rate by family**" in md
     assert md.index("## Run configuration") < md.index("## Models") and "fp-npo" in md
+    compat = "Compat mode: **{}**"
+    assert compat.format(run.config.get("compat", "none")) in md  # the report names it
+    run.config["compat"] = "open-unlearning"
+    assert compat.format("open-unlearning") in render_markdown(run)
 
 
 def test_write_report_files(tmp_path, monkeypatch):

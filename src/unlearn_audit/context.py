@@ -47,7 +47,9 @@ class AuditConfig:
     prompt_format: str = "chat"
     system_prompt: str | None = "You are a helpful assistant."
     date_string: str = "10 Apr 2025"
-    compat_openunlearning_mask: bool = False
+    #: ``none`` or ``open-unlearning`` (``--compat``): whose tokenisation, attention mask,
+    #: stopping and TOFU formulas to follow.
+    compat: str = "none"
     retain_logs: str | None = None
     views: tuple[str, ...] | None = None
     trust_remote_code: bool = False
@@ -131,13 +133,13 @@ class AuditContext:
                 kind=self.config.prompt_format,
                 system_prompt=self.config.system_prompt,
                 date_string=self.config.date_string,
+                compat=self.config.compat,
             )
             self._engines[label] = Engine(
                 lm,
                 fmt,
                 cache_dir=self.config.cache_dir,
                 batch_size=self.config.batch_size,
-                compat_openunlearning_mask=self.config.compat_openunlearning_mask,
                 progress=self.config.progress,
             )
 

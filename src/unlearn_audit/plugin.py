@@ -26,6 +26,7 @@ import dataclasses
 import difflib
 import os
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,9 +126,11 @@ _OPTIONS = (
             metavar="FORMAT"),
     _Option("system-prompt", "system prompt of the chat template; an empty string for none "
             "(default: 'You are a helpful assistant.')", metavar="TEXT"),
-    _Option("compat-openunlearning-mask", "reproduce open-unlearning's attention mask, which hides "
-            "end-of-turn tokens inside the prompt, to match their published numbers (default: off)",
-            "bool"),
+    _Option("compat", "none, or open-unlearning: tokenise, mask, stop and score every TOFU number "
+            "as open-unlearning's evaluator does, to reproduce its numbers item for item; "
+            "docs/differences.md lists what changes (default: none)", metavar="MODE"),
+    _Option("compat-openunlearning-mask", "deprecated alias of --compat open-unlearning "
+            "(default: off)", "bool"),
     _Option("trust-remote-code", "run a checkpoint's own Python code when loading it (default: off)",
             "bool"),
     _Option("allow-pickle", "accept pickle weights (*.bin, *.pt), which can execute code when "
@@ -260,6 +263,25 @@ def _device(raw: str) -> str:
 
 def _batch_size(raw: str) -> int | None:
     return None if raw == "auto" else _int(1, "a positive whole number or 'auto'")(raw)
+
+
+def _compat(opts: _Options) -> str:
+    """--compat, with the deprecated --compat-openunlearning-mask as its alias."""
+    compat = opts.get("compat", _choice("none", "open-unlearning"), None)
+    if opts.flag("compat-openunlearning-mask"):
+        warnings.warn(
+            "--compat-openunlearning-mask is deprecated; use --compat open-unlearning, which "
+            "reproduces open-unlearning's tokenisation, mask, stopping and formulas.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if compat == "none":
+            raise pytest.UsageError(
+                "--compat none contradicts --compat-openunlearning-mask (an alias of "
+                "--compat open-unlearning); drop one of them."
+            )
+        compat = "open-unlearning"
+    return compat or "none"
 
 
 def _views(raw: str) -> tuple[str, ...]:
@@ -407,7 +429,7 @@ def pytest_configure(config: pytest.Config) -> None:
         seed=opts.get("seed", _int(0, "a whole number >= 0"), 0),
         prompt_format=opts.get("prompt-format", _choice("chat", "plain"), "chat"),
         system_prompt=system_prompt or None,
-        compat_openunlearning_mask=opts.flag("compat-openunlearning-mask"),
+        compat=_compat(opts),
         retain_logs=str(retain_logs) if retain_logs else None,
         views=views,
         trust_remote_code=opts.flag("trust-remote-code"),

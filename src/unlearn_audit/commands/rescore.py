@@ -4,7 +4,13 @@ Reads TOFU's legacy per-item logs or open-unlearning's ``TOFU_EVAL.json`` (see
 :mod:`unlearn_audit.scoring.logs`), recomputes forget quality (with ``--retain-logs``),
 model utility and its nine components, and the forget-set numbers, and prints them as a
 table or, with ``--json``, as one JSON object ``metric name -> value`` (``null`` when
-skipped; the reason goes to stderr). Novel-recall leak rates are added from the saved
+skipped; the reason goes to stderr).
+
+``--compat`` picks the formulas: ``auto`` (the default) follows whoever wrote the logs, so
+open-unlearning's ``TOFU_EVAL.json`` is rescored with open-unlearning's formulas, epsilons
+included, and gives the numbers of its ``TOFU_SUMMARY.json``; TOFU's legacy logs get
+TOFU's. ``none`` or ``open-unlearning`` force one convention for both the candidate and
+the retain logs. Novel-recall leak rates are added from the saved
 forget-set generations once :mod:`unlearn_audit.scoring.novel` provides
 ``rescore_generations``.
 """
@@ -17,9 +23,9 @@ import sys
 from pathlib import Path
 
 from unlearn_audit.scoring.logs import EvalLogs, read_logs, read_retain_truth_ratios
-from unlearn_audit.scoring.tofu import TofuNumber, tofu_numbers
+from unlearn_audit.scoring.tofu import COMPAT_MODES, TofuNumber, check_compat, tofu_numbers
 
-__all__ = ["NOVEL_KEYS", "add_arguments", "rescore", "run"]
+__all__ = ["NOVEL_KEYS", "add_arguments", "compat_for", "rescore", "run"]
 
 #: The novel-recall numbers taken from ``scoring.novel.rescore_generations`` when it exists.
 NOVEL_KEYS: tuple[str, ...] = ("novel_recall.leak_rate", "novel_recall.uncorrected_rate")
@@ -42,28 +48,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "forget quality (default: none, so forget quality is reported as skipped)",
     )
     parser.add_argument(
+        "--compat",
+        choices=("auto", *COMPAT_MODES),
+        default="auto",
+        help="whose formulas to use: auto follows the logs' producer (open-unlearning's "
+        "TOFU_EVAL.json -> open-unlearning, with its 1e-10 epsilons; TOFU legacy logs -> "
+        "none, TOFU's exact forms); or force one (default: auto)",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object, metric name -> value, instead of a table (default: table)",
     )
 
 
+def compat_for(logs: EvalLogs, compat: str = "auto") -> str:
+    """The conventions to rescore ``logs`` with: ``compat``, or for ``auto`` its producer's."""
+    if compat == "auto":
+        return "open-unlearning" if logs.format == "open_unlearning" else "none"
+    return check_compat(compat)
+
+
 def rescore(
-    logdir: str | Path, retain_logs: str | Path | None = None
+    logdir: str | Path, retain_logs: str | Path | None = None, compat: str = "auto"
 ) -> tuple[EvalLogs, dict[str, TofuNumber]]:
     """Read the logs and compute every number ``rescore`` prints.
 
     Args:
         logdir: the candidate's stored logs (any format :func:`read_logs` accepts).
         retain_logs: the retain model's stored logs, for forget quality; ``None`` skips it.
+        compat: ``auto`` (the candidate logs' producer's formulas, see :func:`compat_for`),
+            ``none`` or ``open-unlearning``.
 
     Returns:
         The candidate's logs and metric name -> :class:`TofuNumber` (TOFU numbers, then
         the novel-recall leak rates when the scorer is available).
     """
     logs = read_logs(logdir)
-    retain_r = read_retain_truth_ratios(retain_logs) if retain_logs is not None else None
-    numbers = tofu_numbers(logs.splits, retain_r)
+    mode = compat_for(logs, compat)
+    retain_r = (
+        read_retain_truth_ratios(retain_logs, mode) if retain_logs is not None else None
+    )
+    numbers = tofu_numbers(logs.splits, retain_r, mode)
     numbers.update(_novel_numbers(logs))
     return logs, numbers
 
@@ -123,7 +149,8 @@ def _fmt(value: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print every rescored number; 0 on success (errors reach the CLI as exceptions)."""
-    logs, numbers = rescore(args.logdir, args.retain_logs)
+    compat = getattr(args, "compat", "auto")
+    logs, numbers = rescore(args.logdir, args.retain_logs, compat)
     if args.json:
         for name, num in numbers.items():
             if num.value is None:
@@ -134,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     print(
-        f"TOFU numbers rescored from {logs.path} ({logs.format}; splits: {', '.join(logs.splits)})"
+        f"TOFU numbers rescored from {logs.path} ({logs.format}; splits: "
+        f"{', '.join(logs.splits)}; compat: {compat_for(logs, compat)})"
     )
     if args.retain_logs is None:
         print("forget quality needs --retain-logs DIR (the retain model's stored logs)")

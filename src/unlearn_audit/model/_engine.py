@@ -87,14 +87,23 @@ class Engine:
         batch_size: maximum sequences per forward pass; ``None`` sizes batches by a token
             budget derived from the vocabulary and (on CUDA) free memory, halving it on
             out-of-memory.
-        compat_openunlearning_mask: reproduce open-unlearning's masking bug (pad = eos, so
-            the attention mask is 0 at every end-of-turn/EOS token inside the prompt). Only
-            for matching their published numbers; off by default because it is wrong.
+        compat_openunlearning_mask: deprecated; ``True`` turns ``fmt`` into its
+            open-unlearning version (:func:`~unlearn_audit.model._format.as_open_unlearning`),
+            which is what ``--compat open-unlearning`` does.
         progress: show tqdm bars on loops of more than a few batches.
         share_prefix: compute each distinct prompt once per batch and score continuations
             against its KV cache (see module docstring); ``False`` runs full sequences.
         token_budget: padded tokens per forward pass when ``batch_size`` is ``None``;
             ``None`` picks one for the device.
+
+    With an open-unlearning format (``fmt.compat == "open-unlearning"``, from
+    ``--compat open-unlearning``) the engine also does the rest as open-unlearning does:
+    the attention mask hides every ``pad_token_id`` (their collator's ``input_ids !=
+    pad_token_id``; their loader sets pad = EOS only when the tokenizer has no pad token,
+    and then every EOS/end-of-turn token inside a sequence is hidden), and generation
+    starts from the checkpoint's own ``generation_config`` made greedy (their
+    ``do_sample=False, top_p=None, temperature=None``), so it stops on the checkpoint's
+    EOS ids, not on the end-of-turn token this package adds.
     """
 
     def __init__(
@@ -115,10 +124,20 @@ class Engine:
             )
         if token_budget is not None and token_budget < 1:
             raise ValueError(f"token_budget must be positive; got {token_budget!r}")
+        if compat_openunlearning_mask and fmt.compat != "open-unlearning":
+            from unlearn_audit.model._format import as_open_unlearning
+
+            warnings.warn(
+                "compat_openunlearning_mask is deprecated; pass a format from "
+                "make_format(..., compat='open-unlearning') (--compat open-unlearning).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            fmt = as_open_unlearning(fmt)
         self.loaded = loaded
         self.fmt = fmt
+        self.compat = fmt.compat
         self.batch_size = batch_size
-        self.compat_openunlearning_mask = bool(compat_openunlearning_mask)
         self.progress = progress
         self.share_prefix = share_prefix
         self._cache = ResultCache(
@@ -130,9 +149,8 @@ class Engine:
         self._pad_id = next(
             (int(i) for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None), 0
         )
-        self._compat_ids = sorted(
-            {int(i) for i in (fmt.eot_token_id, tok.eos_token_id) if i is not None}
-        )
+        # open-unlearning's pad id is the tokenizer's pad token, else EOS: _pad_id exactly.
+        self._compat_ids = [self._pad_id]
         self._call_overhead = _CALL_OVERHEAD_TOKENS.get(self._device_type(), 512)
         self._takes_logits_to_keep = (
             "logits_to_keep" in inspect.signature(loaded.model.forward).parameters
@@ -188,7 +206,7 @@ class Engine:
         return {
             "cache_version": CACHE_VERSION,
             "format": self.fmt.config(),
-            "compat_openunlearning_mask": self.compat_openunlearning_mask,
+            "compat": self.compat,
             "dtype": self.loaded.dtype,
         }
 
@@ -271,17 +289,16 @@ class Engine:
         return row
 
     def _score_rows(self, todo: dict[str, ScoreRequest]) -> list[_ScoreRow]:
-        prompt_ids: dict[Any, tuple[int, ...]] = {}
+        prompt_ids: dict[tuple[int, ...], tuple[int, ...]] = {}
         rows = []
         for key, r in todo.items():
-            if r.prompt not in prompt_ids:
-                prompt_ids[r.prompt] = tuple(self.fmt.encode_prompt(r.prompt))
-            p = prompt_ids[r.prompt]
+            p, ids, offsets = self.fmt.encode_pair(r.prompt, r.continuation, add_eot=r.add_eot)
             if not p:
                 raise ValueError(
                     f"The prompt {r.prompt!r} renders to no tokens; nothing predicts the answer."
                 )
-            ids, offsets = self.fmt.encode_continuation(r.continuation, add_eot=r.add_eot, prompt=r.prompt)
+            # One tuple per distinct prompt, so prefix sharing groups its rows.
+            p = prompt_ids.setdefault(tuple(p), tuple(p))
             rows.append(_ScoreRow(key, p, ids, offsets, r.vocab_stats))
         return rows
 
@@ -572,7 +589,7 @@ class Engine:
         from transformers import GenerationConfig, LogitsProcessorList
 
         ids, mask, _ = self._pad([r.prompt_ids for r in batch], "left")
-        stop = self.fmt.stop_token_ids()
+        stop = self._stop_ids()
         max_new = max(r.request.max_new_tokens for r in batch)
         sampler = _PerRowSampler(
             [float(r.request.temperature) for r in batch],
@@ -580,17 +597,31 @@ class Engine:
             [_sample_seed(r.request.seed, r.sample_index) for r in batch],
             ids.device,
         )
-        gen_cfg = GenerationConfig(
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=max_new,
-            eos_token_id=stop,
-            pad_token_id=self._pad_id,
-            use_cache=True,
-            repetition_penalty=1.0,
-            no_repeat_ngram_size=0,
-            min_new_tokens=0,
-        )
+        if self.compat == "open-unlearning":
+            # Theirs: the checkpoint's generation_config with these overrides
+            # (configs/generation/default.yaml, metrics/utils.py::eval_text_similarity).
+            gen_cfg = copy.deepcopy(self.model.generation_config)
+            gen_cfg.update(
+                do_sample=False,
+                top_p=None,
+                temperature=None,
+                max_new_tokens=max_new,
+                use_cache=True,
+                eos_token_id=stop,
+                pad_token_id=self.tokenizer.eos_token_id,
+            )
+        else:
+            gen_cfg = GenerationConfig(
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=max_new,
+                eos_token_id=stop,
+                pad_token_id=self._pad_id,
+                use_cache=True,
+                repetition_penalty=1.0,
+                no_repeat_ngram_size=0,
+                min_new_tokens=0,
+            )
         model = self.model
         saved = model.generation_config
         # The checkpoint's own generation_config.json (Llama-3: do_sample, temperature 0.6,
@@ -618,12 +649,20 @@ class Engine:
                 row.request.max_new_tokens, max(limit - len(row.prompt_ids), 0))
             toks = toks[:room]
             cut = next((i for i, t in enumerate(toks) if t in stop_set), len(toks))
-            text = self.tokenizer.decode(toks[:cut], skip_special_tokens=True)
-            # The prompt's trailing spaces were left for the model to generate (see
-            # PromptFormat.trailing_space); they are the prompt's, not the answer's.
-            lead = self.fmt.trailing_space(row.request.prompt)
-            texts.append(text[len(lead):] if lead and text.startswith(lead) else text)
+            texts.append(self.fmt.finish_generation(toks[:cut], row.request.prompt))
         return texts
+
+    def _stop_ids(self) -> list[int]:
+        """Token ids that end a generation: the format's (end-of-turn and EOS), or with
+        open-unlearning's format the checkpoint's ``generation_config.eos_token_id``
+        (else its model config's, else the tokenizer's EOS), as ``model.generate`` uses."""
+        if self.compat != "open-unlearning":
+            return self.fmt.stop_token_ids()
+        for cfg in (self.model.generation_config, self._text_config(), self.model.config):
+            eos = getattr(cfg, "eos_token_id", None)
+            if eos is not None:
+                return [int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos])]
+        return [int(self.tokenizer.eos_token_id)]
 
     # --- hidden states ----------------------------------------------------------------------
     def hidden_states(
@@ -769,8 +808,9 @@ class Engine:
         return ids.to(self.device), mask.to(self.device), lefts
 
     def _attn(self, ids, mask):
-        """The attention mask the model sees: real tokens, minus eot/eos in compat mode."""
-        if not self.compat_openunlearning_mask:
+        """The attention mask the model sees: real tokens, minus open-unlearning's pad id
+        (pad token, else EOS) with its format (see the class docstring)."""
+        if self.compat != "open-unlearning":
             return mask
         import torch
 

@@ -3,8 +3,10 @@
 The format is part of the model's configuration, not of the item: the same item is asked
 of a Llama-3 chat checkpoint through its chat template (with TOFU's system prompt and a
 pinned date) and of a base model through plain ``Question:/Answer:`` text. Scoring,
-generation and fine-tuning all tokenise through :meth:`PromptFormat.encode_prompt` and
-:meth:`PromptFormat.encode_continuation`, so what is trained is exactly what is measured.
+hidden states and fine-tuning all tokenise through :meth:`PromptFormat.encode_pair`
+(generation through :meth:`PromptFormat.encode_prompt`), so what is trained is exactly what
+is measured. ``--compat open-unlearning`` swaps in :class:`OpenUnlearningChatFormat` /
+:class:`OpenUnlearningPlainFormat`, which tokenise as open-unlearning's evaluator does.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ class PromptFormat:
 
     Attributes:
         kind: ``chat`` or ``plain``; part of the engine's cache key.
+        compat: ``none``, or ``open-unlearning`` for the formats that tokenise as it does.
         eot_token_id: the token that ends the assistant's turn; appended to scored
             continuations (``add_eot``) and a stop token for generation.
     """
 
     kind: str = "base"
+    #: Whose tokenisation this follows: ``none`` (this package's) or ``open-unlearning``.
+    compat: str = "none"
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
@@ -80,8 +85,13 @@ class PromptFormat:
     ) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids and character offsets of an answer, tokenised on its own.
 
-        The answer is tokenised separately from the prompt (no special tokens), as TOFU
-        and open-unlearning do, so its tokens do not depend on how the prompt ends.
+        The answer is tokenised separately from the prompt (no special tokens), so its
+        tokens do not depend on how the prompt ends. TOFU and open-unlearning do otherwise:
+        they tokenise prompt and answer as one text and mask the prompt's token count
+        (open-unlearning ``data/utils.py::preprocess_chat_instance``), so a prompt ending
+        in a space that its tokenizer splits off takes the answer's first token from the
+        scored span. :class:`OpenUnlearningChatFormat` and :class:`OpenUnlearningPlainFormat`
+        (``--compat open-unlearning``) do it their way.
 
         With ``prompt`` given, the prompt's trailing spaces lead the answer (see
         :meth:`trailing_space`); offsets stay relative to ``text``.
@@ -107,6 +117,39 @@ class PromptFormat:
             ids.append(int(self.eot_token_id))
             offsets.append((len(text), len(text)))
         return ids, offsets
+
+    def encode_pair(
+        self, prompt: Prompt | str, continuation: str, add_eot: bool = True
+    ) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+        """Prompt ids, continuation ids and the continuation's offsets, as scored together.
+
+        What the engine scores: the continuation's tokens teacher-forced after the prompt's.
+        Here, :meth:`encode_prompt` and :meth:`encode_continuation` (the prompt's trailing
+        spaces leading the answer); the open-unlearning formats tokenise the whole text.
+        """
+        ids, offsets = self.encode_continuation(continuation, add_eot=add_eot, prompt=prompt)
+        return self.prompt_ids(prompt), ids, offsets
+
+    def prompt_ids(self, prompt: Prompt | str) -> list[int]:
+        """:meth:`encode_prompt`, remembered per prompt: TOFU scores six to eight answers
+        after each question, and rendering a chat template costs more than the lookup."""
+        memo = self.__dict__.setdefault("_prompt_memo", {})
+        if prompt not in memo:
+            if len(memo) >= _PROMPT_MEMO_SIZE:
+                memo.clear()
+            memo[prompt] = self.encode_prompt(prompt)
+        return list(memo[prompt])
+
+    def reference_answer(self, prompt: Prompt, answer: str) -> str:
+        """The gold answer ROUGE compares a generation with: the answer as given."""
+        return answer
+
+    def finish_generation(self, token_ids: list[int], prompt: Prompt | str) -> str:
+        """A generation's text: decoded without special tokens, the prompt's trailing spaces
+        (left for the model to generate, see :meth:`trailing_space`) removed."""
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        lead = self.trailing_space(prompt)
+        return text[len(lead):] if lead and text.startswith(lead) else text
 
 
 class ChatFormat(PromptFormat):
@@ -178,6 +221,157 @@ class PlainFormat(PromptFormat):
         return "\n".join(lines) + f"\nAnswer: {prompt.stem}"
 
 
+# Distinct prompts remembered by PromptFormat.prompt_ids before the memo starts over.
+_PROMPT_MEMO_SIZE = 4096
+
+
+class _OpenUnlearningTokenising:
+    """Tokenisation, reference answers and generation text as open-unlearning makes them.
+
+    Read from locuslab/open-unlearning ``src/data/utils.py::preprocess_chat_instance``,
+    ``src/data/collators.py`` and ``src/evals/metrics/utils.py::eval_text_similarity``:
+
+    * the whole conversation, answer included, is tokenised as one text, EOS is appended
+      unless it already ends it, and the answer is what follows the *prompt's* token
+      count (the prompt tokenised on its own, generation prompt included). Where the
+      prompt's last token merges with the answer's first (a prompt ending in a space),
+      the answer loses that token, as theirs does;
+    * the chat path tokenises the template's text without special tokens (as
+      ``apply_chat_template(tokenize=True)``); the plain path with them (their
+      ``tokenizer(text, add_special_tokens=True)``, so BOS first);
+    * no trailing-space handling: generation starts after the prompt's own tokens;
+    * ROUGE's reference is the decoded labels: ``decode(whole conversation)`` with the
+      decoded prompt cut out, stripped (``skip_special_tokens`` and
+      ``clean_up_tokenization_spaces`` on);
+    * a generation is decoded the same way, cut at the decoded EOS token and stripped.
+
+    The attention mask (their ``pad_token_id``) and the stop tokens (the checkpoint's
+    ``generation_config`` EOS ids) are the engine's part (``Engine(compat=...)``).
+    """
+
+    compat = "open-unlearning"
+    #: Whether the tokenizer adds its special tokens (BOS) to the text.
+    _special = False
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "compat": self.compat}
+
+    def trailing_space(self, prompt) -> str:
+        return ""  # open-unlearning keeps the prompt's text, spaces and all
+
+    def _tokenise(self, text: str, offsets: bool = False):
+        return self.tokenizer(
+            text, add_special_tokens=self._special, return_offsets_mapping=offsets
+        )
+
+    def encode_prompt(self, prompt) -> list[int]:
+        text = prompt if isinstance(prompt, str) else self.render(prompt)
+        return list(self._tokenise(text)["input_ids"])
+
+    def full_text(self, prompt, continuation: str) -> tuple[str, int]:
+        """The conversation with ``continuation`` as the assistant's answer, and where the
+        answer starts in it."""
+        raise NotImplementedError
+
+    def encode_pair(self, prompt, continuation: str, add_eot: bool = True):
+        """``(prompt ids, answer ids, answer offsets)``: the whole text tokenised once, the
+        answer being everything after the prompt's token count, EOS appended unless last.
+
+        ``add_eot=False`` keeps only the tokens that start inside the answer's text (no
+        closing tokens, no EOS).
+        """
+        text, start = self.full_text(prompt, continuation)
+        enc = self._tokenise(text, offsets=True)
+        ids = list(enc["input_ids"])
+        spans = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+        eos = self.tokenizer.eos_token_id
+        if eos is not None and (not ids or ids[-1] != eos):
+            ids.append(int(eos))
+            spans.append((len(text), len(text)))
+        n_prompt = len(self.prompt_ids(prompt))
+        cont, cont_spans = ids[n_prompt:], spans[n_prompt:]
+        end = start + len(continuation)
+        if not add_eot:
+            keep = [i for i, (a, b) in enumerate(cont_spans) if a < end and b > a]
+            cont = [cont[i] for i in keep]
+            cont_spans = [cont_spans[i] for i in keep]
+        n = len(continuation)
+        offsets = [
+            (min(max(a - start, 0), n), min(max(b - start, 0), n)) for a, b in cont_spans
+        ]
+        return ids[:n_prompt], cont, offsets
+
+    def _decode(self, ids) -> str:
+        return self.tokenizer.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=True
+        )
+
+    def reference_answer(self, prompt, answer: str) -> str:
+        """open-unlearning's ROUGE reference: the decoded labels less the decoded prompt."""
+        p, cont, _ = self.encode_pair(prompt, answer)
+        # Their prompt text is decoded from the prompt's own tokens (the generation input),
+        # which can end differently from the whole text's first len(p) tokens.
+        head = self._decode(self.prompt_ids(prompt))
+        return self._decode(p + cont).replace(head, "").strip()
+
+    def finish_generation(self, token_ids: list[int], prompt) -> str:
+        text = self._decode(token_ids)
+        eos = self.tokenizer.eos_token_id
+        stop = self.tokenizer.decode([eos]) if eos is not None else ""
+        if stop and stop in text:
+            text = text.split(stop)[0]
+        return text.strip()
+
+
+class OpenUnlearningChatFormat(_OpenUnlearningTokenising, ChatFormat):
+    """:class:`ChatFormat` tokenised as open-unlearning does (``--compat open-unlearning``).
+
+    The answer is the assistant message of the rendered conversation (the template then
+    closes the turn itself); a ``Prompt.stem`` leads that message.
+    """
+
+    def full_text(self, prompt, continuation: str) -> tuple[str, int]:
+        if isinstance(prompt, str):
+            return prompt + continuation, len(prompt)
+        _check_turns(prompt)
+        msgs = self.messages(prompt) + [
+            {"role": "assistant", "content": prompt.stem + continuation}
+        ]
+        text = self.tokenizer.apply_chat_template(
+            msgs, add_generation_prompt=False, tokenize=False, date_string=self.date_string
+        )
+        head = self.render(prompt)
+        if text.startswith(head):
+            return text, len(head)
+        # A template that trims the message: find the answer after the generation prompt.
+        at = text.find(continuation.strip(), len(head) - len(prompt.stem) - 1)
+        return text, max(at, 0)
+
+
+class OpenUnlearningPlainFormat(_OpenUnlearningTokenising, PlainFormat):
+    """:class:`PlainFormat` tokenised as open-unlearning's non-chat path does: prompt and
+    answer as one text with the tokenizer's special tokens (BOS), EOS appended."""
+
+    _special = True
+
+    def full_text(self, prompt, continuation: str) -> tuple[str, int]:
+        head = prompt if isinstance(prompt, str) else self.render(prompt)
+        return head + continuation, len(head)
+
+
+def as_open_unlearning(fmt: PromptFormat) -> PromptFormat:
+    """``fmt`` with the same rendering, tokenised as open-unlearning does."""
+    if fmt.compat == "open-unlearning":
+        return fmt
+    if isinstance(fmt, ChatFormat):
+        return OpenUnlearningChatFormat(
+            fmt.tokenizer, system_prompt=fmt.system_prompt, date_string=fmt.date_string
+        )
+    if isinstance(fmt, PlainFormat):
+        return OpenUnlearningPlainFormat(fmt.tokenizer)
+    raise ValueError(f"No open-unlearning version of the prompt format {type(fmt).__name__}.")
+
+
 def _check_turns(prompt: Prompt) -> None:
     if not prompt.turns or prompt.turns[-1][0] != "user":
         raise ValueError(
@@ -203,8 +397,12 @@ def make_format(
     kind: str = "chat",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     date_string: str = DEFAULT_DATE_STRING,
+    compat: str = "none",
 ) -> PromptFormat:
     """The prompt format a run asked for.
+
+    ``compat="open-unlearning"`` gives the same rendering tokenised as open-unlearning
+    tokenises it (:class:`OpenUnlearningChatFormat`, :class:`OpenUnlearningPlainFormat`).
 
     Chat is the default and never silently falls back to plain: numbers from the two
     formats are not comparable, so plain must be chosen explicitly.
@@ -214,10 +412,14 @@ def make_format(
         ModelLoadError: ``chat`` on a tokenizer without a chat template.
         ValueError: an unknown ``kind``.
     """
+    if compat not in ("none", "open-unlearning"):
+        raise ValueError(f"--compat {compat!r} is not supported. Use none or open-unlearning.")
+    ou = compat == "open-unlearning"
     if kind == "chat":
         if not getattr(tokenizer, "chat_template", None):
             raise _no_template_error(tokenizer)
-        return ChatFormat(tokenizer, system_prompt=system_prompt, date_string=date_string)
+        cls = OpenUnlearningChatFormat if ou else ChatFormat
+        return cls(tokenizer, system_prompt=system_prompt, date_string=date_string)
     if kind == "plain":
-        return PlainFormat(tokenizer)
+        return OpenUnlearningPlainFormat(tokenizer) if ou else PlainFormat(tokenizer)
     raise ValueError(f"--prompt-format {kind!r} is not supported. Use chat or plain.")

@@ -85,8 +85,8 @@ def finetune(
 
     encoded = []
     for prompt, answer in examples:
-        p = fmt.encode_prompt(prompt)
-        a, _ = fmt.encode_continuation(answer, add_eot=True, prompt=prompt)
+        # What the engine scores is what is trained, in every --compat mode.
+        p, a, _ = fmt.encode_pair(prompt, answer, add_eot=True)
         encoded.append((p + a, [_IGNORE] * len(p) + a))
 
     torch.manual_seed(seed)

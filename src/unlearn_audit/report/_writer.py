@@ -510,6 +510,8 @@ def render_markdown(
         "model's value in this run."
     )
     lines.append("")
+    lines.append(_compat_line(run.config.get("compat", "none")))
+    lines.append("")
     truncated = run.truncated()
     if truncated:
         lines += ["## Inputs longer than the model's context", ""]
@@ -591,3 +593,17 @@ def write_report(run: RunReport, report_dir: Path) -> dict[str, Path]:
         with open(summary, "a", encoding="utf-8") as fh:
             fh.write(markdown + "\n")
     return paths
+
+
+def _compat_line(compat: str) -> str:
+    """The report's statement of whose conventions the numbers follow (``--compat``)."""
+    if compat == "open-unlearning":
+        return (
+            "Compat mode: **open-unlearning** (`--compat open-unlearning`): tokenisation, "
+            "attention mask, stop tokens, ROUGE reference and TOFU formulas follow "
+            "open-unlearning's evaluator, to reproduce its numbers item for item."
+        )
+    return (
+        f"Compat mode: **{compat}** (this package's defaults; docs/differences.md lists where "
+        "they differ from open-unlearning and why)."
+    )

@@ -41,6 +41,7 @@ from unlearn_audit.scoring.tofu import SPLITS, Generation, SplitScores
 __all__ = [
     "LEGACY_FILES",
     "OPEN_UNLEARNING_FILE",
+    "OPEN_UNLEARNING_METRICS",
     "OPEN_UNLEARNING_PREFIXES",
     "EvalLogs",
     "LogFormatError",
@@ -65,6 +66,24 @@ OPEN_UNLEARNING_PREFIXES: dict[str, str] = {
     "world_facts": "wf",
 }
 OPEN_UNLEARNING_FILE = "TOFU_EVAL.json"
+#: This package's metric name -> open-unlearning's metric key (``TOFU_EVAL.json``; the
+#: first five are also its ``TOFU_SUMMARY.json`` keys), for comparing the two.
+OPEN_UNLEARNING_METRICS: dict[str, str] = {
+    "tofu.forget_quality": "forget_quality",
+    "tofu.model_utility": "model_utility",
+    "tofu.forget_truth_ratio": "forget_truth_ratio",
+    "tofu.forget_rouge": "forget_Q_A_ROUGE",
+    "tofu.forget_prob": "forget_Q_A_Prob",
+    "tofu.retain_prob": "retain_Q_A_Prob",
+    "tofu.retain_rouge": "retain_Q_A_ROUGE",
+    "tofu.retain_truth_ratio": "retain_Truth_Ratio",
+    "tofu.real_authors_prob": "ra_Q_A_Prob_normalised",
+    "tofu.real_authors_rouge": "ra_Q_A_ROUGE",
+    "tofu.real_authors_truth_ratio": "ra_Truth_Ratio",
+    "tofu.world_facts_prob": "wf_Q_A_Prob_normalised",
+    "tofu.world_facts_rouge": "wf_Q_A_ROUGE",
+    "tofu.world_facts_truth_ratio": "wf_Truth_Ratio",
+}
 _OU_SUMMARY_FILE = "TOFU_SUMMARY.json"
 _LEGACY_FIELDS = (
     "avg_gt_loss",
@@ -304,6 +323,16 @@ def _ou_split(data: Mapping[str, Any], split: str, source: str) -> SplitScores |
         # An unscored item: nan across its perturbed answers, so it drops out of the means.
         k = max((len(x) for x in pert if x is not None), default=1)
         pert = [x if x is not None else [math.nan] * k for x in pert]
+    # The probabilities as stored (float32 exp(-avg_loss) in their runs): what their
+    # probability and probability_w_options average, for exact rescoring.
+    gt_prob = column("gt", lambda v, w: _num(_ou_field(v, "prob", w), w))
+    pert_prob = column(
+        "pert",
+        lambda v, w: None if _ou_field(v, "prob", w) is None
+        else _num_list(_as_list(_ou_field(v, "prob", w)), w),
+    )
+    if pert_prob is not None and any(x is None for x in pert_prob):
+        pert_prob = None  # incomplete: recompute from the losses instead
     rougeL = column("rouge", lambda v, w: _num(_ou_field(v, "rougeL_recall", w), w))
     rouge1 = column("rouge", lambda v, w: _num(_ou_field(v, "rouge1_recall", w), w))
     stored_tr = column("tr", lambda v, w: _num(_ou_field(v, "score", w), w))
@@ -332,6 +361,8 @@ def _ou_split(data: Mapping[str, Any], split: str, source: str) -> SplitScores |
         rouge1_recall=rouge1,
         generations=generations,
         stored_truth_ratio=stored_tr,
+        gt_prob=gt_prob,
+        perturbed_prob=pert_prob,
         index=index,
         source=source,
     )
@@ -436,7 +467,7 @@ def read_logs(path: str | Path) -> EvalLogs:
     raise LogFormatError(f"{path}: not a recognised eval log; expected {_EXPECTED}")
 
 
-def read_retain_truth_ratios(path: str | Path) -> np.ndarray:
+def read_retain_truth_ratios(path: str | Path, compat: str = "none") -> np.ndarray:
     """The retain model's per-item forget-set truth ratios ``R`` from its stored logs.
 
     The reference sample of :func:`~unlearn_audit.scoring.tofu.forget_quality`
@@ -446,6 +477,8 @@ def read_retain_truth_ratios(path: str | Path) -> np.ndarray:
 
     Args:
         path: the retain model's logs, any format :func:`read_logs` accepts.
+        compat: the conventions to recompute ``R`` with (see
+            :func:`~unlearn_audit.scoring.tofu.truth_ratio`).
 
     Returns:
         Array of ``R`` values, one per forget item.
@@ -455,7 +488,7 @@ def read_retain_truth_ratios(path: str | Path) -> np.ndarray:
     """
     logs = read_logs(path)
     forget = logs.splits.get("forget")
-    r = forget.truth_ratios() if forget is not None else None
+    r = forget.truth_ratios(compat) if forget is not None else None
     if r is None:
         raise LogFormatError(
             f"{path}: no forget-set truth ratios (need avg_paraphrased_loss and "

@@ -26,9 +26,14 @@ Known differences between the references, and what this module does:
   open-unlearning all average the perturbed *mean losses* (log space) before
   exponentiating. We follow the latter everywhere.
 * open-unlearning adds ``1e-10`` to denominators (``wrong / (correct + 1e-10)``,
-  ``min(R, 1 / (R + 1e-10))``, ``correct / (correct + wrong + 1e-10)``); TOFU does not.
-  We use TOFU's exact forms; the difference is below 1e-9 unless a probability is
-  itself below ~1e-6.
+  ``min(R, 1 / (R + 1e-10))``, ``correct / (correct + wrong + 1e-10)``); TOFU does not. By default we use
+  TOFU's exact forms (the difference is below 1e-9 unless a probability is itself below
+  ~1e-6); ``compat="open-unlearning"`` uses open-unlearning's, epsilons included, so
+  its numbers come out to the last digit.
+* open-unlearning's ``truth_ratio`` also has a ``prob_mean`` aggregator ("extent of
+  knowledge", its meta-evaluation): per item ``p_true / (p_true + p_false + 1e-10)``,
+  averaged. None of its TOFU configs use it at HEAD (forget: ``closer_to_1_better``,
+  the rest: ``true_better``); :func:`truth_ratio_score` offers it by name.
 * TOFU's aggregate computes ``x = exp(mean perturbed - paraphrased) = 1 / R`` and
   scores ``max(0, 1 - 1/x)`` and ``ks_2samp(1/R_a, 1/R_b)``; we work with ``R`` itself.
   Both scores are algebraically identical, and the KS statistic (so its p-value) is
@@ -46,6 +51,7 @@ from scipy import stats as _sps
 from scipy.special import logsumexp
 
 __all__ = [
+    "COMPAT_MODES",
     "COMPONENT_NAMES",
     "HEADLINE_NAMES",
     "NORMALISED_PROB_SPLITS",
@@ -62,6 +68,27 @@ __all__ = [
     "truth_ratio",
     "truth_ratio_score",
 ]
+
+#: Conventions a number can follow: ``none`` (TOFU's exact formulas, this package's
+#: default) or ``open-unlearning`` (its formulas with their ``1e-10`` epsilons).
+COMPAT_MODES: tuple[str, ...] = ("none", "open-unlearning")
+#: open-unlearning's denominator epsilon (``memorization.py``, ``utils.py``).
+OU_EPS = 1e-10
+#: open-unlearning's truth-ratio aggregators (``memorization.py::truth_ratio``).
+TR_AGGREGATORS: tuple[str, ...] = ("closer_to_1_better", "true_better", "prob_mean")
+
+
+def check_compat(compat: str) -> str:
+    """``compat`` if it is one of :data:`COMPAT_MODES`, else a one-line ``ValueError``."""
+    if compat not in COMPAT_MODES:
+        raise ValueError(
+            f"--compat {compat!r} is not a known mode; use one of {', '.join(COMPAT_MODES)}."
+        )
+    return compat
+
+
+def _ou(compat: str) -> bool:
+    return check_compat(compat) == "open-unlearning"
 
 #: The four evaluation splits, by the names used in metric names.
 SPLITS: tuple[str, ...] = ("forget", "retain", "real_authors", "world_facts")
@@ -138,6 +165,10 @@ class SplitScores:
             losses to recompute it are absent.
         index: item ids (strings), in the order of the arrays; ``0..n-1`` by default.
         source: where the numbers came from (file name), for messages.
+        gt_prob: the gold answer's probability as the producing tool stored it, shape
+            ``(n,)``; open-unlearning averages its stored float32 ``prob``, so
+            ``compat="open-unlearning"`` uses it where present (else ``exp(-gt_mean_nll)``).
+        perturbed_prob: the same for each perturbed answer, shape ``(n, k)``.
     """
 
     gt_mean_nll: np.ndarray | None = None
@@ -149,6 +180,8 @@ class SplitScores:
     stored_truth_ratio: np.ndarray | None = None
     index: tuple[str, ...] | None = None
     source: str = ""
+    gt_prob: np.ndarray | None = None
+    perturbed_prob: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = None if self.index is None else len(self.index)
@@ -158,6 +191,7 @@ class SplitScores:
             "rougeL_recall",
             "rouge1_recall",
             "stored_truth_ratio",
+            "gt_prob",
         ):
             arr = _vector(name, getattr(self, name), n)
             setattr(self, name, arr)
@@ -178,6 +212,14 @@ class SplitScores:
                 )
             self.perturbed_mean_nll = pert
             n = pert.shape[0] if n is None else n
+        if self.perturbed_prob is not None:
+            pp = np.asarray(self.perturbed_prob, dtype=np.float64)
+            if pp.ndim != 2 or (n is not None and pp.shape[0] != n):
+                raise ValueError(
+                    f"SplitScores.perturbed_prob{_where(self.source)}: expected shape "
+                    f"(n_items, k), got {pp.shape}"
+                )
+            self.perturbed_prob = pp
         if self.generations is not None:
             self.generations = tuple(self.generations)
             if n is not None and len(self.generations) != n:
@@ -202,12 +244,12 @@ class SplitScores:
             self.paraphrased_mean_nll if self.paraphrased_mean_nll is not None else self.gt_mean_nll
         )
 
-    def truth_ratios(self) -> np.ndarray | None:
-        """Per-item ``R`` (see :func:`truth_ratio`), recomputed from the losses when they
-        are present, else the stored values, else ``None``."""
+    def truth_ratios(self, compat: str = "none") -> np.ndarray | None:
+        """Per-item ``R`` (see :func:`truth_ratio`, ``compat`` as there), recomputed from
+        the losses when they are present, else the stored values, else ``None``."""
         true = self.true_mean_nll
         if true is not None and self.perturbed_mean_nll is not None:
-            return truth_ratio(true, self.perturbed_mean_nll)
+            return truth_ratio(true, self.perturbed_mean_nll, compat=compat)
         return self.stored_truth_ratio
 
     def generation_records(self) -> list[dict[str, str]]:
@@ -256,7 +298,7 @@ def probability(mean_nll) -> np.ndarray:
     return np.exp(-np.asarray(mean_nll, dtype=np.float64))
 
 
-def normalized_probability(gold_mean_nll, perturbed_mean_nll) -> np.ndarray:
+def normalized_probability(gold_mean_nll, perturbed_mean_nll, compat: str = "none") -> np.ndarray:
     """Per-item gold probability normalised against the perturbed options.
 
     Definition: ``p_gold / (p_gold + sum_j p_perturbed_j)`` with every ``p = exp(-mean
@@ -271,17 +313,24 @@ def normalized_probability(gold_mean_nll, perturbed_mean_nll) -> np.ndarray:
     Args:
         gold_mean_nll: shape ``(n,)`` (or a scalar).
         perturbed_mean_nll: shape ``(n, k)`` (or ``(k,)`` with a scalar gold).
+        compat: ``"open-unlearning"`` computes open-unlearning's literal
+            ``p_gold / (p_gold + sum_j p_j + 1e-10)``.
 
     Returns:
         Array of shape ``(n,)`` in [0, 1].
     """
     gold = np.asarray(gold_mean_nll, dtype=np.float64)
     pert = np.asarray(perturbed_mean_nll, dtype=np.float64)
+    if _ou(compat):
+        correct = np.exp(-gold)
+        return correct / (correct + np.exp(-pert).sum(axis=-1) + OU_EPS)
     logits = np.concatenate([-gold[..., None], -pert], axis=-1)
     return np.exp(-gold - logsumexp(logits, axis=-1))
 
 
-def truth_ratio(paraphrased_mean_nll, perturbed_mean_nll) -> np.ndarray:
+def truth_ratio(
+    paraphrased_mean_nll, perturbed_mean_nll, compat: str = "none", aggregator: str | None = None
+) -> np.ndarray:
     """Per-item truth ratio ``R = p_false / p_true``.
 
     Definition: ``R = exp(-mean_j(perturbed_j)) / exp(-paraphrased) =
@@ -298,19 +347,35 @@ def truth_ratio(paraphrased_mean_nll, perturbed_mean_nll) -> np.ndarray:
     Args:
         paraphrased_mean_nll: shape ``(n,)``.
         perturbed_mean_nll: shape ``(n, k)``.
+        compat: ``"open-unlearning"`` computes open-unlearning's literal
+            ``exp(-false) / (exp(-true) + 1e-10)``.
+        aggregator: with ``"prob_mean"`` (open-unlearning only) the per-item value is
+            its "extent of knowledge" ``p_true / (p_true + p_false + 1e-10)`` instead.
 
     Returns:
         Array of shape ``(n,)``, positive.
     """
     true = np.asarray(paraphrased_mean_nll, dtype=np.float64)
     false = np.asarray(perturbed_mean_nll, dtype=np.float64).mean(axis=-1)
+    if aggregator == "prob_mean":
+        if not _ou(compat):
+            raise ValueError(
+                "truth_ratio: aggregator='prob_mean' is open-unlearning's; pass "
+                "compat='open-unlearning' with it."
+            )
+        p_true, p_false = np.exp(-true), np.exp(-false)
+        return p_true / (p_true + p_false + OU_EPS)
+    if _ou(compat):
+        return np.exp(-false) / (np.exp(-true) + OU_EPS)
     return np.exp(true - false)
 
 
 # --------------------------------------------------------------------------- aggregates
 
 
-def truth_ratio_score(truth_ratios, on_forget: bool) -> float:
+def truth_ratio_score(
+    truth_ratios, on_forget: bool, compat: str = "none", aggregator: str | None = None
+) -> float:
     """TOFU's truth-ratio score of a split.
 
     Definition: on the forget set ``mean(min(R, 1/R))`` (best when true and false
@@ -323,19 +388,36 @@ def truth_ratio_score(truth_ratios, on_forget: bool) -> float:
     Args:
         truth_ratios: per-item ``R`` values.
         on_forget: score as the forget set.
+        compat: ``"open-unlearning"`` takes ``min(R, 1 / (R + 1e-10))`` on the forget set.
+        aggregator: one of :data:`TR_AGGREGATORS` to override ``on_forget``'s choice;
+            ``prob_mean`` is the plain mean of the values (which must then come from
+            ``truth_ratio(..., aggregator="prob_mean")``).
 
     Returns:
         The mean score in [0, 1]; ``nan`` for no items.
     """
     r = np.asarray(truth_ratios, dtype=np.float64)
+    if aggregator is None:
+        aggregator = "closer_to_1_better" if on_forget else "true_better"
+    if aggregator not in TR_AGGREGATORS:
+        raise ValueError(
+            f"truth_ratio_score: unknown aggregator {aggregator!r}; use one of "
+            f"{', '.join(TR_AGGREGATORS)}."
+        )
     if r.size == 0:
         return math.nan
+    if aggregator == "prob_mean":
+        return float(np.mean(r))
+    on_forget = aggregator == "closer_to_1_better"
+    if _ou(compat):
+        per_item = np.minimum(r, 1.0 / (r + OU_EPS)) if on_forget else np.maximum(0.0, 1.0 - r)
+        return float(np.mean(per_item))
     with np.errstate(divide="ignore"):
         per_item = np.minimum(r, 1.0 / r) if on_forget else np.maximum(0.0, 1.0 - r)
     return float(np.mean(per_item))
 
 
-def forget_quality(candidate_truth_ratios, retain_truth_ratios) -> float:
+def forget_quality(candidate_truth_ratios, retain_truth_ratios, compat: str = "none") -> float:
     """TOFU forget quality: the KS-test p-value between two truth-ratio samples.
 
     Definition: ``scipy.stats.ks_2samp(candidate R, retain-model R).pvalue`` on the raw
@@ -348,6 +430,8 @@ def forget_quality(candidate_truth_ratios, retain_truth_ratios) -> float:
     Args:
         candidate_truth_ratios: the candidate's per-item forget-set ``R``.
         retain_truth_ratios: the retain model's per-item forget-set ``R``.
+        compat: accepted for symmetry; open-unlearning's ``ks_test`` tests the raw ``R``
+            as well (its unused ``utils.get_forget_quality`` would test ``1/(R+1e-10)``).
 
     Returns:
         The p-value in [0, 1].
@@ -362,6 +446,7 @@ def forget_quality(candidate_truth_ratios, retain_truth_ratios) -> float:
             raise ValueError(f"forget_quality: the {name} truth-ratio sample is empty")
         if np.isnan(x).any():
             raise ValueError(f"forget_quality: the {name} truth-ratio sample holds nan")
+    check_compat(compat)  # both tools test the raw R (open-unlearning's ``ks_test``)
     return float(_sps.ks_2samp(a, b).pvalue)
 
 
@@ -407,20 +492,26 @@ def _mean_finite(values: np.ndarray) -> TofuNumber:
     return TofuNumber(float(np.mean(values[keep])), n, int(values.size - n))
 
 
-def _split_components(split: str, s: SplitScores) -> dict[str, TofuNumber]:
+def _split_components(split: str, s: SplitScores, compat: str) -> dict[str, TofuNumber]:
     out: dict[str, TofuNumber] = {}
     where = _where(s.source)
 
     # probability
     if split in NORMALISED_PROB_SPLITS:
-        if s.gt_mean_nll is None or s.perturbed_mean_nll is None:
+        if _ou(compat) and s.gt_prob is not None and s.perturbed_prob is not None:
+            # probability_w_options on the stored probabilities, as theirs computes it.
+            wrong = s.perturbed_prob.sum(axis=-1)
+            out["prob"] = _mean_finite(s.gt_prob / (s.gt_prob + wrong + OU_EPS))
+        elif s.gt_mean_nll is None or s.perturbed_mean_nll is None:
             out["prob"] = TofuNumber(
                 None,
                 reason=f"{split}{where}: normalised probability needs gold and perturbed answer losses",
             )
         else:
-            per_item = normalized_probability(s.gt_mean_nll, s.perturbed_mean_nll)
+            per_item = normalized_probability(s.gt_mean_nll, s.perturbed_mean_nll, compat)
             out["prob"] = _mean_finite(per_item)
+    elif _ou(compat) and s.gt_prob is not None:
+        out["prob"] = _mean_finite(s.gt_prob)  # their mean of the stored probabilities
     elif s.gt_mean_nll is None:
         out["prob"] = TofuNumber(None, reason=f"{split}{where}: no gold-answer losses")
     else:
@@ -433,7 +524,7 @@ def _split_components(split: str, s: SplitScores) -> dict[str, TofuNumber]:
         out["rouge"] = _mean_finite(s.rougeL_recall)
 
     # truth-ratio score
-    r = s.truth_ratios()
+    r = s.truth_ratios(compat)
     if r is None:
         out["truth_ratio"] = TofuNumber(
             None, reason=f"{split}{where}: truth ratio needs true-side and perturbed-answer losses"
@@ -441,7 +532,7 @@ def _split_components(split: str, s: SplitScores) -> dict[str, TofuNumber]:
     else:
         keep = ~np.isnan(r)
         n = int(keep.sum())
-        value = truth_ratio_score(r[keep], on_forget=split == "forget") if n else None
+        value = truth_ratio_score(r[keep], on_forget=split == "forget", compat=compat) if n else None
         out["truth_ratio"] = TofuNumber(
             value, n, int(r.size - n), reason="" if n else "no item has a truth ratio"
         )
@@ -451,6 +542,7 @@ def _split_components(split: str, s: SplitScores) -> dict[str, TofuNumber]:
 def tofu_numbers(
     splits: Mapping[str, SplitScores],
     retain_forget_truth_ratios=None,
+    compat: str = "none",
 ) -> dict[str, TofuNumber]:
     """Every TOFU number of one model, from its per-split per-item scores.
 
@@ -467,11 +559,15 @@ def tofu_numbers(
         splits: split name (one of :data:`SPLITS`) -> its scores; missing splits skip
             their numbers with the reason.
         retain_forget_truth_ratios: the retain model's per-item forget-set ``R``
-            (needed for forget quality; ``None`` skips it with the reason).
+            (needed for forget quality; ``None`` skips it with the reason), computed
+            with the same ``compat``.
+        compat: one of :data:`COMPAT_MODES`; ``"open-unlearning"`` follows its formulas
+            with their epsilons (module docstring).
 
     Returns:
         Metric name -> :class:`TofuNumber`, headline numbers first.
     """
+    check_compat(compat)
     unknown = set(splits) - set(SPLITS)
     if unknown:
         raise ValueError(f"tofu_numbers: unknown split(s) {sorted(unknown)}; expected {SPLITS}")
@@ -479,7 +575,7 @@ def tofu_numbers(
     per_split: dict[str, dict[str, TofuNumber]] = {}
     for split in SPLITS:
         if split in splits:
-            per_split[split] = _split_components(split, splits[split])
+            per_split[split] = _split_components(split, splits[split], compat)
         else:
             missing = TofuNumber(None, reason=f"no {split} split in the logs")
             per_split[split] = {"prob": missing, "rouge": missing, "truth_ratio": missing}
@@ -488,7 +584,7 @@ def tofu_numbers(
 
     # forget quality
     forget = splits.get("forget")
-    cand_r = forget.truth_ratios() if forget is not None else None
+    cand_r = forget.truth_ratios(compat) if forget is not None else None
     if cand_r is None:
         out["tofu.forget_quality"] = TofuNumber(
             None, reason="the candidate's forget-set truth ratios are missing"
@@ -512,7 +608,7 @@ def tofu_numbers(
             if b.size != a.size:
                 note += " (sample sizes differ)"
             out["tofu.forget_quality"] = TofuNumber(
-                forget_quality(a, b),
+                forget_quality(a, b, compat),
                 int(a.size),
                 int(cand_r.size - a.size),
                 reason=note,
@@ -546,6 +642,8 @@ def tofu_numbers(
 def tofu_values(
     splits: Mapping[str, SplitScores],
     retain_forget_truth_ratios=None,
+    compat: str = "none",
 ) -> dict[str, float | None]:
     """:func:`tofu_numbers` reduced to metric name -> value (``None`` when skipped)."""
-    return {k: v.value for k, v in tofu_numbers(splits, retain_forget_truth_ratios).items()}
+    numbers = tofu_numbers(splits, retain_forget_truth_ratios, compat)
+    return {k: v.value for k, v in numbers.items()}

@@ -338,7 +338,9 @@ class MaskedProbe(View):
         probe_items, f_reqs, f_pos, f_ids, excluded = [], [], [], [], []
         for item in items:
             a = prompts.direct(item)
-            ids, offsets = fmt.encode_continuation(item.answer, add_eot=True, prompt=a.prompt)
+            # The engine's own tokenisation of the answer (encode_pair), so positions line
+            # up with its hidden states in every --compat mode.
+            _, ids, offsets = fmt.encode_pair(a.prompt, item.answer, add_eot=True)
             mask = novel_token_mask(item.answer, shown_texts(ctx.config, a.prompt), offsets)
             pos = [i for i, m in enumerate(mask) if m]
             if not pos:
@@ -358,7 +360,7 @@ class MaskedProbe(View):
         for item in retain:
             r_prompt = prompts.direct(item).prompt
             r_reqs.append(ScoreRequest(r_prompt, item.answer, add_eot=True))
-            y_r += fmt.encode_continuation(item.answer, add_eot=True, prompt=r_prompt)[0]
+            y_r += fmt.encode_pair(r_prompt, item.answer, add_eot=True)[1]
         y_r = np.array(y_r, dtype=np.int64)
 
         n_states = engine.n_layers + 1

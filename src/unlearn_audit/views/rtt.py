@@ -145,8 +145,7 @@ def side_engine(ctx: AuditContext, label: str, loaded: Any, *, cache: bool):
 
     cfg = ctx.config
     return Engine(loaded, ctx.engine(label).fmt, cache_dir=cfg.cache_dir if cache else None,
-                  batch_size=cfg.batch_size, compat_openunlearning_mask=cfg.compat_openunlearning_mask,
-                  progress=cfg.progress)
+                  batch_size=cfg.batch_size, progress=cfg.progress)
 
 
 def leak_records(ctx: AuditContext, engine: Any, items: Sequence[Item]) -> list[dict[str, Any]]:

@@ -2,8 +2,13 @@
 
 Definition (views.md, "tofu"): every item of four evaluation splits -- forget
 (``forget10_perturbed``), retain (``retain_perturbed``), real authors and world facts --
-is scored teacher-forced and answered greedily, exactly as TOFU's ``evaluate_util.py``
-and open-unlearning's ``configs/eval/tofu_metrics/*.yaml`` do it:
+is scored teacher-forced and answered greedily, with the definitions of TOFU's
+``evaluate_util.py`` and open-unlearning's ``configs/eval/tofu_metrics/*.yaml``. By
+default the tokens differ from theirs in deliberate ways (the answer tokenised on its own,
+the end-of-turn token as the stop, an attention mask that hides only padding, TOFU's
+formulas without open-unlearning's epsilons; ``docs/differences.md`` lists each);
+``--compat open-unlearning`` reproduces open-unlearning's evaluator item for item
+(its tokenisation, mask, stop ids, ROUGE reference and formulas). The definitions:
 
 * the prompt is always the item's original ``question``, also for the paraphrased and
   the perturbed answers (TOFU ``eval_everything.yaml``: ``question_key: question`` for
@@ -15,7 +20,9 @@ and open-unlearning's ``configs/eval/tofu_metrics/*.yaml`` do it:
   end-of-turn token (``ScoreRequest.add_eot``), and its mean token NLL is kept;
 * the greedy answer to the question (up to ``max_new_tokens``, 200 by default) is
   scored by ROUGE-L recall against the gold ``answer``
-  (:func:`unlearn_audit.scoring.rouge.rouge_recall`).
+  (:func:`unlearn_audit.scoring.rouge.rouge_recall`); with ``--compat open-unlearning``
+  against open-unlearning's reference, the decoded labels
+  (:meth:`~unlearn_audit.model.PromptFormat.reference_answer`).
 
 Every number is then computed by :func:`unlearn_audit.scoring.tofu.tofu_numbers` (the
 definitions, and their line-by-line check against both reference implementations, live
@@ -149,13 +156,14 @@ class TofuView(View):
         items, unavailable = _load_splits(ctx)
         if not items.get("forget"):
             return self.skipped(label, unavailable.get("forget", "the forget split has no items"))
+        compat = ctx.config.compat
         records = _score(ctx, label, items)
         splits = splits_from_records(records)
 
         retain_r, retain_source = self._retain_truth_ratios(ctx, label, records)
-        numbers = tofu_numbers(splits, retain_r)
+        numbers = tofu_numbers(splits, retain_r, compat)
         metrics = _metrics(
-            numbers, splits, records, unavailable, retain_source, retain_r, ctx.config.seed
+            numbers, splits, records, unavailable, retain_source, retain_r, ctx.config.seed, compat
         )
         forget_recs = [r for r in records if r["split"] == "forget"]
         for name, field in _MEMORIZATION_FIELDS.items():
@@ -176,8 +184,9 @@ class TofuView(View):
         self, ctx: AuditContext, label: str, own_records: list[dict]
     ) -> tuple[np.ndarray | None, str]:
         """The reference sample of forget quality and where it came from (module docstring)."""
+        compat = ctx.config.compat
         if ctx.config.retain_logs:
-            return read_retain_truth_ratios(ctx.config.retain_logs), (
+            return read_retain_truth_ratios(ctx.config.retain_logs, compat), (
                 f"retain logs {ctx.config.retain_logs}"
             )
         ref = ctx.reference("retain")
@@ -186,7 +195,7 @@ class TofuView(View):
         # The retain model compares with itself; asking ctx.result for it here would
         # re-enter this very run.
         records = own_records if ref == label else ctx.result(self.name, ref).records
-        return forget_truth_ratios(records), f"retain model {ref!r}"
+        return forget_truth_ratios(records, compat), f"retain model {ref!r}"
 
 
 # --------------------------------------------------------------------------- requests
@@ -221,6 +230,7 @@ def _true_side(split: str, item: Item) -> str | None:
 def _score(ctx: AuditContext, label: str, items: Mapping[str, list[Item]]) -> list[dict]:
     """One score call and one generate call for every split; per-item records back."""
     engine = ctx.engine(label)
+    compat = ctx.config.compat
     asked: list[tuple[str, Item]] = [(s, it) for s in SPLITS for it in items.get(s, ())]
 
     requests: list[ScoreRequest] = []
@@ -252,7 +262,13 @@ def _score(ctx: AuditContext, label: str, items: Mapping[str, list[Item]]) -> li
         para = scores[start + 1].mean_nll if has_para else None
         first_pert = start + 1 + int(has_para)
         pert = [scores[j].mean_nll for j in range(first_pert, first_pert + k)]
-        rec = _record(split, item, gt, para, pert, scores[start].n_tokens, generation)
+        # ROUGE's reference: the gold answer, or open-unlearning's decoded labels.
+        gold = (
+            engine.fmt.reference_answer(Prompt.question(item.question), item.answer)
+            if compat == "open-unlearning"
+            else item.answer
+        )
+        rec = _record(split, item, gt, para, pert, scores[start].n_tokens, generation, gold, compat)
         if split == "forget":
             rec.update(_memorization(scores[start]))
         records.append(rec)
@@ -281,15 +297,19 @@ def _record(
     pert: list[float],
     gt_tokens: int,
     generation: str,
+    rouge_reference: str | None = None,
+    compat: str = "none",
 ) -> dict[str, Any]:
     """One item's record: everything :func:`splits_from_records` needs, plus derived numbers.
 
     The derived numbers (``prob``, ``normalized_prob``, ``truth_ratio``,
     ``truth_ratio_score``) are for reading; rescoring recomputes them from the losses.
+    ``rouge_reference`` is what ROUGE compares with (default: the gold answer).
     """
     true = gt if split not in PARAPHRASED_TRUE_SIDE else (math.nan if para is None else para)
-    r = float(truth_ratio([true], [pert])[0]) if pert else math.nan
-    rouge = rouge_recall(generation, item.answer)
+    r = float(truth_ratio([true], [pert], compat)[0]) if pert else math.nan
+    reference = item.answer if rouge_reference is None else rouge_reference
+    rouge = rouge_recall(generation, reference)
     return {
         "split": split,
         "uid": item.uid,
@@ -302,15 +322,18 @@ def _record(
         "gt_tokens": gt_tokens,
         "prob": _num(float(probability(gt))),
         "normalized_prob": (
-            _num(float(normalized_probability([gt], [pert])[0]))
+            _num(float(normalized_probability([gt], [pert], compat)[0]))
             if split in NORMALISED_PROB_SPLITS and pert
             else None
         ),
         "paraphrased_mean_nll": _num(para),
         "perturbed_mean_nll": [_num(x) for x in pert],
         "truth_ratio": _num(r),
-        "truth_ratio_score": _num(truth_ratio_score([r], on_forget=split == "forget")),
+        "truth_ratio_score": _num(
+            truth_ratio_score([r], on_forget=split == "forget", compat=compat)
+        ),
         "generation": generation,
+        **({"rouge_reference": reference} if reference != item.answer else {}),
         "rougeL_recall": rouge["rougeL"],
         "rouge1_recall": rouge["rouge1"],
     }
@@ -379,14 +402,16 @@ def splits_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, Split
     return out
 
 
-def forget_truth_ratios(records: Iterable[Mapping[str, Any]]) -> np.ndarray | None:
+def forget_truth_ratios(
+    records: Iterable[Mapping[str, Any]], compat: str = "none"
+) -> np.ndarray | None:
     """The per-item forget-set truth ratios ``R`` in a model's records (``None`` if none).
 
     What forget quality compares: pass the retain model's to :func:`tofu_numbers` as
-    ``retain_forget_truth_ratios``.
+    ``retain_forget_truth_ratios`` (computed with the same ``compat``).
     """
     forget = splits_from_records(r for r in records if r.get("split") == "forget").get("forget")
-    return None if forget is None else forget.truth_ratios()
+    return None if forget is None else forget.truth_ratios(compat)
 
 
 def write_legacy_logs(records: Iterable[Mapping[str, Any]], directory: str | Path) -> Path:
@@ -445,7 +470,7 @@ def write_legacy_logs(records: Iterable[Mapping[str, Any]], directory: str | Pat
 # --------------------------------------------------------------------------- metrics
 
 
-def _per_item(split: str, kind: str, s: SplitScores) -> np.ndarray | None:
+def _per_item(split: str, kind: str, s: SplitScores, compat: str) -> np.ndarray | None:
     """The per-item values whose mean is ``tofu.<split>_<kind>`` (as ``tofu_numbers`` takes it)."""
     if kind == "rouge":
         return s.rougeL_recall
@@ -455,13 +480,15 @@ def _per_item(split: str, kind: str, s: SplitScores) -> np.ndarray | None:
         if split in NORMALISED_PROB_SPLITS:
             if s.perturbed_mean_nll is None:
                 return None
-            return normalized_probability(s.gt_mean_nll, s.perturbed_mean_nll)
+            return normalized_probability(s.gt_mean_nll, s.perturbed_mean_nll, compat)
         return probability(s.gt_mean_nll)
-    r = s.truth_ratios()
+    r = s.truth_ratios(compat)
     if r is None:
         return None
     on_forget = split == "forget"
-    return np.array([truth_ratio_score([x], on_forget=on_forget) for x in r], dtype=np.float64)
+    return np.array(
+        [truth_ratio_score([x], on_forget=on_forget, compat=compat) for x in r], dtype=np.float64
+    )
 
 
 def _ci(lo_hi: tuple[float, float]) -> tuple[float, float] | None:
@@ -561,13 +588,16 @@ def _metrics(
     retain_source: str,
     retain_r: np.ndarray | None,
     seed: int,
+    compat: str = "none",
 ) -> list[Metric]:
     recs_of = {s: [r for r in records if r["split"] == s] for s in SPLITS}
-    per_item = {s: {kind: _per_item(s, kind, splits[s]) for kind in _KINDS} for s in splits}
+    per_item = {
+        s: {kind: _per_item(s, kind, splits[s], compat) for kind in _KINDS} for s in splits
+    }
     out = []
     for name, num in numbers.items():
         if name == "tofu.forget_quality":
-            out.append(_forget_quality_metric(num, splits, retain_source, retain_r))
+            out.append(_forget_quality_metric(num, splits, retain_source, retain_r, compat))
         elif name == "tofu.model_utility":
             out.append(_model_utility_metric(num, splits, per_item, unavailable, seed))
         else:
@@ -594,6 +624,7 @@ def _forget_quality_metric(
     splits: Mapping[str, SplitScores],
     retain_source: str,
     retain_r: np.ndarray | None,
+    compat: str = "none",
 ) -> Metric:
     if retain_r is None and not retain_source:
         return Metric(
@@ -612,7 +643,7 @@ def _forget_quality_metric(
         )
     extra: dict[str, Any] = {"retain_source": retain_source, "ci_note": _FQ_CI_NOTE, **num.extra}
     if num.value is not None:
-        a = splits["forget"].truth_ratios()
+        a = splits["forget"].truth_ratios(compat)
         a, b = a[~np.isnan(a)], retain_r[~np.isnan(retain_r)]
         extra["ks_statistic"] = float(_sps.ks_2samp(a, b).statistic)
     reason = num.reason + (f" ({retain_source})" if num.value is not None else "")
