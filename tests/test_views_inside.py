@@ -437,6 +437,21 @@ def test_quantization_skips_with_the_reason_when_unavailable(world, tmp_path, mo
         assert m.skipped and f"no bitsandbytes backend for {mode}" in m.reason
 
 
+def test_a_failing_quantized_kernel_is_a_skip_with_its_reason(world, tmp_path, monkeypatch):
+    # bitsandbytes may load a mode and then fail in its kernel (as NF4 did on 32-wide layers
+    # on an AVX-512 CPU): the view must report that mode skipped, with why, and go on.
+    bnb = pytest.importorskip("bitsandbytes")
+
+    def broken(self, x):
+        raise RuntimeError("shape '[32, 0]' is invalid for input of size 16")
+
+    monkeypatch.setattr(bnb.nn.Linear4bit, "forward", broken)
+    res = _ctx(world, tmp_path, models=("cand",)).result("quantization", "cand")
+    nf4 = res.metric("quantization.nf4_delta_pp")
+    assert nf4.skipped and "nf4" in nf4.reason and "shape '[32, 0]'" in nf4.reason
+    assert {r["precision"] for r in res.records} <= {"full", "int8"}
+
+
 def test_quantized_loads_run_on_this_machine(world, tmp_path):
     pytest.importorskip("bitsandbytes")
     ctx = _ctx(world, tmp_path, models=("cand",), cache_dir=tmp_path / "cache")
