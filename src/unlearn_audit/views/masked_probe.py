@@ -22,8 +22,8 @@ The probe (``ctx.config.extra["probe_kind"]``) is an affine *translator* per lay
 ``z = x V + b``, read out through the model's own frozen output head (the shape of the
 *tuned lens*, Belrose et al., 2023, "Eliciting Latent Predictions from Transformers with the
 Tuned Lens", arXiv:2303.08112). Below the last layer ``x`` is first divided by its RMS,
-which changes no prediction (the final norm rescales each token anyway) but puts every
-layer on one scale. Its top-1 is linear in ``x``. Why a translator into the model's own
+as the final norm would divide it; real models' mid-layer states reach norms in the
+hundreds, and this puts every layer on one scale. Why a translator into the model's own
 readout and not a classifier over the tokens seen in training: a forget item's novel
 tokens are mostly names and titles that occur in no retain answer (40% coverage in the
 tiny world), so such a probe could never name them, whatever the model knows; the
@@ -36,8 +36,9 @@ coverage is reported in ``extra["target_coverage"]``.
   diagonal entry of the states' Gram matrix) pulls ``V`` towards the logit lens
   (``V = diag(final-norm scale)``, identity at the last layer; ``b = 0``), so with scarce
   retain data the probe falls back to the lens (exactly, as the ridge grows); ``z`` is
-  taken as the normed state and read by the head directly. One ``d x d`` solve per layer. Least-squares linear maps
-  from a layer towards the last layer, read out by the model's head: Din et al., 2023,
+  taken as the normed state and read by the head directly. One ``d x d`` solve per
+  layer. Least-squares linear maps from a layer towards the last layer, read out by the
+  model's head: Din et al., 2023,
   "Jump to Conclusions: Mapping Early-Layer Representations to Later Layers",
   arXiv:2303.09435; here the target is the next token's prototype, so the fit is
   supervised by the next token, as views.md asks.
