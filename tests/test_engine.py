@@ -382,6 +382,30 @@ def test_sampling_is_seeded_per_request(loaded, chat):
     )
 
 
+@pytest.mark.parametrize("top_p, expected", [
+    (1.0, [0.5, 0.3, 0.15, 0.05]),
+    (0.7, [0.5 / 0.8, 0.3 / 0.8, 0.0, 0.0]),  # the nucleus: tokens 0 and 1 (0.8 >= 0.7)
+])
+def test_per_row_sampler_draws_from_the_tempered_nucleus(top_p, expected):
+    """One step for 4000 rows with their own seeds: token counts follow the distribution."""
+    from scipy.stats import chisquare
+
+    from unlearn_audit.model._engine import _PerRowSampler
+
+    n = 4000
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(n, 1) * 2.0
+    sampler = _PerRowSampler([2.0] * n, [top_p] * n, list(range(n)), "cpu")  # T=2 undoes the *2
+    counts = np.bincount(sampler(None, scores).argmax(-1).numpy(), minlength=4)
+    keep = [i for i, p in enumerate(expected) if p > 0]
+    assert counts[[i for i in range(4) if i not in keep]].sum() == 0
+    assert chisquare(counts[keep], n * np.array(expected)[keep]).pvalue > 1e-3
+    # Greedy rows pass through untouched, and a row's draw depends only on its own seed.
+    mixed = _PerRowSampler([0.0, 2.0], [1.0, top_p], [5, 17], "cpu")(None, scores[:2])
+    assert torch.equal(mixed[0], scores[0])
+    alone = _PerRowSampler([2.0], [top_p], [17], "cpu")(None, scores[:1])
+    assert int(mixed[1].argmax()) == int(alone[0].argmax())
+
+
 def test_tiny_top_p_is_greedy(loaded, chat):
     greedy = Engine(loaded, chat, None, progress=False).generate(
         [GenRequest(p, max_new_tokens=10) for p in PROMPTS]

@@ -391,3 +391,16 @@ def test_continuation_offsets_and_eot(loaded):
     assert "".join(text[a:b] for a, b in offsets) == text
     ids2, _ = fmt.encode_continuation(text, add_eot=False)
     assert ids2 == ids[:-1]
+
+
+def test_quantized_kernel_failure_is_quantization_unavailable(tiny_dir, monkeypatch):
+    # bitsandbytes chooses its CPU kernel on the first forward call, after a load that
+    # succeeded; a kernel that raises there must come back as the documented skip reason.
+    bnb = pytest.importorskip("bitsandbytes")
+
+    def broken(self, x):
+        raise RuntimeError("shape '[32, 0]' is invalid for input of size 16")
+
+    monkeypatch.setattr(bnb.nn.Linear4bit, "forward", broken)
+    with pytest.raises(QuantizationUnavailable, match=r"nf4 .*kernel failed.*shape '\[32, 0\]'"):
+        load_model(cpu_spec(str(tiny_dir), "q", quantization="nf4"), hash_cache=None)

@@ -882,8 +882,11 @@ class _PerRowSampler:
     """A logits processor that samples each row from its own generator.
 
     ``generate`` runs greedy (``do_sample=False``); this processor draws the sampled rows'
-    tokens itself (temperature, then top-p, from the row's ``torch.Generator``) and leaves
-    only that token finite, so argmax picks it. Greedy rows (temperature 0) pass through.
+    tokens itself (temperature, then top-p) and leaves only that token finite, so argmax
+    picks it. Greedy rows (temperature 0) pass through. Each step takes one uniform number
+    from each row's ``torch.Generator`` and inverts that row's cumulative distribution,
+    all rows at once: ``torch.multinomial`` called row by row was 40% of best_of_n's time
+    on the tiny world (13k calls over a 3k-token vocabulary for one model).
     """
 
     def __init__(self, temperatures, top_ps, seeds, device):
@@ -916,13 +919,16 @@ class _PerRowSampler:
             drop_sorted[:, 0] = False  # always keep the most likely token
             drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
             probs = probs.masked_fill(drop, 0.0)
-        chosen = [
-            int(torch.multinomial(probs[j], 1, generator=self.generators[i]))
-            for j, i in enumerate(self.sampled)
-        ]
+        # Inverse-CDF sampling: the first token whose cumulative mass exceeds u * total.
+        # ``right=True`` skips zero-mass (top-p dropped) tokens even when u is 0.
+        u = torch.stack([torch.rand((), generator=self.generators[i], device=scores.device)
+                         for i in self.sampled])
+        cdf = probs.double().cumsum(dim=-1)
+        chosen = torch.searchsorted(cdf, (u.double() * cdf[:, -1])[:, None], right=True)
+        chosen = chosen.clamp(max=scores.shape[-1] - 1).squeeze(1)
         out = scores.clone()
         out[idx] = -math.inf
-        out[idx, torch.tensor(chosen, device=scores.device)] = 0.0
+        out[idx, chosen] = 0.0
         return out
 
 
