@@ -180,8 +180,8 @@ def display_path(path: Path, root: Path | None = None) -> str:
 #: from the spread measured across CPU kernel paths (golden.json's ``_tolerance`` records the
 #: measurement): that spread times a safety factor, and far below one item's weight in any
 #: rate (1/400 = 0.0025), which the per-item check (golden_items.json) catches exactly anyway.
-GOLDEN_ABS_TOL = 1e-4
-GOLDEN_REL_TOL = 1e-4
+GOLDEN_ABS_TOL = 1e-5
+GOLDEN_REL_TOL = 1e-5
 
 
 def default_tolerance(value: float) -> float:
