@@ -13,6 +13,7 @@ import pytest
 
 from unlearn_audit.model import ModelSpec, Prompt, load_model, make_format
 from unlearn_audit.model._format import end_of_turn_token_id
+from unlearn_audit.model._load import compute_fingerprint
 from unlearn_audit.realtok import (
     FAMILIES,
     RealTokUnavailable,
@@ -174,8 +175,10 @@ def test_seed_loading_path_on_llama_shape(llama_dir, dtype):
     assert loaded.dtype == dtype
     assert {p.dtype for p in loaded.model.parameters()} == {getattr(torch, dtype)}
     assert loaded.model.generation_config.eos_token_id == [128001, 128008, 128009]
-    # Sharded weights all enter the fingerprint: a copy with one shard changed differs.
-    assert len(loaded.fingerprint) == 64
+    # Every shard enters the fingerprint, so a change in any of them is a new model.
+    shards = sorted(llama_dir.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    assert loaded.fingerprint == compute_fingerprint([("model", s) for s in shards], llama_dir, None)
     fmt = make_format(loaded.tokenizer)
     assert fmt.stop_token_ids() == [128009]
     engine = Engine(loaded, fmt, cache_dir=None, progress=False)
