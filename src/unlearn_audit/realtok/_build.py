@@ -5,7 +5,8 @@ Layout under ``<cache>/realtok`` (``<cache>`` is ``$UNLEARN_AUDIT_CACHE`` or
 
     llama.cpp-<version>/         the extracted GGUF vocabularies, test vectors, templates
     <recipe hash>/tokenizers/<family>/   each family's tokenizer, saved as a normal one
-    <recipe hash>/models/<family>-<variant>/   model directories laid out like the hub's
+    <recipe hash>/models/<family>-untrained/   model directories laid out like the hub's
+    <recipe hash>/models/llama-3.2-<name>-<tune hash>/   the fine-tuned Llama-3.2 shapes
 
 The recipe hash covers every setting below, so changing one rebuilds and never serves a
 stale directory. Builds take an exclusive file lock, so concurrent sessions wait for one.
@@ -173,17 +174,20 @@ SMALL_SIZE = {
 # Hub checkpoints are sharded with an index; small shards make this one sharded too.
 SHARD_SIZE = "8MB"
 # Fine-tune of the Llama-3.2-shaped models on the tiny world's questions, so that they
-# answer in words (untrained, they answer with runs of newlines).
+# answer in words (untrained, they answer with runs of newlines). Measured on this recipe:
+# after 40 steps the retain model says "The was was was.", after 200 "The author is Haline
+# Ravenshaw." (1 CPU-second a step). As in the tiny world: retain first, full = retain +
+# the forget authors, candidate = full tuned a little on retain items only.
 TUNE = {
     "seed": 0,
-    "lr": 3e-3,
+    "lr": 5e-3,
     "batch_size": 8,
-    "epochs": 3,
     "forget_split": "forget10",
     "retain_split": "retain90",
-    "retain_items": 48,
-    # candidate = full, then one epoch on the retain items only: a model between the two
-    "candidate_epochs": 1,
+    "retain_items": 160,
+    "retain_steps": 200,
+    "full_steps": 40,
+    "candidate_steps": 10,
 }
 TUNED_NAMES = ("full", "retain", "candidate")
 
@@ -209,7 +213,6 @@ def _recipe_hash() -> str:
             "families": {k: asdict(v) for k, v in FAMILIES.items()},
             "size": SMALL_SIZE,
             "shard": SHARD_SIZE,
-            "tune": TUNE,
         },
         sort_keys=True,
     )
@@ -473,11 +476,11 @@ def _save_model(model, fam: Family, tok_dir: Path, out: Path) -> None:
 def build_tuned_llama(cache_dir: Path | None = None, *, log=None) -> dict[str, Path]:
     """Llama-3.2-shaped ``full``, ``retain`` and ``candidate`` models that answer in words.
 
-    Each starts from the untrained Llama-3.2-shaped model and is fine-tuned (TUNE) on the
-    tiny world's questions through the package's own chat format and training loop:
-    ``full`` on the forget split and some retain items, ``retain`` on the retain items
-    only, ``candidate`` is ``full`` tuned one more epoch on the retain items. They stand in
-    for a candidate and its references in an end-to-end audit through the real tokenizer.
+    Fine-tuned (:data:`TUNE`) from the untrained Llama-3.2-shaped model on the tiny world's
+    questions, tokenised through the package's own chat format: ``retain`` on retain items,
+    ``full`` from ``retain`` on the forget authors mixed with retain items, ``candidate``
+    from ``full`` on retain items only. They stand in for a candidate and its references
+    in an end-to-end audit through the real tokenizer.
 
     Returns:
         name -> model directory.
@@ -485,7 +488,9 @@ def build_tuned_llama(cache_dir: Path | None = None, *, log=None) -> dict[str, P
     fam = FAMILIES["llama-3.2"]
     root = realtok_root(cache_dir)
     base = root / _recipe_hash() / "models"
-    paths = {name: base / f"llama-3.2-{name}" for name in TUNED_NAMES}
+    # The tuning recipe's own hash, so retuning leaves the tokenizers and untrained models be.
+    tune = hashlib.sha256(json.dumps(TUNE, sort_keys=True).encode()).hexdigest()[:8]
+    paths = {name: base / f"llama-3.2-{name}-{tune}" for name in TUNED_NAMES}
     if all((p / "config.json").is_file() for p in paths.values()):
         return paths
     untrained = build_family_model("llama-3.2", cache_dir, log=log)
@@ -496,6 +501,7 @@ def build_tuned_llama(cache_dir: Path | None = None, *, log=None) -> dict[str, P
 
 
 def _tune(fam: Family, untrained: Path, tok_dir: Path, paths: dict[str, Path], log) -> None:
+    import random
     import time
 
     import torch
@@ -503,26 +509,66 @@ def _tune(fam: Family, untrained: Path, tok_dir: Path, paths: dict[str, Path], l
 
     from unlearn_audit.data import load_split
     from unlearn_audit.model._format import make_format
-    from unlearn_audit.model._train import finetune
     from unlearn_audit.model._types import Prompt
     from unlearn_audit.world import FIXTURES_DIR
 
     tok = AutoTokenizer.from_pretrained(untrained)
     fmt = make_format(tok)
+    torch.manual_seed(TUNE["seed"])
     model = AutoModelForCausalLM.from_pretrained(untrained, dtype=torch.float32)
 
-    def pairs(split: str, n: int | None = None):
-        return [(Prompt.question(it.question), it.answer)
-                for it in load_split(FIXTURES_DIR, split, limit=n)]
+    def encoded(split: str, n: int | None = None):
+        out = []
+        for it in load_split(FIXTURES_DIR, split, limit=n):
+            prompt = Prompt.question(it.question)
+            ids = fmt.encode_prompt(prompt)
+            answer, _ = fmt.encode_continuation(it.answer, prompt=prompt)
+            out.append((ids + answer, len(ids)))
+        return out
 
-    forget = pairs(TUNE["forget_split"])
-    retain = pairs(TUNE["retain_split"], TUNE["retain_items"])
-    kw = {"lr": TUNE["lr"], "batch_size": TUNE["batch_size"], "seed": TUNE["seed"]}
+    forget = encoded(TUNE["forget_split"])
+    retain = encoded(TUNE["retain_split"], TUNE["retain_items"])
+    rng = random.Random(TUNE["seed"])
     t0 = time.time()
-    full = finetune(model, tok, fmt, forget + retain, epochs=TUNE["epochs"], **kw)
-    retain_model = finetune(model, tok, fmt, retain, epochs=TUNE["epochs"], **kw)
-    candidate = finetune(full, tok, fmt, retain, epochs=TUNE["candidate_epochs"], **kw)
-    if log:
-        log(f"realtok: tuned full, retain, candidate in {time.time() - t0:.0f}s")
-    for name, m in (("full", full), ("retain", retain_model), ("candidate", candidate)):
-        _save_model(m, fam, tok_dir, paths[name])
+    stages = (("retain", retain, "retain_steps"), ("full", forget + retain, "full_steps"),
+              ("candidate", retain, "candidate_steps"))
+    for name, data, steps in stages:
+        _sft(model, data, TUNE[steps], rng)
+        _save_model(model, fam, tok_dir, paths[name])
+        if log:
+            log(f"realtok: tuned llama-3.2-{name} ({time.time() - t0:.0f}s so far)")
+
+
+def _sft(model, data: list[tuple[list[int], int]], steps: int, rng) -> None:
+    """AdamW on the answer tokens (and the closing end-of-turn token), in place.
+
+    The output head runs on answer positions only: with a 128k vocabulary it is nearly all
+    of a step's cost, and the prompt's positions carry no loss.
+    """
+    import torch
+
+    body, head = model.get_decoder(), model.get_output_embeddings()
+    opt = torch.optim.AdamW(model.parameters(), lr=TUNE["lr"], weight_decay=0.0)
+    model.train()
+    order: list[int] = []
+    for _ in range(steps):
+        if len(order) < TUNE["batch_size"]:
+            order += rng.sample(range(len(data)), len(data))
+        batch = [data[order.pop()] for _ in range(TUNE["batch_size"])]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        rows, cols, targets = [], [], []
+        for i, (seq, n_prompt) in enumerate(batch):
+            ids[i, : len(seq)] = torch.tensor(seq)
+            mask[i, : len(seq)] = 1
+            for t in range(n_prompt, len(seq)):  # token t is predicted at position t - 1
+                rows.append(i)
+                cols.append(t - 1)
+                targets.append(seq[t])
+        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+        loss = torch.nn.functional.cross_entropy(head(hidden[rows, cols]), torch.tensor(targets))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
