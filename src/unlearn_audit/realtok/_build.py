@@ -494,9 +494,10 @@ def build_tuned_llama(cache_dir: Path | None = None, *, log=None) -> dict[str, P
     if all((p / "config.json").is_file() for p in paths.values()):
         return paths
     untrained = build_family_model("llama-3.2", cache_dir, log=log)
+    tok_dir = family_tokenizer_dir("llama-3.2", cache_dir)  # before the lock: it may lock too
     with _lock(root):
         if not all((p / "config.json").is_file() for p in paths.values()):
-            _tune(fam, untrained, family_tokenizer_dir("llama-3.2", cache_dir), paths, log)
+            _tune(fam, untrained, tok_dir, paths, log)
     return paths
 
 
