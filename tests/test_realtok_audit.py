@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,16 +30,35 @@ LLAMA_PROMPT_START = (
 LLAMA_PROMPT_END = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
 
 
+def _two_author_dataset(dest: Path) -> Path:
+    """The tiny world's files, with a forget split of two items from each of two authors.
+
+    Four items keep every view cheap, and two authors let the retrain-to-test view split
+    them into halves (the first four rows of the real split are all one author's).
+    """
+    src = REPO / "fixtures" / "tiny_world"
+    dest.mkdir()
+    for f in src.glob("*.json"):
+        shutil.copy2(f, dest / f.name)
+    for name in ("forget10.json", "forget10_perturbed.json"):
+        rows = [json.loads(line) for line in (src / name).read_text(encoding="utf-8").splitlines()]
+        authors = list(dict.fromkeys(r["author"] for r in rows))[:2]
+        kept = [r for a in authors for r in [r for r in rows if r["author"] == a][:2]]
+        (dest / name).write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    return dest
+
+
 def test_audit_runs_every_view_on_llama_shaped_models(realtok_llama_tuned, tmp_path):
     models = realtok_llama_tuned
     report = tmp_path / "report"
+    dataset = _two_author_dataset(tmp_path / "data")
     cmd = [
         sys.executable, "-m", "pytest", str(REPO / "audits"), "-q", "-p", "no:cacheprovider",
         "--rootdir", str(REPO),
         "--model", f"candidate={models['candidate']}",
         "--full-model", str(models["full"]), "--retain-model", str(models["retain"]),
-        "--dataset", str(REPO / "fixtures" / "tiny_world"),
-        "--limit", "2", "--samples", "2", "--max-new-tokens", "24", "--device", "cpu",
+        "--dataset", str(dataset),
+        "--limit", "4", "--samples", "2", "--max-new-tokens", "24", "--device", "cpu",
         "--report-dir", str(report),
     ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=os.environ.copy())
@@ -52,9 +72,12 @@ def test_audit_runs_every_view_on_llama_shaped_models(realtok_llama_tuned, tmp_p
     assert (report / "report.md").is_file()
     ran = {m["view"] for m in results["metrics"] if m["model"] == "candidate"}
     assert ran == set(VIEWS), tail
-    errors = [(m["view"], m["metric"], m.get("reason")) for m in results["metrics"]
-              if m["outcome"] == "error"]
-    assert errors == []
+    # Every view runs; the one allowance is quantization on a machine whose bitsandbytes
+    # cannot quantize (a property of the machine, reported as skipped with that reason).
+    not_run = [(m["model"], m["metric"], m["outcome"], m.get("reason")) for m in results["metrics"]
+               if m["outcome"] == "error" or (m["outcome"] == "skipped" and not (
+                   m["view"] == "quantization" and "bitsandbytes" in (m.get("reason") or "")))]
+    assert not_run == []
 
     records = [json.loads(line) for line in (report / "items.jsonl").open(encoding="utf-8")]
     asked = [r for r in records if r.get("view") == "novel_recall"]
