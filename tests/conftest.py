@@ -26,3 +26,33 @@ def world_ctx(tmp_path_factory):
     config = AuditConfig(dataset=str(FIXTURES_DIR), cache_dir=default_cache_dir(),
                          report_dir=tmp / "report", progress=False)
     return AuditContext(config, default_models())
+
+
+def _realtok(build):
+    """Run a realtok build, skipping (with pip's reason) where the registry is unreachable."""
+    from unlearn_audit.realtok import RealTokUnavailable
+
+    try:
+        return build()
+    except RealTokUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def realtok_llama_untrained():
+    """A random-weight Llama-3.2-shaped directory (real tokenizer, template, configs).
+
+    Untrained, it answers with runs of newlines: the case a per-model sanity check refuses.
+    """
+    from unlearn_audit.realtok import build_family_model
+
+    return _realtok(lambda: build_family_model("llama-3.2"))
+
+
+@pytest.fixture(scope="session")
+def realtok_llama_tuned():
+    """Llama-3.2-shaped ``full``, ``retain`` and ``candidate`` directories that answer in
+    words (briefly fine-tuned on the tiny world's questions): name -> directory."""
+    from unlearn_audit.realtok import build_tuned_llama
+
+    return _realtok(build_tuned_llama)
