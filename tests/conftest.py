@@ -56,3 +56,16 @@ def realtok_llama_tuned():
     from unlearn_audit.realtok import build_tuned_llama
 
     return _realtok(build_tuned_llama)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-model tests: two intra-op threads only add
+    synchronisation on such small matrices, and on a loaded two-core machine their spinning
+    makes each matmul ~100x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

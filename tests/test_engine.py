@@ -26,6 +26,8 @@ from unlearn_audit.model import (
     make_format,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPTS = [
     Prompt.question("Where was Elena Marwick born?"),
     Prompt.question("What genre does Tomas Okonkwo-Reyes write?", stem="He writes"),
@@ -54,16 +56,6 @@ CONTINUATIONS = [
 def cpu_spec(source: str, label: str, **kwargs) -> ModelSpec:
     """Tests pin the CPU (float32) so they behave the same on a machine with a GPU."""
     return ModelSpec(source, label, **{"device": "cpu", **kwargs})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny matrices: two intra-op threads only add synchronisation, and on a loaded
-    # two-core machine their spinning makes each matmul ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

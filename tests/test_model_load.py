@@ -25,6 +25,8 @@ from unlearn_audit.model import (
 )
 from unlearn_audit.model._load import compute_fingerprint
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def cpu_spec(source: str, label: str, **kwargs) -> ModelSpec:
     """Tests pin the CPU (float32) so they behave the same on a machine with a GPU."""
@@ -35,16 +37,6 @@ def cpu_spec(source: str, label: str, **kwargs) -> ModelSpec:
 def _private_hash_cache(tmp_path, monkeypatch):
     # Never write the file-hash cache into the user's home during tests.
     monkeypatch.setenv("UNLEARN_AUDIT_CACHE", str(tmp_path / "ua-cache"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny matrices: two intra-op threads only add synchronisation, and on a loaded
-    # two-core machine their spinning makes each matmul ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
