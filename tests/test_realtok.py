@@ -13,7 +13,7 @@ import pytest
 
 from unlearn_audit.model import ModelSpec, Prompt, load_model, make_format
 from unlearn_audit.model._format import end_of_turn_token_id
-from unlearn_audit.model._load import compute_fingerprint
+from unlearn_audit.model._load import compute_fingerprint, config_files
 from unlearn_audit.realtok import (
     FAMILIES,
     RealTokUnavailable,
@@ -178,7 +178,9 @@ def test_seed_loading_path_on_llama_shape(llama_dir, dtype):
     # Every shard enters the fingerprint, so a change in any of them is a new model.
     shards = sorted(llama_dir.glob("model-*.safetensors"))
     assert len(shards) > 1
-    assert loaded.fingerprint == compute_fingerprint([("model", s) for s in shards], llama_dir, None)
+    files = [("model", s) for s in shards] + config_files(llama_dir, "model")
+    assert loaded.fingerprint == compute_fingerprint(files, llama_dir, None, dtype=dtype)
+    assert loaded.fingerprint != compute_fingerprint(files[1:], llama_dir, None, dtype=dtype)
     fmt = make_format(loaded.tokenizer)
     assert fmt.stop_token_ids() == [128009]
     engine = Engine(loaded, fmt, cache_dir=None, progress=False)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.realtok
 
 REPO = Path(__file__).resolve().parents[1]
 VIEWS = ("tofu", "novel_recall", "format_shift", "best_of_n", "chain_of_clues", "masked_probe",
-         "likelihood", "rtt", "quantization")
+         "likelihood", "rtt", "quantization", "privacy")
 LLAMA_PROMPT_START = (
     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
     "Cutting Knowledge Date: December 2023\nToday Date: 10 Apr 2025\n\n"
