@@ -80,12 +80,20 @@ EXCLUDED_UID = ITEMS[3].uid
 
 
 # --- stand-ins for the engine and the context --------------------------------------------
+class _PlainText:
+    """A prompt format that renders the user turns as they are (records show it)."""
+
+    def render(self, prompt: Prompt) -> str:
+        return "\n".join(text for _, text in prompt.turns) + prompt.stem
+
+
 class FakeEngine:
     """Answers a request by ``respond(prompt, sample_index, request)``; remembers calls."""
 
     def __init__(self, respond: Callable[[Prompt, int, GenRequest], str]):
         self.respond = respond
         self.calls: list[list[GenRequest]] = []
+        self.fmt = _PlainText()
 
     def generate(self, requests):
         requests = list(requests)

@@ -31,7 +31,8 @@ __all__ = ["GoldenItems", "compare_items", "item_outcomes", "load_golden_items"]
 #: Fields that tell two records of one item apart (besides ``uid``).
 IDENTITY_KEYS = ("format", "kind", "split", "unit", "role", "precision")
 #: Inputs and descriptions: the same whatever the model does, so no part of an outcome.
-INPUT_KEYS = frozenset({"uid", "author", "family", "prompt", "gold", "stem", "dialogue", "text", "biography",
+INPUT_KEYS = frozenset({"uid", "author", "family", "prompt", "rendered_prompt", "gold", "stem", "dialogue",
+                        "text", "biography",
                         "clue_uids", "novel_words", "half_a", "half_b", "budget", "train_seconds"})
 #: Generated text: compared through a hash, so the file stays small and diffable.
 TEXT_KEYS = frozenset({"generation", "generation_before", "generation_after"})
