@@ -118,7 +118,7 @@ def build_tokenizer(vocab_size: int = 600):
 
 def build_model(
     tokenizer,
-    hidden: int = 32,
+    hidden: int = 64,
     layers: int = 2,
     heads: int = 4,
     seed: int = 0,
@@ -131,7 +131,19 @@ def build_model(
 
     Two key/value heads (grouped-query attention, as in Llama-3) so the code paths that
     reshape the KV cache are the real ones; float32 because the tests compare to 1e-4.
+
+    ``hidden`` defaults to 64, the narrowest width bitsandbytes quantizes on the CPU: NF4
+    quantizes each weight row in blocks of 64 inputs (``blocksize``) and its packed
+    AVX-512 path tiles 32 output rows at a time, so a 32-wide input crashes it
+    (``shape '[32, 0]' is invalid``) and the quantized-load tests would test the test model
+    instead of the loader. With ``hidden`` a multiple of 64 and ``heads`` dividing it into
+    key/value widths that are multiples of 32, every linear layer fits.
     """
+    kv_width = max(1, heads // 2) * (hidden // max(1, heads))
+    if hidden % 64 or kv_width % 32:
+        raise ValueError(f"build_model(hidden={hidden}, heads={heads}): bitsandbytes needs input widths "
+                         "that are multiples of 64 and output widths that are multiples of 32; "
+                         "use hidden=64, 128, ... with heads=2 or 4.")
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -42,3 +42,46 @@ def _views_imported_before_pytester(request):
 
         for name in BUILTIN_VIEWS:
             view_class(name)
+
+
+def _realtok(build):
+    """Run a realtok build, skipping (with pip's reason) where the registry is unreachable."""
+    from unlearn_audit.realtok import RealTokUnavailable
+
+    try:
+        return build()
+    except RealTokUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def realtok_llama_untrained():
+    """A random-weight Llama-3.2-shaped directory (real tokenizer, template, configs).
+
+    Untrained, it answers with runs of newlines: the case a per-model sanity check refuses.
+    """
+    from unlearn_audit.realtok import build_family_model
+
+    return _realtok(lambda: build_family_model("llama-3.2"))
+
+
+@pytest.fixture(scope="session")
+def realtok_llama_tuned():
+    """Llama-3.2-shaped ``full``, ``retain`` and ``candidate`` directories that answer in
+    words (briefly fine-tuned on the tiny world's questions): name -> directory."""
+    from unlearn_audit.realtok import build_tuned_llama
+
+    return _realtok(build_tuned_llama)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-model tests: two intra-op threads only add
+    synchronisation on such small matrices, and on a loaded two-core machine their spinning
+    makes each matmul ~100x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

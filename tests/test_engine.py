@@ -26,6 +26,8 @@ from unlearn_audit.model import (
     make_format,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPTS = [
     Prompt.question("Where was Elena Marwick born?"),
     Prompt.question("What genre does Tomas Okonkwo-Reyes write?", stem="He writes"),
@@ -54,16 +56,6 @@ CONTINUATIONS = [
 def cpu_spec(source: str, label: str, **kwargs) -> ModelSpec:
     """Tests pin the CPU (float32) so they behave the same on a machine with a GPU."""
     return ModelSpec(source, label, **{"device": "cpu", **kwargs})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny matrices: two intra-op threads only add synchronisation, and on a loaded
-    # two-core machine their spinning makes each matmul ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -382,6 +374,30 @@ def test_sampling_is_seeded_per_request(loaded, chat):
     )
 
 
+@pytest.mark.parametrize("top_p, expected", [
+    (1.0, [0.5, 0.3, 0.15, 0.05]),
+    (0.7, [0.5 / 0.8, 0.3 / 0.8, 0.0, 0.0]),  # the nucleus: tokens 0 and 1 (0.8 >= 0.7)
+])
+def test_per_row_sampler_draws_from_the_tempered_nucleus(top_p, expected):
+    """One step for 4000 rows with their own seeds: token counts follow the distribution."""
+    from scipy.stats import chisquare
+
+    from unlearn_audit.model._engine import _PerRowSampler
+
+    n = 4000
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(n, 1) * 2.0
+    sampler = _PerRowSampler([2.0] * n, [top_p] * n, list(range(n)), "cpu")  # T=2 undoes the *2
+    counts = np.bincount(sampler(None, scores).argmax(-1).numpy(), minlength=4)
+    keep = [i for i, p in enumerate(expected) if p > 0]
+    assert counts[[i for i in range(4) if i not in keep]].sum() == 0
+    assert chisquare(counts[keep], n * np.array(expected)[keep]).pvalue > 1e-3
+    # Greedy rows pass through untouched, and a row's draw depends only on its own seed.
+    mixed = _PerRowSampler([0.0, 2.0], [1.0, top_p], [5, 17], "cpu")(None, scores[:2])
+    assert torch.equal(mixed[0], scores[0])
+    alone = _PerRowSampler([2.0], [top_p], [17], "cpu")(None, scores[:1])
+    assert int(mixed[1].argmax()) == int(alone[0].argmax())
+
+
 def test_tiny_top_p_is_greedy(loaded, chat):
     greedy = Engine(loaded, chat, None, progress=False).generate(
         [GenRequest(p, max_new_tokens=10) for p in PROMPTS]
@@ -530,3 +546,23 @@ def test_trailing_prompt_space_scores_like_joint_tokenisation(loaded, plain):
     bos = [plain.tokenizer.bos_token_id]  # the plain format adds BOS; the joint call did not
     assert plain.encode_prompt(prompt) + ids == bos + list(joint)
     assert offsets[0][0] == 0 and offsets[-1][1] == len("Port Aldric.")
+
+
+def test_sampled_tokens_survive_float_rounding_of_the_logits():
+    """Logits differ across CPU kernel paths by float rounding; a sampled token must not.
+
+    500 rows over a 3,000-token vocabulary, every logit moved by a relative 1e-6 (ten times
+    the spread measured between ATEN_CPU_CAPABILITY=default, avx2 and avx512): the same seed
+    draws the same token in every row. An inverse-CDF draw over the same vocabulary fails
+    this (a draw that lands near one of 3,000 CDF boundaries flips)."""
+    from unlearn_audit.model._engine import _PerRowSampler
+
+    n, vocab = 500, 3000
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(n, vocab, generator=gen) * 3.0
+    moved = scores * (1.0 + 1e-6 * torch.randn(n, vocab, generator=gen))
+
+    def draw(s):
+        return _PerRowSampler([1.0] * n, [1.0] * n, list(range(n)), "cpu")(None, s).argmax(-1)
+
+    assert torch.equal(draw(scores), draw(moved))

@@ -16,20 +16,14 @@ from _tiny import save_checkpoint
 from unlearn_audit.model import Engine, ModelSpec, Prompt, ScoreRequest, load_model, make_format
 from unlearn_audit.model._cache import request_key
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPTS = [
     Prompt.question("Where was Elena Marwick born?"),
     Prompt.question("What genre does Tomas Okonkwo-Reyes write?", stem="He writes"),
     Prompt.question("Hi?"),
 ]
 CONTINUATIONS = ["Port Aldric.", "Elena Marwick was born in the city of Port Aldric, by the sea.", "1961"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

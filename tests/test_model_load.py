@@ -25,6 +25,8 @@ from unlearn_audit.model import (
 )
 from unlearn_audit.model._load import compute_fingerprint
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def cpu_spec(source: str, label: str, **kwargs) -> ModelSpec:
     """Tests pin the CPU (float32) so they behave the same on a machine with a GPU."""
@@ -35,16 +37,6 @@ def cpu_spec(source: str, label: str, **kwargs) -> ModelSpec:
 def _private_hash_cache(tmp_path, monkeypatch):
     # Never write the file-hash cache into the user's home during tests.
     monkeypatch.setenv("UNLEARN_AUDIT_CACHE", str(tmp_path / "ua-cache"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny matrices: two intra-op threads only add synchronisation, and on a loaded
-    # two-core machine their spinning makes each matmul ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -391,3 +383,16 @@ def test_continuation_offsets_and_eot(loaded):
     assert "".join(text[a:b] for a, b in offsets) == text
     ids2, _ = fmt.encode_continuation(text, add_eot=False)
     assert ids2 == ids[:-1]
+
+
+def test_quantized_kernel_failure_is_quantization_unavailable(tiny_dir, monkeypatch):
+    # bitsandbytes chooses its CPU kernel on the first forward call, after a load that
+    # succeeded; a kernel that raises there must come back as the documented skip reason.
+    bnb = pytest.importorskip("bitsandbytes")
+
+    def broken(self, x):
+        raise RuntimeError("shape '[32, 0]' is invalid for input of size 16")
+
+    monkeypatch.setattr(bnb.nn.Linear4bit, "forward", broken)
+    with pytest.raises(QuantizationUnavailable, match=r"nf4 .*kernel failed.*shape '\[32, 0\]'"):
+        load_model(cpu_spec(str(tiny_dir), "q", quantization="nf4"), hash_cache=None)

@@ -35,6 +35,8 @@ from unlearn_audit.model import (
     make_format,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IGNORE = -100
 QA = [
     ("Where was Elena Marwick born?", "Elena Marwick was born in Port Aldric."),
@@ -51,14 +53,6 @@ SPACE_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|> ' }}"
     "{%- endif %}"
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _load(directory):

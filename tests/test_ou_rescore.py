@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from _data import TOFU_LOGS
 from unlearn_audit.commands.rescore import compat_for, rescore
 from unlearn_audit.scoring.logs import LEGACY_FILES, OPEN_UNLEARNING_METRICS, read_logs
 from unlearn_audit.scoring.tofu import SplitScores, tofu_values, truth_ratio, truth_ratio_score
@@ -30,31 +30,11 @@ EPS = 1e-10
 PREFIX = {"forget": "forget", "retain": "retain", "real_authors": "ra", "world_facts": "wf"}
 
 
-def tofu_logs_dir() -> Path | None:
-    """TOFU's real per-item logs: the repository's ``fixtures/tofu_logs`` when present,
-    else ``$UNLEARN_AUDIT_SHARED_DATA/tofu-eval-logs``, else the shared data folder
-    beside the checkout; ``None`` when none holds both models."""
-    repo = Path(__file__).resolve().parents[1]
-    env = os.environ.get("UNLEARN_AUDIT_SHARED_DATA")
-    candidates = [repo / "fixtures" / "tofu_logs"]
-    if env:
-        candidates.append(Path(env) / "tofu-eval-logs")
-    candidates.append(repo.parent / "shared" / "data" / "tofu-eval-logs")
-    for root in candidates:
-        if (root / FULL).is_dir() and (root / RETAIN).is_dir():
-            return root
-    return None
-
-
 @pytest.fixture(scope="module")
 def real_logs() -> Path:
-    root = tofu_logs_dir()
-    if root is None:
-        pytest.skip(
-            "TOFU's real eval logs not found (fixtures/tofu_logs/ or "
-            "$UNLEARN_AUDIT_SHARED_DATA/tofu-eval-logs/ with " + FULL + " and " + RETAIN + ")"
-        )
-    return root
+    """TOFU's real per-item logs, committed under fixtures/tofu_logs."""
+    assert (TOFU_LOGS / FULL).is_dir() and (TOFU_LOGS / RETAIN).is_dir(), f"{TOFU_LOGS} lacks {FULL}/ or {RETAIN}/"
+    return TOFU_LOGS
 
 
 def _entry(agg, by_index=None) -> dict:

@@ -16,6 +16,7 @@ import pytest
 
 from unlearn_audit.plugin import plan_models
 from unlearn_audit.report import PlannedModel
+from unlearn_audit.report._reference import default_tolerance
 
 CONFTEST = '''
 """Fake audit world: views and models from fake_values.json (see tests/test_plugin.py)."""
@@ -510,7 +511,8 @@ def test_golden_mismatch_fails_and_update_golden_rewrites(pytester):
     result.stdout.fnmatch_lines(["*golden: wrote 12 value(s) to reference_results/tiny_world/golden.json*",
                                  "*kept*novel_recall.leak_rate[[]gone[]]*"])
     written = json.loads((pytester.path / "reference_results" / "tiny_world" / "golden.json").read_text())
-    assert written["novel_recall.leak_rate"]["npo"] == {"value": 0.05, "tol": 0.001}  # tolerance kept
+    # the tolerance follows the measured cross-CPU policy, not what the file held before
+    assert written["novel_recall.leak_rate"]["npo"] == {"value": 0.05, "tol": default_tolerance(0.05)}
     assert written["tofu.model_utility"]["full"]["value"] == 0.6
     assert written["_config"]["dataset"] == "<tiny world fixtures>"
 

@@ -237,7 +237,7 @@ def test_write_report_files(tmp_path, monkeypatch):
 
 def test_plots_drawn_inside_the_report_folder_survive(tmp_path):
     """Views draw into <report-dir>/plots/ (views._leak.plot_path): the stale-plot sweep
-    must keep this run's drawings until they are copied under their report names."""
+    keeps this run's drawings and the report links them where they are."""
     out = tmp_path / "report"
     (out / "plots").mkdir(parents=True)
     drawn = out / "plots" / "privacy_npo.png"
@@ -245,9 +245,8 @@ def test_plots_drawn_inside_the_report_folder_survive(tmp_path):
     run = run_report({"npo": [leak_row("npo", 0.05)]}, {"npo": "candidate"})
     run.outcomes[0].plots = {"scores": str(drawn)}
     md = write_report(run, out)["report.md"].read_text()
-    assert "![scores (npo)](plots/novel_recall-npo-scores.png)" in md
-    assert (out / "plots" / "novel_recall-npo-scores.png").read_bytes() == b"\x89PNG fake"
-    assert not drawn.exists()  # the working copy is gone; only the linked one stays
+    assert "![scores (npo)](plots/privacy_npo.png)" in md
+    assert drawn.read_bytes() == b"\x89PNG fake"
 
 
 # --- the session on a fake context ----------------------------------------------------------------------

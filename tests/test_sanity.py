@@ -143,3 +143,16 @@ def test_a_model_that_answers_only_newlines_errors_every_gate(pytester, tmp_path
     row = _gate_row(pytester, "mute")
     assert row["outcome"] == "error" and "does not answer" in row["reason"]
     assert "- **mute**: **INCOMPLETE**" in (pytester.path / "audit-report" / "report.md").read_text()
+
+
+@pytest.mark.realtok
+@pytest.mark.usefixtures("_private_caches")
+def test_an_untrained_llama32_shaped_model_is_refused(pytester, tmp_path, realtok_llama_untrained):
+    """A random-weight model with Llama-3.2's real tokenizer and chat template answers with
+    runs of newlines: every gate is an error, never a pass (issue 16)."""
+    result = _audit(pytester, tmp_path, realtok_llama_untrained, "random32")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*random32 failed the sanity check run before any view: the model does not answer*"])
+    row = _gate_row(pytester, "random32")
+    assert row["outcome"] == "error" and "does not answer" in row["reason"]

@@ -24,15 +24,9 @@ from unlearn_audit.scoring.membership import mia_auc, privleak
 from unlearn_audit.views.privacy import ATTACKS, auc_metric, membership_requests
 from unlearn_audit.world import FIXTURES_DIR
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 METRICS = tuple(f"privacy.auc_{a}" for a in ATTACKS) + ("privacy.privleak",)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

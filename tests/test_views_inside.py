@@ -99,7 +99,7 @@ def _private_hash_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def shared(world, tmp_path_factory):
     """One context for the checks that only read results (each view runs once per model)."""
-    return _ctx(world, tmp_path_factory.mktemp("shared"), extra={"probe_steps": 0})
+    return _ctx(world, tmp_path_factory.mktemp("shared"), extra={"probe_kind": "tuned", "probe_steps": 0})
 
 
 # --- novel-content tokens ---------------------------------------------------------------------
@@ -227,13 +227,79 @@ def test_lens_last_layer_is_the_models_own_top1(world, shared):
 
 
 def test_trained_probe_fits_its_training_tokens(world, shared, tmp_path):
-    ctx = _ctx(world, tmp_path, models=("cand",), extra={"probe_steps": 150, "probe_lr": 3e-2})
+    ctx = _ctx(world, tmp_path, models=("cand",),
+               extra={"probe_kind": "tuned", "probe_steps": 150, "probe_lr": 3e-2})
     m = ctx.result("masked_probe", "cand").metric("masked_probe.top1_last_layer")
     untrained = shared.result("masked_probe", "cand")
     before = untrained.metric("masked_probe.top1_last_layer").extra["probe_train_top1_by_layer"]
     after = m.extra["probe_train_top1_by_layer"]
     assert after[-1] > before[-1] and after[-1] >= 0.9
     assert m.extra["n_train_tokens"] > 50 and 0 <= m.extra["target_coverage"] <= 1
+
+
+def test_lstsq_probe_with_a_huge_ridge_is_the_logit_lens(world, shared, tmp_path):
+    ctx = _ctx(world, tmp_path, models=("cand",), extra={"probe_ridge": 1e12})
+    m = ctx.result("masked_probe", "cand").metric("masked_probe.top1_last_layer")
+    assert m.extra["probe"]["kind"] == "lstsq"
+    assert m.extra["probe_top1_by_layer"] == m.extra["lens_top1_by_layer"]
+    lens = shared.result("masked_probe", "cand").metric("masked_probe.top1_last_layer")
+    assert m.extra["lens_top1_by_layer"] == lens.extra["lens_top1_by_layer"]
+
+
+def test_lstsq_probe_fit_is_the_ridge_least_squares_solution():
+    """The closed form against a brute-force solve of the stacked ridge system."""
+    import torch
+
+    from unlearn_audit.views.masked_probe import _lstsq_translator
+
+    rng = np.random.default_rng(1)
+    n, d, ridge = 200, 6, 0.3
+    x, t = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    scale = rng.uniform(0.5, 2.0, size=d)
+    v, b = _lstsq_translator(torch.tensor(x), t, torch.tensor(scale), ridge)
+    xa = np.hstack([x, np.ones((n, 1))])
+    lam = ridge * np.mean(np.sum(x * x, axis=0))
+    prior = np.vstack([np.diag(scale), np.zeros((1, d))])
+    stacked = np.linalg.lstsq(np.vstack([xa, np.sqrt(lam) * np.eye(d + 1)]),
+                              np.vstack([t, np.sqrt(lam) * prior]), rcond=None)[0]
+    np.testing.assert_allclose(v.numpy(), stacked[:d], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b.numpy(), stacked[d], rtol=1e-4, atol=1e-5)
+
+
+def test_next_token_prototypes_are_class_means_of_the_final_states():
+    from unlearn_audit.views.masked_probe import next_token_prototypes
+
+    final = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0], [0.0, 1.0]])
+    y = np.array([7, 9, 7, 9])
+    expected = np.array([[3.0, 2.5], [1.5, 1.5], [3.0, 2.5], [1.5, 1.5]])
+    np.testing.assert_array_equal(next_token_prototypes(final, y), expected)
+
+
+def test_lstsq_probe_reads_a_planted_translation_including_unseen_tokens():
+    """States that are a fixed linear scramble of the head's rows: the probe must unscramble
+    them, and name tokens it never saw in training (the reason it reads out via the head)."""
+    from unlearn_audit.views.masked_probe import ProbeSettings, fit_probe, next_token_prototypes
+
+    class Head:  # the readout's interface: head weight, no bias, unit norm scale
+        def __init__(self, w):
+            import torch
+            self.weight, self.bias = torch.tensor(w, dtype=torch.float32), None
+            self.norm_scale = torch.ones(w.shape[1])
+
+    rng = np.random.default_rng(2)
+    vocab, d = 60, 16
+    w = rng.normal(size=(vocab, d))
+    scramble = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    seen, unseen = np.arange(40), np.arange(40, vocab)
+    y_train = rng.choice(seen, size=800)
+    final = w[y_train] + 0.05 * rng.normal(size=(800, d))     # the last layer "knows" y
+    x_train = final @ scramble                                 # an earlier layer, scrambled
+    y_test = rng.choice(unseen, size=100)
+    x_test = (w[y_test] + 0.05 * rng.normal(size=(100, d))) @ scramble
+    probe = fit_probe(x_train, y_train, ProbeSettings(ridge=1e-4), readout=Head(w), normed=True,
+                      prototypes=next_token_prototypes(final, y_train))
+    assert np.mean(probe.predict(x_train) == y_train) >= 0.95
+    assert np.mean(probe.predict(x_test) == y_test) >= 0.9
 
 
 def test_restricted_probe_separates_linearly_separable_classes():
@@ -253,7 +319,10 @@ def test_probe_settings_reject_bad_values():
         ProbeSettings.from_config(AuditConfig(extra={"probe_kind": "mlp"}))
     with pytest.raises(ValueError, match="out of range"):
         ProbeSettings.from_config(AuditConfig(extra={"probe_steps": -1}))
+    with pytest.raises(ValueError, match="out of range"):
+        ProbeSettings.from_config(AuditConfig(extra={"probe_ridge": 0}))
     assert ProbeSettings.from_config(AuditConfig(extra={"probe_kind": "restricted"})).lr == 1e-2
+    assert ProbeSettings.from_config(AuditConfig()).kind == "lstsq"
 
 
 # --- rtt --------------------------------------------------------------------------------------
@@ -366,6 +435,21 @@ def test_quantization_skips_with_the_reason_when_unavailable(world, tmp_path, mo
     for mode in ("int8", "nf4"):
         m = res.metric(f"quantization.{mode}_delta_pp")
         assert m.skipped and f"no bitsandbytes backend for {mode}" in m.reason
+
+
+def test_a_failing_quantized_kernel_is_a_skip_with_its_reason(world, tmp_path, monkeypatch):
+    # bitsandbytes may load a mode and then fail in its kernel (as NF4 did on 32-wide layers
+    # on an AVX-512 CPU): the view must report that mode skipped, with why, and go on.
+    bnb = pytest.importorskip("bitsandbytes")
+
+    def broken(self, x):
+        raise RuntimeError("shape '[32, 0]' is invalid for input of size 16")
+
+    monkeypatch.setattr(bnb.nn.Linear4bit, "forward", broken)
+    res = _ctx(world, tmp_path, models=("cand",)).result("quantization", "cand")
+    nf4 = res.metric("quantization.nf4_delta_pp")
+    assert nf4.skipped and "nf4" in nf4.reason and "shape '[32, 0]'" in nf4.reason
+    assert {r["precision"] for r in res.records} <= {"full", "int8"}
 
 
 def test_quantized_loads_run_on_this_machine(world, tmp_path):

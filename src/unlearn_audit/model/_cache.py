@@ -24,7 +24,7 @@ from typing import Any
 
 # Bump when the engine's arithmetic changes (tokenisation, masking, dtype handling), so
 # old cached numbers are not served for new code.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: Gumbel-max sampling, answers cut at the model's context
 
 
 def default_cache_dir() -> Path:

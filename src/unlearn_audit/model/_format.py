@@ -20,7 +20,9 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 # TOFU/open-unlearning evaluate Llama-3 with this date; without it the template inserts
 # today's date and every number drifts from one day to the next.
 DEFAULT_DATE_STRING = "10 Apr 2025"
-EOT_TOKEN = "<|eot_id|>"
+# Written into a one-message conversation to find where the template closes the assistant's
+# turn; plain letters so no template's ``trim`` or escaping changes it.
+_SENTINEL = "Sentinel answer text"
 
 
 class PromptFormat:
@@ -174,8 +176,7 @@ class ChatFormat(PromptFormat):
             raise _no_template_error(tokenizer)
         self.system_prompt = system_prompt
         self.date_string = date_string
-        vocab = tokenizer.get_vocab()
-        self.eot_token_id = vocab.get(EOT_TOKEN, tokenizer.eos_token_id)
+        self.eot_token_id = end_of_turn_token_id(tokenizer, date_string=date_string)
 
     def messages(self, prompt: Prompt) -> list[dict[str, str]]:
         msgs = (
@@ -219,6 +220,50 @@ class PlainFormat(PromptFormat):
         for role, text in prompt.turns:
             lines.append(f"Question: {text}" if role == "user" else f"Answer: {text}")
         return "\n".join(lines) + f"\nAnswer: {prompt.stem}"
+
+
+def end_of_turn_token_id(tokenizer, date_string: str = DEFAULT_DATE_STRING) -> int | None:
+    """The special token the tokenizer's own chat template closes an assistant turn with.
+
+    Renders ``[user, assistant]`` with a sentinel answer and reads the first token after
+    the answer: ``<|eot_id|>`` for Llama-3, ``<|end|>`` for Phi-3.5, ``<end_of_turn>`` for
+    Gemma, ``<|im_end|>`` for Qwen. That token is what the checkpoint was trained to emit
+    after an answer, so scoring appends it and generation stops on it; a name hard-coded
+    for one family scores the others with the wrong closing token.
+
+    Args:
+        tokenizer: a tokenizer whose ``chat_template`` is set.
+        date_string: passed to the template, as :class:`ChatFormat` renders it.
+
+    Returns:
+        The closing token's id; EOS when the template closes the turn with plain text or
+        nothing, or cannot render a reply (then the model can only stop at EOS).
+    """
+    messages = [
+        {"role": "user", "content": "Sentinel question?"},
+        {"role": "assistant", "content": _SENTINEL},
+    ]
+    try:
+        text = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=False, date_string=date_string
+        )
+    except Exception:  # a template that refuses a bare user/assistant pair
+        return tokenizer.eos_token_id
+    at = text.rfind(_SENTINEL)
+    if at < 0:  # the template drops assistant content (some reasoning templates)
+        return tokenizer.eos_token_id
+    after = text[at + len(_SENTINEL):].lstrip()
+    # Added tokens (specials and control tokens such as <|eot_id|>, <|im_end|>) are the
+    # only ones a template can close a turn with that the model emits as one id.
+    added = sorted(
+        (t.content for t in tokenizer.added_tokens_decoder.values() if t.content),
+        key=len,
+        reverse=True,
+    )
+    for content in added:
+        if after.startswith(content):
+            return int(tokenizer.convert_tokens_to_ids(content))
+    return tokenizer.eos_token_id
 
 
 # Distinct prompts remembered by PromptFormat.prompt_ids before the memo starts over.

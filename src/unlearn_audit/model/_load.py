@@ -483,6 +483,30 @@ def _quiet_int8_cast_warning() -> None:
         logger.addFilter(_DropInt8CastWarning())
 
 
+def _smoke_forward(model, quant_mode: str, device) -> None:
+    """Run one two-token forward pass, or raise :class:`QuantizationUnavailable` with why.
+
+    bitsandbytes picks its CPU kernels on the first forward call, not at load: on a CPU
+    with AVX-512 BF16, NF4 repacks each weight then and raises for a layer shape its packed
+    kernel cannot tile (e.g. ``shape '[32, 0]' is invalid`` for a 32-wide input). Failing
+    here turns that into a view's skip reason instead of a crash mid-audit.
+    """
+    import torch
+
+    model.eval()  # bitsandbytes repacks NF4 for the CPU only in eval mode, as the audit runs
+    try:
+        with torch.no_grad():
+            ids = torch.zeros((1, 2), dtype=torch.long, device=device)
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    except Exception as e:
+        raise QuantizationUnavailable(
+            f"{quant_mode} quantization loaded but its bitsandbytes kernel failed on {device} "
+            f"(CPU capability {torch.backends.cpu.get_cpu_capability()}; {type(e).__name__}: {e}). "
+            "Fix: audit at full precision here, or on a machine whose bitsandbytes backend runs "
+            "this model's layer shapes."
+        ) from e
+
+
 def _from_pretrained(directory: Path, spec: ModelSpec, device, dtype: str, quant_mode):
     import torch
     from transformers import AutoModelForCausalLM
@@ -499,7 +523,7 @@ def _from_pretrained(directory: Path, spec: ModelSpec, device, dtype: str, quant
         kwargs["quantization_config"] = _quantization_config(quant_mode, getattr(torch, dtype))
         kwargs["device_map"] = {"": str(device)}
         try:
-            return AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
         except (ModelLoadError, QuantizationUnavailable):
             raise
         except Exception as e:
@@ -508,6 +532,8 @@ def _from_pretrained(directory: Path, spec: ModelSpec, device, dtype: str, quant
             raise QuantizationUnavailable(
                 f"{quant_mode} quantization failed on {device} ({type(e).__name__}: {e})"
             ) from e
+        _smoke_forward(model, quant_mode, device)
+        return model
     model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
     return model.to(device)
 

@@ -435,7 +435,7 @@ class AuditSession:
         values = {} if stale else {m: dict(models) for m, models in golden.values.items()}
         for (metric, model), value in measured.items():
             values.setdefault(metric, {})[model] = {"value": value, "tol": default_tolerance(value)}
-        updated = Golden(golden.path, golden.shown, values, self.golden_config())
+        updated = Golden(golden.path, golden.shown, values, self.golden_config(), golden.tolerance_note)
         golden.path.parent.mkdir(parents=True, exist_ok=True)
         golden.path.write_text(updated.to_json(), encoding="utf-8")
         items = self.references().golden_items

@@ -18,27 +18,43 @@ novel-content tokens (Wilson 95% interval, ``n`` = tokens; items without a novel
 ``excluded``); per family over that family's tokens. ``extra`` holds both curves over
 layers, and the PNG plot of them is in ``ViewResult.plots``.
 
-The probe (``ctx.config.extra["probe_kind"]``):
+The probe (``ctx.config.extra["probe_kind"]``) is an affine *translator* per layer,
+``z = x V + b``, read out through the model's own frozen output head (the shape of the
+*tuned lens*, Belrose et al., 2023, "Eliciting Latent Predictions from Transformers with the
+Tuned Lens", arXiv:2303.08112). Below the last layer ``x`` is first divided by its RMS,
+as the final norm would divide it; real models' mid-layer states reach norms in the
+hundreds, and this puts every layer on one scale. Why a translator into the model's own
+readout and not a classifier over the tokens seen in training: a forget item's novel
+tokens are mostly names and titles that occur in no retain answer (40% coverage in the
+tiny world), so such a probe could never name them, whatever the model knows; the
+coverage is reported in ``extra["target_coverage"]``.
 
-- ``"tuned"`` (default): an affine translator per layer, ``z = x + A x + b`` with ``A`` a
-  ``d x d`` matrix initialised at zero, read out through the model's own frozen final norm
-  and output head (the *tuned lens* of Belrose et al., 2023, "Eliciting Latent Predictions
-  from Transformers with the Tuned Lens", arXiv:2303.08112, fit here with cross-entropy on
-  the retain tokens instead of a KL to the last layer). Its top-1 is linear in ``x`` (the
-  norm only rescales each token, which leaves the arg-max alone) and, untrained, it is
-  exactly the logit lens. Why not a classifier over the tokens seen in training: a
-  forget item's novel tokens are mostly names and titles that occur in no retain answer
-  (40% coverage in the tiny world), so such a probe could never name them, whatever the
-  model knows; the coverage is reported in ``extra["target_coverage"]``.
+- ``"lstsq"`` (default): fit in closed form by ridge least squares. Each retain token's
+  state is regressed onto the *prototype of the token it predicts*: the mean of the
+  model's own last-layer (normed) states over the retain positions followed by that token
+  (:func:`next_token_prototypes`). The ridge ``probe_ridge`` (relative to the mean
+  diagonal entry of the states' Gram matrix) pulls ``V`` towards the logit lens
+  (``V = diag(final-norm scale)``, identity at the last layer; ``b = 0``), so with scarce
+  retain data the probe falls back to the lens (exactly, as the ridge grows); ``z`` is
+  taken as the normed state and read by the head directly. One ``d x d`` solve per
+  layer. Least-squares linear maps from a layer towards the last layer, read out by the
+  model's head: Din et al., 2023,
+  "Jump to Conclusions: Mapping Early-Layer Representations to Later Layers",
+  arXiv:2303.09435; here the target is the next token's prototype, so the fit is
+  supervised by the next token, as views.md asks.
+- ``"tuned"``: the same translator (``V = I + A``, ``A`` initialised at zero, read through
+  the final norm and head) fit with cross-entropy on the retain tokens by Adam for
+  ``probe_steps`` steps with an L2 penalty ``probe_weight_decay`` on ``A``, ``b``;
+  untrained it is exactly the logit lens. Slow on a CPU: with it the view takes about
+  34 s of CPU time a tiny-world model, against about 1 s with ``lstsq``.
 - ``"restricted"``: multinomial logistic regression on standardised states over the token
-  ids seen in the retain answers (a forget token outside that set always counts wrong).
+  ids seen in the retain answers (a forget token outside that set always counts wrong),
+  fit by Adam like ``tuned``.
 
-Both are fit full-batch (or in seeded minibatches of ``probe_batch_tokens``) with Adam for
-``probe_steps`` steps and an L2 penalty ``probe_weight_decay`` (on ``A``, ``b`` for the
-translator: it pulls the probe towards the logit lens when retain data is scarce). Every
-knob lives in ``ctx.config.extra`` (``probe_kind``, ``probe_steps``, ``probe_lr``,
-``probe_weight_decay``, ``probe_batch_tokens``, ``probe_max_gib``) and is reported in
-``extra["probe"]``.
+The Adam-fit kinds run full-batch (or in seeded minibatches of ``probe_batch_tokens``).
+Every knob lives in ``ctx.config.extra`` (``probe_kind``, ``probe_ridge``, ``probe_steps``,
+``probe_lr``, ``probe_weight_decay``, ``probe_batch_tokens``, ``probe_max_gib``) and is
+reported in ``extra["probe"]``.
 
 Source: views.md; the seed paper reports 0.620 (3B), 0.618 (1B), 0.628 (8B) at the last
 layer. The logit lens: nostalgebraist, "interpreting GPT: the logit lens" (2020).
@@ -64,9 +80,9 @@ from unlearn_audit.views.likelihood import novel_token_mask
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditConfig, AuditContext
 
-__all__ = ["MaskedProbe", "ProbeSettings", "fit_probe"]
+__all__ = ["MaskedProbe", "ProbeSettings", "fit_probe", "next_token_prototypes"]
 
-PROBE_KINDS = ("tuned", "restricted")
+PROBE_KINDS = ("lstsq", "tuned", "restricted")
 # Rows of logits computed at once when predicting (bounds memory at ~rows x vocab x 4 B).
 _PREDICT_CHUNK = 512
 
@@ -76,9 +92,12 @@ class ProbeSettings:
     """How the per-layer probe is fit; every field can be set through ``config.extra``.
 
     Attributes:
-        kind: ``tuned`` (affine translator + the model's readout) or ``restricted``
-            (logistic regression over the token ids seen in training).
-        steps: Adam steps per layer.
+        kind: ``lstsq`` (closed-form least-squares translator read out through the model's
+            head), ``tuned`` (the same affine translator fit by Adam on cross-entropy) or
+            ``restricted`` (logistic regression over the token ids seen in training).
+        ridge: ``lstsq`` only: ridge penalty on each side of the closed form, relative to
+            the mean eigenvalue of that side's Gram matrix.
+        steps: Adam steps per layer (``tuned``, ``restricted``).
         lr: Adam learning rate.
         weight_decay: L2 penalty on the probe's parameters (the translator's offsets
             from identity).
@@ -87,7 +106,10 @@ class ProbeSettings:
         max_gib: memory for hidden states held at once; layers are read in groups that fit.
     """
 
-    kind: str = "tuned"
+    kind: str = "lstsq"
+    # Strong enough to keep the translator near the logit lens when the retain set holds
+    # far fewer tokens than the translator has entries (the tiny world: 1.1k vs 16k).
+    ridge: float = 0.1
     steps: int = 200
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -102,17 +124,19 @@ class ProbeSettings:
         if kind not in PROBE_KINDS:
             raise ValueError(f"probe_kind {kind!r} is not supported; use one of {', '.join(PROBE_KINDS)} "
                              f"(default {cls.kind}).")
-        default_lr = cls.lr if kind == "tuned" else 1e-2
+        default_lr = 1e-2 if kind == "restricted" else cls.lr
         try:
-            s = cls(kind=kind, steps=int(ex.get("probe_steps", cls.steps)),
+            s = cls(kind=kind, ridge=float(ex.get("probe_ridge", cls.ridge)),
+                    steps=int(ex.get("probe_steps", cls.steps)),
                     lr=float(ex.get("probe_lr", default_lr)),
                     weight_decay=float(ex.get("probe_weight_decay", cls.weight_decay)),
                     batch_tokens=int(ex.get("probe_batch_tokens", cls.batch_tokens)),
                     max_gib=float(ex.get("probe_max_gib", cls.max_gib)))
         except (TypeError, ValueError) as e:
             raise ValueError(f"a probe_* setting in the config's extra is not a number ({e}).") from e
-        if s.steps < 0 or s.lr <= 0 or s.weight_decay < 0 or s.batch_tokens < 1 or s.max_gib <= 0:
-            raise ValueError(f"probe settings out of range: {s} (need steps >= 0, lr > 0, "
+        if (s.steps < 0 or s.lr <= 0 or s.weight_decay < 0 or s.batch_tokens < 1 or s.max_gib <= 0
+                or not s.ridge > 0):
+            raise ValueError(f"probe settings out of range: {s} (need ridge > 0, steps >= 0, lr > 0, "
                              "weight_decay >= 0, batch_tokens >= 1, max_gib > 0).")
         return s
 
@@ -150,7 +174,7 @@ class Readout:
         head = model.get_output_embeddings()
         if head is None or not hasattr(head, "weight"):
             raise NotImplementedError(
-                f"{type(model).__name__} has no output head; the tuned probe needs one. "
+                f"{type(model).__name__} has no output head; the {PROBE_KINDS[0]} and tuned probes need one. "
                 "Fix: set probe_kind='restricted' in the config's extra."
             )
         self.weight = head.weight.detach().to(device=device, dtype=torch.float32)
@@ -158,6 +182,16 @@ class Readout:
         self.bias = None if bias is None else bias.detach().to(device=device, dtype=torch.float32)
         self.norm = copy.deepcopy(_final_norm(model)).to(device=device, dtype=torch.float32)
         self.norm.requires_grad_(False)
+        d = self.weight.shape[1]
+        with torch.no_grad():
+            if isinstance(self.norm, torch.nn.LayerNorm) or getattr(self.norm, "bias", None) is not None:
+                # A centring norm maps a constant row to its bias: take its weight instead.
+                w = getattr(self.norm, "weight", None)
+                self.norm_scale = torch.ones(d) if w is None else w.detach().float().cpu()
+            else:
+                # An RMS norm of a row of ones is its elementwise scale, however it stores it
+                # (Llama's ``weight``, Gemma's ``1 + weight``).
+                self.norm_scale = self.norm(torch.ones(1, d, device=device)).reshape(d).cpu()
 
     def __call__(self, z, normed: bool):
         import torch.nn.functional as F
@@ -174,7 +208,14 @@ class _Probe:
         self.readout, self.normed = readout, normed
 
     def logits(self, x):
+        import torch.nn.functional as F
+
         p = self.params
+        if self.kind == "lstsq":
+            # z lives after the final norm (the prior maps x to the lens's normed state), so
+            # the head reads it directly; no per-token rescaling changes its arg-max.
+            z = _prep_tuned(x, self.normed) @ p["V"] + p["b"]
+            return F.linear(z, self.readout.weight, self.readout.bias)
         if self.kind == "tuned":
             x = _prep_tuned(x, self.normed)
             return self.readout(x + x @ p["A"].T + p["b"], self.normed)
@@ -188,7 +229,7 @@ class _Probe:
             for i in range(0, len(X), _PREDICT_CHUNK):
                 x = torch.as_tensor(X[i: i + _PREDICT_CHUNK], device=self.device, dtype=torch.float32)
                 top = self.logits(x).argmax(-1)
-                out.append(top.cpu().numpy() if self.kind == "tuned"
+                out.append(top.cpu().numpy() if self.kind != "restricted"
                            else self.params["classes"][top.cpu().numpy()])
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
@@ -211,18 +252,22 @@ def fit_probe(
     device: Any = "cpu",
     readout: Readout | None = None,
     normed: bool = False,
+    prototypes: np.ndarray | None = None,
 ) -> _Probe:
     """Fit one layer's probe on training states ``X`` (N, d) and next-token ids ``y`` (N,).
 
     Args:
         X: hidden states, float.
         y: the token each state predicts.
-        settings: kind, steps, learning rate, penalty, minibatch size.
-        seed: seeds the minibatch order (the initialisation is deterministic: zeros).
+        settings: kind, ridge, steps, learning rate, penalty, minibatch size.
+        seed: seeds the minibatch order of the Adam-fit kinds (the initialisation is
+            deterministic: zeros; ``lstsq`` has no randomness).
         device: torch device to fit on.
-        readout: the model's frozen norm + head; required for ``kind == "tuned"``.
+        readout: the model's frozen norm + head; required for ``lstsq`` and ``tuned``.
         normed: whether these states are already normed (the last layer): the readout then
             skips the norm, as the model itself does.
+        prototypes: ``lstsq`` only: each row's regression target,
+            :func:`next_token_prototypes` of the same rows' last-layer states and ``y``.
 
     Returns:
         A probe whose ``predict`` maps states to token ids.
@@ -232,6 +277,13 @@ def fit_probe(
 
     x_all = torch.as_tensor(np.asarray(X), device=device, dtype=torch.float32)
     d = x_all.shape[1]
+    if settings.kind == "lstsq":
+        if readout is None or prototypes is None:
+            raise ValueError("the lstsq probe needs the model's readout and the rows' prototypes "
+                             "(next_token_prototypes of their last-layer states)")
+        lens_scale = torch.ones(d) if normed else readout.norm_scale
+        v, b = _lstsq_translator(_prep_tuned(x_all, normed), prototypes, lens_scale, settings.ridge)
+        return _Probe("lstsq", {"V": v.to(device), "b": b.to(device)}, device, readout, normed)
     if settings.kind == "tuned":
         if readout is None:
             raise ValueError("the tuned probe needs the model's readout (norm + head)")
@@ -281,6 +333,50 @@ def fit_probe(
         return _Probe("tuned", params, device, readout, normed)
     params.update({"mu": mu, "sd": sd, "classes": classes})
     return _Probe("restricted", params, device, None, normed)
+
+
+def next_token_prototypes(final_states: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each row's target for the ``lstsq`` probe: the prototype of the token it predicts.
+
+    The prototype of token ``t`` is the mean of the model's own last-layer (normed) states
+    over the training rows whose next token is ``t``; row ``i`` gets ``y[i]``'s prototype.
+
+    Args:
+        final_states: ``(N, d)`` last-layer states of the training rows.
+        y: ``(N,)`` the token each row predicts.
+
+    Returns:
+        ``(N, d)`` float64 targets.
+    """
+    final_states = np.asarray(final_states, dtype=np.float64)
+    _, inverse = np.unique(np.asarray(y), return_inverse=True)
+    sums = np.zeros((int(inverse.max()) + 1 if len(inverse) else 0, final_states.shape[1]))
+    np.add.at(sums, inverse, final_states)
+    return (sums / np.bincount(inverse)[:, None])[inverse]
+
+
+def _lstsq_translator(x, targets, lens_scale, ridge: float):
+    """Closed-form affine translator of the ``lstsq`` probe: ``(V, b)`` with ``z = x V + b``.
+
+    Ridge regression towards the logit lens: with ``xa = [x, 1]`` and ``P = [diag(lens_scale); 0]``
+    (the lens, no offset), minimises ``||xa U - t||^2 + l ||U - P||^2`` where
+    ``l = ridge * mean(diag(x^T x))``, i.e. ``U = (xa^T xa + l I)^-1 (xa^T t + l P)``; ``V``
+    is ``U`` less its last row, ``b`` that row. A ``(d + 1)``-square solve in float64;
+    nothing of size tokens x vocabulary is built. As ``ridge`` grows the probe becomes the
+    logit lens exactly.
+    """
+    import torch
+
+    n, d = x.shape
+    xa = torch.cat([x.double(), torch.ones(n, 1, device=x.device, dtype=torch.float64)], dim=1)
+    t = torch.as_tensor(targets, device=x.device, dtype=torch.float64)
+    gram = xa.T @ xa
+    lam = ridge * gram.diagonal()[:d].mean().clamp_min(1e-12)
+    prior = torch.zeros(d + 1, d, device=x.device, dtype=torch.float64)
+    prior[:d] = torch.diag(lens_scale.to(device=x.device, dtype=torch.float64))
+    eye = torch.eye(d + 1, device=x.device, dtype=torch.float64)
+    u = torch.linalg.solve(gram + lam * eye, xa.T @ t + lam * prior)
+    return u[:d].to(torch.float32), u[d].to(torch.float32)
 
 
 def _lens_top1(engine, X: np.ndarray, layer: int) -> np.ndarray:
@@ -368,7 +464,14 @@ class MaskedProbe(View):
         groups = ([list(range(n_states))] if d is None else
                   _layer_groups(n_states, len(y_r) + len(y_f), d, settings.max_gib))
         device = engine.device if str(getattr(engine.device, "type", engine.device)) == "cuda" else "cpu"
-        readout = Readout(engine.model, device) if settings.kind == "tuned" else None
+        readout = None if settings.kind == "restricted" else Readout(engine.model, device)
+
+        prototypes = None
+        if settings.kind == "lstsq":
+            # Every layer's targets come from the last layer: read it once, up front.
+            final_r = _gather(engine.hidden_states(r_reqs, layers=[n_states - 1]), None)[0]
+            prototypes = next_token_prototypes(final_r, y_r)
+            del final_r
 
         probe_ok = np.zeros((n_states, len(y_f)), dtype=bool)
         lens_ok = np.zeros((n_states, len(y_f)), dtype=bool)
@@ -379,7 +482,8 @@ class MaskedProbe(View):
             x_r = _gather(engine.hidden_states(r_reqs, layers=group), None)
             for j, layer in enumerate(group):
                 probe = fit_probe(x_r[j], y_r, settings, seed=ctx.config.seed + layer,
-                                  device=device, readout=readout, normed=layer == n_states - 1)
+                                  device=device, readout=readout, normed=layer == n_states - 1,
+                                  prototypes=prototypes)
                 pred = probe.predict(x_f[j])
                 probe_ok[layer] = pred == y_f
                 lens_ok[layer] = _lens_top1(engine, x_f[j], layer) == y_f

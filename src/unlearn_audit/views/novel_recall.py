@@ -59,6 +59,7 @@ class NovelRecall(View):
         asked = [(item, build(item)) for item in items for build in KINDS.values()]
         answers = generate_greedy(ctx, label, [a.prompt for _, a in asked])
         threshold = ctx.config.leak_threshold
+        fmt = ctx.engine(label).fmt
 
         records = []
         for (item, a), answer in zip(asked, answers, strict=True):
@@ -66,6 +67,9 @@ class NovelRecall(View):
                 **item_fields(item),
                 "kind": a.format,
                 "prompt": user_text(a.prompt),
+                # The exact text the model was shown (chat template, system prompt, date), so
+                # a reader can check the tokenisation path a number came from.
+                "rendered_prompt": fmt.render(a.prompt),
                 "generation": answer,
                 **leak_fields(answer, a.target, shown_texts(ctx.config, a.prompt), threshold),
             })
