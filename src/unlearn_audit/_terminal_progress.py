@@ -59,7 +59,7 @@ class TerminalProgress:
         if 0 < done < total and now - self._last < _MIN_REDRAW_S:
             return
         self._last = now
-        self._draw(f"{self.prefix}: {desc} {done}/{total} seq")
+        self._draw(f"{desc} {done}/{total} seq")
 
     def finish(self, desc: str, total: int, seconds: float) -> None:
         if self.enabled and not self.live:
@@ -69,7 +69,7 @@ class TerminalProgress:
     def begin(self) -> None:
         """The view starts (live: shows that it runs before any loop reports)."""
         if self.live:
-            self._draw(f"{self.prefix}: running")
+            self._draw("running")
 
     def end(self) -> None:
         """The view ended, however: erase the live status, or log one line."""
@@ -81,10 +81,15 @@ class TerminalProgress:
             self._line(f"{self.prefix}: done in {time.monotonic() - self._start:.1f}s")
 
     # --- output ------------------------------------------------------------------------------
-    def _draw(self, text: str) -> None:
+    def _draw(self, status: str) -> None:
         # Keep to the rest of the current line: a status that wrapped would scroll the
-        # screen, and the saved cursor would then no longer be pytest's.
+        # screen, and the saved cursor would then no longer be pytest's. Short of room
+        # (``-v`` names the test, and with it the model and view, on the line already),
+        # the step goes first.
         room = self._tw.fullwidth - self._tw.width_of_current_line - 2
+        text = f"{self.prefix}: {status}"
+        if len(text) > room:
+            text = status
         if room < 8:
             return
         self._raw(f"{_ERASE}{_SAVE} {text[:room]}{_RESTORE}")
