@@ -28,6 +28,22 @@ def world_ctx(tmp_path_factory):
     return AuditContext(config, default_models())
 
 
+@pytest.fixture(autouse=True)
+def _views_imported_before_pytester(request):
+    """Import every view module before a pytester run of the plugin.
+
+    Views are imported on first use (the lazy registry), so an in-process pytester run
+    would import them, numpy and scipy included, and pytester then drops every module the
+    run imported; numpy's C extensions cannot be imported twice in one process. Importing
+    them here, before pytester takes its snapshot of ``sys.modules``, keeps them loaded.
+    """
+    if "pytester" in request.fixturenames:
+        from unlearn_audit.views import BUILTIN_VIEWS, view_class
+
+        for name in BUILTIN_VIEWS:
+            view_class(name)
+
+
 def _realtok(build):
     """Run a realtok build, skipping (with pip's reason) where the registry is unreachable."""
     from unlearn_audit.realtok import RealTokUnavailable

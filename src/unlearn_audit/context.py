@@ -84,7 +84,7 @@ class AuditContext:
         self.models = dict(models)
         self._engines: dict[str, Engine] = {}
         self._loaded: dict[str, LoadedModel] = {}
-        self._items: dict[tuple[str, int | None], list[Item]] = {}
+        self._items: dict[tuple[str, int | None, tuple[str, ...]], list[Item]] = {}
         self._results: dict[tuple[str, str], ViewResult] = {}
         self._sanity: dict[str, str] = {}  # label -> problem ("" when the model is fine)
 
@@ -197,9 +197,13 @@ class AuditContext:
     # --- data -----------------------------------------------------------------------------
     def items(self, split: str, *, limit: int | None | bool = True,
               require: tuple[str, ...] = ()) -> list[Item]:
-        """Items of a split; ``limit=True`` applies ``--limit``."""
+        """Items of a split; ``limit=True`` applies ``--limit``.
+
+        ``require`` is part of the cache key: items loaded without a check of their
+        paraphrased fields must never be served to a caller that needs them checked.
+        """
         lim = self.config.limit if limit is True else (limit or None)
-        key = (split, lim)
+        key = (split, lim, tuple(sorted(require)))
         if key not in self._items:
             self._items[key] = load_split(self.config.dataset, split, limit=lim, require=require)
         return self._items[key]

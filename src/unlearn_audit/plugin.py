@@ -584,9 +584,11 @@ def model(request: pytest.FixtureRequest) -> str:
 class Audit:
     """What an audit test calls: ``audit.check("novel_recall", model)``."""
 
-    def __init__(self, session: AuditSession, record_property: Callable[[str, object], None]):
+    def __init__(self, session: AuditSession, record_property: Callable[[str, object], None],
+                 config: pytest.Config | None = None):
         self._session = session
         self._record_property = record_property
+        self._config = config
 
     @property
     def context(self) -> AuditContext:
@@ -597,6 +599,22 @@ class Audit:
         for row in outcome.rows:  # plain numbers, for junitxml and anyone reading properties
             self._record_property(row.metric, row.value)
         self._record_property(PAYLOAD_KEY, outcome.to_payload())
+
+    def _measure(self, view: str, model: str):
+        """The session's measure, its progress shown live on pytest's terminal (see
+        :mod:`unlearn_audit._terminal_progress`), not in the test's captured output."""
+        if self._config is None or not self._session.config.progress:
+            return self._session.measure(view, model)
+        from unlearn_audit import progress
+        from unlearn_audit._terminal_progress import TerminalProgress
+
+        display = TerminalProgress(self._config, model, view)
+        display.begin()
+        try:
+            with progress.reporting_to(display):
+                return self._session.measure(view, model)
+        finally:
+            display.end()
 
     def check(self, view: str, model: str) -> None:
         """Run ``view`` on ``model``, record every metric, and fail on a breached gate.
@@ -611,7 +629,7 @@ class Audit:
         if not self._session.selected(view):
             pytest.skip(f"{view} not selected (--views)")
         try:
-            measured = self._session.measure(view, model)
+            measured = self._measure(view, model)
         except Exception as e:
             self._record(self._session.error_outcome(view, model, e))
             raise
@@ -625,7 +643,7 @@ class Audit:
 @pytest.fixture
 def audit(request: pytest.FixtureRequest, record_property: Callable[[str, object], None]) -> Audit:
     """The audit session's test-facing side: ``audit.check(view, model)``."""
-    return Audit(_session(request.config), record_property)
+    return Audit(_session(request.config), record_property, request.config)
 
 
 # --- reporting ------------------------------------------------------------------------------------------

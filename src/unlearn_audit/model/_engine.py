@@ -844,17 +844,14 @@ class Engine:
         if not work:
             return
         import torch
-        from tqdm.auto import tqdm
+
+        from unlearn_audit import progress
 
         pending = list(work)
         batches = plan(pending, self._budget)
-        bar = tqdm(
-            total=len(pending),
-            desc=desc,
-            unit="seq",
-            leave=False,
-            disable=not self.progress or len(batches) < _PROGRESS_MIN_BATCHES,
-        )
+        # To the pytest plugin's live display when it listens, else a tqdm bar on stderr.
+        bar = progress.task(desc, len(pending), enabled=self.progress,
+                            bar=len(batches) >= _PROGRESS_MIN_BATCHES)
         try:
             while batches:
                 batch = batches.pop(0)

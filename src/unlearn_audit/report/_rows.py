@@ -51,7 +51,10 @@ class MetricRow:
     """One line of ``results.json``'s ``metrics`` list (contract.md's shape).
 
     ``threshold`` is ``{"op", "value", "source"}`` or ``None``; ``outcome`` is one of
-    :data:`OUTCOMES`.
+    :data:`OUTCOMES`. ``extra`` is the view's :attr:`Metric.extra
+    <unlearn_audit.views.Metric.extra>` (curves, per-layer lists, values beside the
+    headline number such as format_shift's ``minus_base``), JSON builtins with NaN as
+    ``None``: everything a view measures reaches results.json.
     """
 
     model: str
@@ -66,6 +69,7 @@ class MetricRow:
     paper: float | None = None
     outcome: str = "info"
     reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,11 +85,14 @@ class MetricRow:
             "paper": _number(self.paper),
             "outcome": self.outcome,
             "reason": self.reason or "",
+            "extra": jsonable(dict(self.extra or {})),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> MetricRow:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+        row = cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+        row.extra = dict(row.extra or {})  # results.json of older versions had no `extra`
+        return row
 
 
 @dataclass

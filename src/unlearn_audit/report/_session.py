@@ -241,6 +241,7 @@ class AuditSession:
                 by_family={str(k): (None if v is None else float(v)) for k, v in (m.by_family or {}).items()},
                 paper=refs.paper_value(source, m.name),
                 reason=m.reason or "",
+                extra=jsonable(dict(m.extra or {})),
             )
             gate = refs.gates.get(m.name) if role == "candidate" else None
             if value is not None and math.isnan(value) and gate is None:

@@ -417,6 +417,46 @@ def _threshold_cell(row: MetricRow) -> str:
     return f"{_OP_CELL.get(th['op'], th['op'])} {format_value(row.metric, th['value'])}"
 
 
+def _extra_cell(value: Any) -> str:
+    """One ``Metric.extra`` value as short markdown: numbers to 4 significant digits, lists
+    (per-layer curves) in full, anything nested as compact JSON."""
+    if value is None:
+        return "—"
+    if isinstance(value, (bool, str)):
+        return str(value)
+    if isinstance(value, (int, float)):
+        return f"{value:.4g}"
+    if isinstance(value, list) and all(isinstance(v, (int, float)) or v is None for v in value):
+        return "[" + ", ".join(_extra_cell(v) for v in value) + "]"
+    return "`" + json.dumps(_rounded(value), sort_keys=True, separators=(",", ":")) + "`"
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 4 significant digits, at any depth (results.json keeps them exact)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _extra_section(rows: list[MetricRow], models: Iterable[str]) -> list[str]:
+    """What each metric's view reported beside the number (``extra``), per model, folded
+    away in a ``<details>`` block: it is there for whoever checks a number, and generic,
+    so a new view's extras show without an edit here."""
+    order = {m: i for i, m in enumerate(models)}
+    shown = sorted((r for r in rows if r.extra and r.model in order), key=lambda r: order[r.model])
+    if not shown:
+        return []
+    lines = ["<details><summary>Details (each metric's extra values)</summary>", ""]
+    for r in shown:
+        parts = [f"{k} = {_extra_cell(v)}" for k, v in r.extra.items()]
+        lines.append(f"- {r.model} · `{r.metric}`: " + "; ".join(parts))
+    return [*lines, "", "</details>", ""]
+
+
 def _view_section(
     run: RunReport,
     view: str,
@@ -474,6 +514,7 @@ def _view_section(
         ]
         lines += [f"**{metric} by family**", ""]
         lines += [tabulate(fam_table, headers=["family", *models], tablefmt="github", disable_numparse=True), ""]
+    lines += _extra_section(rows, (*candidates, *references))
     for model in (*candidates, *references):
         for caption, rel in plots.get((view, model), []):
             lines += [f"![{caption} ({model})]({rel})", ""]

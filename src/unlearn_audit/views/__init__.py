@@ -1,34 +1,32 @@
-"""Audit views, one module each, registered by name. Import order = report order."""
+"""Audit views, one module each, named in a lazy registry. Registry order = report order.
 
-# Each import registers its view; a view module that is missing simply isn't offered.
-import importlib as _importlib
+Importing this package imports no view module (and so none of numpy, scipy, torch):
+:func:`get_view` imports a view's module the first time the view is asked for. See
+:data:`~unlearn_audit.views._base.BUILTIN_VIEWS`.
+"""
 
 from unlearn_audit.views._base import (
+    BUILTIN_VIEWS,
     Metric,
     View,
     ViewResult,
     available_views,
     get_view,
     register_view,
+    view_class,
 )
 
-VIEW_MODULES = (
-    "tofu",
-    "novel_recall",
-    "format_shift",
-    "best_of_n",
-    "chain_of_clues",
-    "likelihood",
-    "masked_probe",
-    "rtt",
-    "quantization",
-    "privacy",
-)
-for _m in VIEW_MODULES:
-    try:
-        _importlib.import_module(f"unlearn_audit.views.{_m}")
-    except ModuleNotFoundError as _e:  # only tolerate the view module itself being absent
-        if _e.name != f"unlearn_audit.views.{_m}":
-            raise
+#: The built-in views' names, in report order.
+VIEW_MODULES: tuple[str, ...] = tuple(BUILTIN_VIEWS)
 
-__all__ = ["Metric", "View", "ViewResult", "available_views", "get_view", "register_view"]
+__all__ = [
+    "BUILTIN_VIEWS",
+    "VIEW_MODULES",
+    "Metric",
+    "View",
+    "ViewResult",
+    "available_views",
+    "get_view",
+    "register_view",
+    "view_class",
+]

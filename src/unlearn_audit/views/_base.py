@@ -1,13 +1,17 @@
 """What a view is: items in, requests to the engine, records and metrics out.
 
 A view never applies gates and never writes files; the plugin and the reporter do.
-Adding a view = one module under ``views/`` decorated with :func:`register_view`,
-plus one test module under ``audits/``. Nothing in the engine or the plugin changes.
+Adding a view = one module under ``views/`` named in :data:`BUILTIN_VIEWS` (or any class
+passed to :func:`register_view`), plus one test module under ``audits/``. Nothing in the
+engine, the plugin or the report changes. This module imports nothing heavy: the view
+modules are imported when a view is first asked for.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -77,24 +81,89 @@ class View:
         return ViewResult(self.name, model, [Metric(m, None, reason=reason) for m in self.metrics])
 
 
+#: The built-in views, in report order: name -> ``module:Class``. The module is imported
+#: the first time the view is asked for (:func:`get_view`), never before, because the
+#: pytest plugin is loaded in every pytest run of the environment and a view module pulls
+#: in numpy, scipy and the model stack. Adding a view = its module plus one line here
+#: (or :func:`register_view` anywhere, e.g. in a test module); the engine, the plugin and
+#: the report never name a view.
+BUILTIN_VIEWS: dict[str, str] = {
+    "tofu": "unlearn_audit.views.tofu:TofuView",
+    "novel_recall": "unlearn_audit.views.novel_recall:NovelRecall",
+    "format_shift": "unlearn_audit.views.format_shift:FormatShift",
+    "best_of_n": "unlearn_audit.views.best_of_n:BestOfN",
+    "chain_of_clues": "unlearn_audit.views.chain_of_clues:ChainOfClues",
+    "likelihood": "unlearn_audit.views.likelihood:Likelihood",
+    "masked_probe": "unlearn_audit.views.masked_probe:MaskedProbe",
+    "rtt": "unlearn_audit.views.rtt:Rtt",
+    "quantization": "unlearn_audit.views.quantization:Quantization",
+    "privacy": "unlearn_audit.views.privacy:Privacy",
+}
+
+#: Views registered at run time with :func:`register_view` (not the built-in ones, which
+#: :data:`BUILTIN_VIEWS` names); an entry here wins over a built-in of the same name.
 _REGISTRY: dict[str, type[View]] = {}
 
 
+def _spec_of(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _builtin_present(name: str) -> bool:
+    """Whether a built-in view's module exists (found without importing it): a checkout
+    without one of the view modules simply does not offer that view."""
+    module = BUILTIN_VIEWS[name].partition(":")[0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def register_view(cls: type[View]) -> type[View]:
-    if cls.name in _REGISTRY:
-        raise ValueError(f"view {cls.name!r} registered twice")
+    """Class decorator: offer ``cls`` as the view ``cls.name``.
+
+    The built-in view classes carry it too; for them it is a no-op, since
+    :data:`BUILTIN_VIEWS` already names them (so importing a view module twice, or
+    under a test's copy of the registry, never registers it twice).
+
+    Raises:
+        ValueError: another class already has that name.
+    """
+    spec = _spec_of(cls)
+    if BUILTIN_VIEWS.get(cls.name) == spec:
+        return cls
+    taken = _REGISTRY.get(cls.name)
+    if (taken is not None and taken is not cls) or (taken is None and cls.name in BUILTIN_VIEWS):
+        where = _spec_of(taken) if taken is not None else BUILTIN_VIEWS[cls.name]
+        raise ValueError(f"view {cls.name!r} registered twice: {spec} and {where}; rename one of them")
     _REGISTRY[cls.name] = cls
     return cls
 
 
 def available_views() -> list[str]:
-    return sorted(_REGISTRY)
+    """Names of every view that can run, sorted; imports no view module."""
+    return sorted({*_REGISTRY, *(n for n in BUILTIN_VIEWS if _builtin_present(n))})
+
+
+def view_class(name: str) -> type[View]:
+    """The class of the view ``name``, importing its module on first use.
+
+    Raises:
+        KeyError: no view has that name (the message suggests close names).
+    """
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in BUILTIN_VIEWS and _builtin_present(name):
+        module, _, qualname = BUILTIN_VIEWS[name].partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        return obj
+    close = difflib.get_close_matches(name, available_views(), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise KeyError(f"Unknown view '{name}'.{hint} Available: {', '.join(available_views())}.")
 
 
 def get_view(name: str) -> View:
-    """The view registered under ``name``; a readable error with suggestions otherwise."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"Unknown view '{name}'.{hint} Available: {', '.join(available_views())}.")
-    return _REGISTRY[name]()
+    """A fresh instance of the view registered under ``name`` (see :func:`view_class`)."""
+    return view_class(name)()
