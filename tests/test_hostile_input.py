@@ -119,6 +119,9 @@ INTERRUPTING_CONFTEST = CONFTEST.replace(
     '            if entry == "raise":',
     '            if entry == "interrupt":\n'
     '                import os, signal\n'
+    # A process started in the background (a CI step, `cmd &`) inherits SIGINT ignored, and
+    # Python keeps it so: restore the default handler, then send what Ctrl-C sends.
+    '                signal.signal(signal.SIGINT, signal.default_int_handler)\n'
     '                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does\n'
     '            if entry == "raise":',
 )
