@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-# The inner session loads only this plugin (see test_plugin.ISOLATED for why).
-ISOLATED = ("-p", "no:hypothesispytest", "-p", "no:benchmark", "-p", "no:anyio", "-p", "no:cacheprovider")
+from test_plugin import ISOLATED
 
 CONFTEST = '''
 from dataclasses import dataclass

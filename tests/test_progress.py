@@ -12,9 +12,8 @@ import re
 
 import pytest
 
+from test_plugin import ISOLATED
 from unlearn_audit import progress
-
-ISOLATED = ("-p", "no:hypothesispytest", "-p", "no:benchmark", "-p", "no:anyio", "-p", "no:cacheprovider")
 
 CONFTEST = '''
 import sys

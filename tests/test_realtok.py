@@ -186,3 +186,27 @@ def test_seed_loading_path_on_llama_shape(llama_dir, dtype):
     engine = Engine(loaded, fmt, cache_dir=None, progress=False)
     (out,) = engine.generate([GenRequest(prompt=Prompt.question(QUESTION), max_new_tokens=4)])
     assert len(out) == 1 and isinstance(out[0], str)
+
+
+def test_compat_open_unlearning_masks_what_it_masks_with_llama32(llama_dir):
+    """Llama-3.2-Instruct has no pad token, so open-unlearning's pad is EOS = <|eot_id|>,
+    and its attention mask hides every <|eot_id|> inside the prompt (the system turn's and
+    the user turn's): ``--compat open-unlearning`` hides exactly those, the default none."""
+    import torch
+
+    from unlearn_audit.model import Engine
+
+    lm = load_model(ModelSpec(source=str(llama_dir), label="llama", dtype="float32", device="cpu"),
+                    hash_cache=None)
+    tok = lm.tokenizer
+    assert tok.pad_token_id is None and tok.eos_token == "<|eot_id|>"
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    prompt = Prompt.question(QUESTION)
+    compat = make_format(tok, kind="chat", compat="open-unlearning")
+    ids = torch.tensor([compat.encode_pair(prompt, "An answer.")[0]])
+    assert int((ids == eot).sum()) == 2  # the system and user turns' ends
+    hidden = Engine(lm, compat, None, progress=False)._attn(ids, torch.ones_like(ids)) == 0
+    assert torch.equal(hidden, ids == eot)
+    default = make_format(tok, kind="chat")
+    ids = torch.tensor([default.encode_pair(prompt, "An answer.")[0]])
+    assert not bool((Engine(lm, default, None, progress=False)._attn(ids, torch.ones_like(ids)) == 0).any())
