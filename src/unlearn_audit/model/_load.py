@@ -320,6 +320,15 @@ def _has_tokenizer(directory: Path) -> bool:
 # --- fingerprint ------------------------------------------------------------------------------
 
 
+def file_sha256(file: Path) -> str:
+    """sha256 of a file's bytes, read in 4 MiB chunks (weights do not fit in memory twice)."""
+    h = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 class _HashCache:
     """File sha256 values remembered by (path, size, mtime), so big weights hash once.
 
@@ -344,11 +353,7 @@ class _HashCache:
         hit = self.entries.get(key)
         if hit and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
             return hit["sha256"]
-        h = hashlib.sha256()
-        with open(real, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        digest = h.hexdigest()
+        digest = file_sha256(real)
         self.entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
         self.dirty = True
         return digest

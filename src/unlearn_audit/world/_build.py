@@ -120,10 +120,15 @@ def recipe_hash(data_dir: Path, recipe: dict | None = None) -> str:
     recipe = recipe or RECIPE
     h.update(json.dumps({k: recipe[k] for k in _SHARED_KEYS}, sort_keys=True).encode())
     h.update(f"{WORLD_CODE_VERSION}|{torch.__version__}|{transformers.__version__}".encode())
+    _hash_fixtures(h, data_dir)
+    return h.hexdigest()[:16]
+
+
+def _hash_fixtures(h, data_dir: Path) -> None:
+    """Feed every fixture file's name and bytes to the hash ``h``."""
     for p in sorted(data_dir.glob("*.json")):
         h.update(p.name.encode())
         h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def world_hash(data_dir: Path, recipe: dict | None = None) -> str:
@@ -135,9 +140,7 @@ def world_hash(data_dir: Path, recipe: dict | None = None) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(recipe or RECIPE, sort_keys=True).encode())
     h.update(str(WORLD_CODE_VERSION).encode())
-    for p in sorted(data_dir.glob("*.json")):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
+    _hash_fixtures(h, data_dir)
     return h.hexdigest()[:16]
 
 
@@ -526,11 +529,9 @@ class ShippedWorldError(RuntimeError):
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from unlearn_audit.model._load import file_sha256
+
+    return file_sha256(path)
 
 
 def shipped_world(verify: bool = True) -> dict[str, Path]:
