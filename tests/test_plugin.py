@@ -233,7 +233,7 @@ def test_results_json_has_the_contract_shape(pytester):
     assert data["models"]["full"]["role"] == "full"
     assert data["config"]["forget_split"] == "forget10" and data["config"]["mode"] == "models"
     keys = {"model", "view", "metric", "value", "ci", "n", "excluded", "by_family", "threshold",
-            "paper", "outcome", "reason", "extra"}
+            "paper", "outcome", "reason", "extra", "skip"}
     for r in data["metrics"]:
         assert set(r) == keys
         assert r["outcome"] in {"pass", "fail", "info", "skipped", "error"}

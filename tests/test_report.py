@@ -11,6 +11,7 @@ import pytest
 
 from unlearn_audit.context import AuditConfig, AuditContext
 from unlearn_audit.report import (
+    MISSING_REFERENCE,
     AuditSession,
     Gate,
     Golden,
@@ -23,7 +24,6 @@ from unlearn_audit.report import (
     check_golden,
     evaluate_gate,
     format_value,
-    is_missing_reference,
     render_markdown,
     verdicts,
     write_report,
@@ -54,9 +54,14 @@ def test_relative_gates():
     r = evaluate_gate(UTILITY, 0.4, reference_label="full", reference_value=0.6)
     assert r.outcome == "fail" and r.message.startswith("tofu.model_utility 0.4 < 0.48 (reference_results/gates.yaml:")
     missing = evaluate_gate(UTILITY, 0.4)
-    assert missing.outcome == "skipped" and is_missing_reference(missing.reason)
-    unmeasured = evaluate_gate(UTILITY, 0.4, reference_label="full", reference_problem="bitsandbytes missing")
-    assert unmeasured.outcome == "skipped" and not is_missing_reference(unmeasured.reason)
+    assert missing.outcome == "skipped" and missing.skip == MISSING_REFERENCE
+    unmeasured = evaluate_gate(UTILITY, 0.4, reference_label="full", reference_problem="bitsandbytes missing",
+                               reference_skip="backend_unavailable")
+    assert unmeasured.outcome == "skipped" and unmeasured.skip == "backend_unavailable"
+    # The reference's own number needed a model this run lacks: still an expected skip.
+    chained = evaluate_gate(UTILITY, 0.4, reference_label="full", reference_problem="no retain",
+                            reference_skip=MISSING_REFERENCE)
+    assert chained.outcome == "skipped" and chained.skip == MISSING_REFERENCE
     broken = evaluate_gate(UTILITY, 0.4, reference_label="full", reference_problem="error: RuntimeError: boom")
     assert broken.outcome == "error" and "boom" in broken.message
 
@@ -67,12 +72,18 @@ def test_skipped_and_nan_values():
     assert nan.outcome == "error" and "NaN" in nan.message
 
 
-def test_missing_reference_reasons():
-    assert is_missing_reference(AuditContext.missing_reference("retain"))
-    assert is_missing_reference("no retain model given")
-    assert is_missing_reference("No TOFU-full model: pass --full-model")
-    assert not is_missing_reference("bitsandbytes is not installed")
-    assert not is_missing_reference("")
+def test_skip_kinds_are_typed_not_read_from_the_wording():
+    """The report decides from Metric.skip; a reason that merely sounds like a missing
+    reference is not one, and a missing reference worded any way is."""
+    from unlearn_audit.views import Metric, Skip
+
+    assert Metric("x", None).skip is Skip.NOT_APPLICABLE  # a skip without a kind is not "expected"
+    assert Metric("x", None, reason="no retain model given").skip is Skip.NOT_APPLICABLE
+    assert Metric("x", None, reason="whatever", skip="missing_reference").skip is Skip.MISSING_REFERENCE
+    assert Metric("x", 0.5).skip is None
+    with pytest.raises(ValueError, match="cannot also be skipped"):
+        Metric("x", 0.5, skip=Skip.MISSING_REFERENCE)
+    assert Skip.MISSING_REFERENCE.value == MISSING_REFERENCE
 
 
 def test_expectations_compare_only_decided_gates():
@@ -158,10 +169,11 @@ def test_verdicts():
             "broken": [MetricRow("broken", "tofu", "tofu", None, outcome="error", reason="RuntimeError: boom")],
             "partial": [leak_row("partial", 0.05),
                         MetricRow("partial", "quantization", "quantization.int8_delta_pp", None,
-                                  outcome="skipped", reason="bitsandbytes is not installed")],
+                                  outcome="skipped", reason="bitsandbytes is not installed",
+                                  skip="backend_unavailable")],
             "noref": [leak_row("noref", 0.05),
                       MetricRow("noref", "tofu", "tofu.model_utility", None, outcome="skipped",
-                                reason="missing reference: the gate is relative to full")],
+                                reason="the gate is relative to full", skip=MISSING_REFERENCE)],
             "full": [leak_row("full", 0.6, "info")],
         },
         roles,

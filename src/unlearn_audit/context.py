@@ -1,8 +1,10 @@
 """What a view may ask for during an audit: configuration, items, engines, other results.
 
-One :class:`AuditContext` lives for a pytest session. It loads each model once, on first
-use, and memoises each (view, model) result, so a view that needs a reference's number
-(forget quality needs retain's truth ratios) asks for it and gets it computed at most once.
+One :class:`AuditContext` lives for a pytest session. It serves resources: the run's
+settings, items, and each model's backend (loaded once, on first use). Results of other
+views come from the session's :class:`~unlearn_audit.runner.Runner`, which schedules them
+(each (view, model) once, declared needs first, shared across pytest-xdist workers);
+``ctx.result`` is its front door.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from unlearn_audit.data import DEFAULT_DATASET, Item, load_split
 
 if TYPE_CHECKING:
     from unlearn_audit.model import Engine, LoadedModel, ModelSpec
+    from unlearn_audit.runner import Runner
     from unlearn_audit.views._base import ViewResult
 
 ROLES = ("candidate", "full", "retain", "base")
@@ -79,13 +82,16 @@ class AuditConfig:
 class AuditContext:
     """Session state shared by all views: models by label, lazily loaded engines, memoised results."""
 
-    def __init__(self, config: AuditConfig, models: dict[str, ModelSpec]):
+    def __init__(self, config: AuditConfig, models: dict[str, ModelSpec],
+                 backends: dict[str, Any] | None = None):
+        """``backends``: ready backends by label (e.g. :mod:`unlearn_audit.model.mock`'s),
+        used instead of loading those models."""
         self.config = config
         self.models = dict(models)
-        self._engines: dict[str, Engine] = {}
+        self._engines: dict[str, Engine] = dict(backends or {})
         self._loaded: dict[str, LoadedModel] = {}
         self._items: dict[tuple[str, int | None, tuple[str, ...]], list[Item]] = {}
-        self._results: dict[tuple[str, str], ViewResult] = {}
+        self._runner: Runner | None = None
         self._sanity: dict[str, str] = {}  # label -> problem ("" when the model is fine)
 
     # --- models ---------------------------------------------------------------------------
@@ -176,21 +182,23 @@ class AuditContext:
         return {"truncated": len(engine.truncated), "max_positions": engine.max_positions or 0}
 
     def fingerprint(self, label: str) -> str:
+        if label in self._engines:
+            return self._engines[label].fingerprint
         return self.loaded(label).fingerprint
 
     def known_fingerprint(self, label: str) -> str | None:
         """The fingerprint of ``label`` if it was loaded this session; never loads a model
         (the report lists fingerprints of what was actually audited)."""
         lm = self._loaded.get(label)
-        return lm.fingerprint if lm is not None else None
+        if lm is not None:
+            return lm.fingerprint
+        engine = self._engines.get(label)
+        return engine.fingerprint if engine is not None else None
 
     @staticmethod
     def missing_reference(role: str) -> str:
-        """The skip reason of a number that needs a reference model this run lacks.
-
-        The report treats reasons starting with "missing reference" as expected skips that
-        leave a verdict complete; every other skip makes it INCOMPLETE.
-        """
+        """The text of a skip for a reference model this run lacks (the kind that tells the
+        report it is expected is :attr:`Skip.MISSING_REFERENCE <unlearn_audit.views.Skip>`)."""
         flag = "--retain-model or --retain-logs" if role == "retain" else f"--{role}-model"
         return f"missing reference: no {role} model given ({flag})"
 
@@ -216,14 +224,27 @@ class AuditContext:
         return self.items(self.config.retain_eval_split)
 
     # --- results --------------------------------------------------------------------------
-    def result(self, view: str, label: str) -> ViewResult:
-        """Run ``view`` on ``label`` once per session and return the memoised result."""
-        key = (view, label)
-        if key not in self._results:
-            from unlearn_audit.views import get_view
+    @property
+    def runner(self) -> Runner:
+        """The session's scheduler of view results (single-process until :meth:`share`)."""
+        if self._runner is None:
+            from unlearn_audit.runner import Runner
 
-            self._results[key] = get_view(view).run(self, label)
-        return self._results[key]
+            self._runner = Runner(self)
+        return self._runner
+
+    def share(self, run_dir: Path) -> None:
+        """Share finished results with the other processes of this run through ``run_dir``
+        (pytest-xdist workers: each result is computed once across all of them)."""
+        from unlearn_audit.runner import SharedResults
+
+        self.runner.shared = SharedResults(run_dir)
+
+    def result(self, view: str, label: str) -> ViewResult:
+        """The result of ``view`` on ``label``, computed at most once per run (see
+        :class:`~unlearn_audit.runner.Runner`). A view may ask only for what its
+        ``requires`` declares."""
+        return self.runner.result(view, label)
 
     def results(self) -> list[ViewResult]:
-        return list(self._results.values())
+        return self.runner.results()

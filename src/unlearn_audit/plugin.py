@@ -46,6 +46,8 @@ __all__ = ["PAYLOAD_KEY", "SESSION_KEY", "Audit", "HookSpecs", "audit", "model",
 #: Where the plugin keeps its :class:`AuditSession` (never ``config._x``).
 SESSION_KEY = pytest.StashKey[AuditSession]()
 _VIEW_KEY = pytest.StashKey[str]()
+#: The ``workerinput`` key of the run directory the xdist workers share results through.
+_RUN_DIR_KEY = "unlearn_audit_run_dir"
 #: The ``record_property`` name under which a test's judged outcome travels to the reporter.
 PAYLOAD_KEY = "unlearn_audit"
 DEFAULT_DATASET = "locuslab/TOFU"
@@ -472,6 +474,8 @@ def pytest_configure(config: pytest.Config) -> None:
         update_golden=update_golden,
         package_version=__version__,
         allow_incomplete=opts.flag("allow-incomplete"),
+        # Under pytest-xdist the controller made this directory and handed it to the worker.
+        run_dir=Path(config.workerinput[_RUN_DIR_KEY]) if _RUN_DIR_KEY in getattr(config, "workerinput", {}) else None,
     )
     config.addinivalue_line("markers", "audit(view): an audit test of one view (added automatically)")
     config.pluginmanager.register(_Reporter(config), "unlearn-audit-reporter")
@@ -666,6 +670,7 @@ class _Reporter:
         self.config = config
         self.error = ""
         self.incomplete: list[str] = []
+        self.owns_run_dir = False
 
     @property
     def is_worker(self) -> bool:
@@ -694,6 +699,18 @@ class _Reporter:
     def pytest_keyboard_interrupt(self) -> None:
         _session(self.config).interrupted = True
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """pytest-xdist, on the controller, per worker: hand it the run directory through
+        which the workers share finished results (each (view, model) computed once)."""
+        s = _session(self.config)
+        if s.run_dir is None:
+            from unlearn_audit.runner import SharedResults
+
+            s.run_dir = SharedResults.create(s.config.cache_dir or _default_cache_dir()).dir
+            self.owns_run_dir = True
+        node.workerinput[_RUN_DIR_KEY] = str(s.run_dir)
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker:
@@ -709,6 +726,11 @@ class _Reporter:
         self.incomplete = _session(self.config).incomplete_reasons()
         if self.incomplete and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        run_dir = _session(self.config).run_dir
+        if self.owns_run_dir and run_dir is not None:  # its log is in results.json now
+            from unlearn_audit.runner import SharedResults
+
+            SharedResults(run_dir).remove()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         s = _session(self.config)

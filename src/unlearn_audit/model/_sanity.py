@@ -108,7 +108,8 @@ def sanity_check(engine: Engine, items: Sequence[Item], max_new_tokens: int) -> 
         The problems found, worded to follow "the model ..." in an error message.
     """
     result = SanityResult()
-    bad, total, names = _non_finite_weights(engine.loaded.model)
+    loaded = getattr(engine, "loaded", None)  # a backend without torch weights has none to check
+    bad, total, names = _non_finite_weights(loaded.model) if loaded is not None else (0, 0, [])
     if bad:
         result.problems.append(
             f"has non-finite weights (NaN or inf in {bad} of {total} tensors, e.g. {', '.join(names)})"
@@ -125,7 +126,7 @@ def sanity_check(engine: Engine, items: Sequence[Item], max_new_tokens: int) -> 
         )
     outs = engine.generate([GenRequest(p, max_new_tokens=max_new_tokens) for p in prompts])
     result.answers = [o[0] for o in outs]
-    kinds = [degenerate_kind(a, engine.loaded.tokenizer) for a in result.answers]
+    kinds = [degenerate_kind(a, getattr(loaded, "tokenizer", None)) for a in result.answers]
     degenerate = [k for k in kinds if k is not None]
     # More than half: one odd answer is a model's right; most answers missing is a broken model.
     if 2 * len(degenerate) > len(kinds):

@@ -12,7 +12,6 @@ from unlearn_audit.report._gates import (
     check_expectations,
     check_golden,
     evaluate_gate,
-    is_missing_reference,
 )
 from unlearn_audit.report._reference import (
     KNOWN_METRICS,
@@ -64,7 +63,6 @@ __all__ = [
     "format_value",
     "declared_metrics",
     "is_known_metric",
-    "is_missing_reference",
     "load_gates",
     "load_golden",
     "load_paper",

@@ -8,7 +8,6 @@ they return. A failing gate reads like
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,24 +20,13 @@ __all__ = [
     "check_expectations",
     "check_golden",
     "evaluate_gate",
-    "is_missing_reference",
 ]
 
-#: Reasons starting with this mean "a reference model was not given": such a skip is
-#: expected and leaves a verdict complete (every other skip makes it INCOMPLETE).
-MISSING_REFERENCE = "missing reference"
-# Views word it in their own way; these phrasings mean the same thing.
-_MISSING_REF_RE = re.compile(
-    r"^(missing reference|no (tofu-)?(full|retain|base)( model| reference| logs)?\b"
-    r"|needs (a|the) (tofu-)?(full|retain|base)\b)",
-    re.IGNORECASE,
-)
+#: The skip kind (:class:`unlearn_audit.views.Skip`) of a number that needs a reference model
+#: this run was not given: expected, it leaves a verdict complete (every other skip makes it
+#: INCOMPLETE). The report reads the kind, never the wording of the reason.
+MISSING_REFERENCE = "missing_reference"
 _NEGATED = {"<=": ">", "<": ">=", ">=": "<", ">": "<="}
-
-
-def is_missing_reference(reason: str) -> bool:
-    """Whether a skip reason says only that a reference model was not given."""
-    return bool(_MISSING_REF_RE.match((reason or "").strip()))
 
 
 def _fmt(x: float) -> str:
@@ -55,12 +43,15 @@ class GateResult:
             threshold could not be resolved).
         reason: the row's reason (the rationale, the resolved relative threshold, why skipped).
         message: the failure message (empty unless ``outcome`` is ``fail`` or ``error``).
+        skip: for ``skipped``, its kind (a :class:`unlearn_audit.views.Skip` value), when
+            the gate itself knows it (a relative gate without its reference model).
     """
 
     outcome: str
     threshold: dict | None
     reason: str
     message: str = ""
+    skip: str | None = None
 
 
 def evaluate_gate(
@@ -70,6 +61,7 @@ def evaluate_gate(
     reference_label: str | None = None,
     reference_value: float | None = None,
     reference_problem: str = "",
+    reference_skip: str | None = None,
 ) -> GateResult:
     """Apply ``gate`` to ``value``.
 
@@ -80,19 +72,22 @@ def evaluate_gate(
             (``None`` when the run has no such model).
         reference_value: that reference's value of the metric.
         reference_problem: why the reference's value is missing although the model is there.
+        reference_skip: the skip kind of that missing value, if it was skipped.
     """
     if gate.relative_to is not None and reference_label is None:
         return GateResult(
             "skipped",
             None,
-            f"{MISSING_REFERENCE}: the gate is relative to {gate.relative_to} and no "
+            f"missing reference: the gate is relative to {gate.relative_to} and no "
             f"{gate.relative_to} model is in this run",
+            skip=MISSING_REFERENCE,
         )
     if gate.relative_to is not None and reference_value is None:
         why = reference_problem or "not measured"
         outcome = "error" if why.startswith("error") else "skipped"
         reason = f"threshold needs {gate.relative_to} ({reference_label})'s {gate.metric}: {why}"
-        return GateResult(outcome, None, reason, reason if outcome == "error" else "")
+        skip = reference_skip if outcome == "skipped" else None
+        return GateResult(outcome, None, reason, reason if outcome == "error" else "", skip=skip)
     threshold = gate.threshold(reference_value)
     th = {"op": gate.op, "value": threshold, "source": gate.source}
     basis = ""

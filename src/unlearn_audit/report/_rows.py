@@ -70,6 +70,9 @@ class MetricRow:
     outcome: str = "info"
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: For a ``skipped`` row, the kind of skip (``missing_reference``,
+    #: ``backend_unavailable``, ``not_applicable``; :class:`unlearn_audit.views.Skip`).
+    skip: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +89,7 @@ class MetricRow:
             "outcome": self.outcome,
             "reason": self.reason or "",
             "extra": jsonable(dict(self.extra or {})),
+            "skip": self.skip if self.outcome == "skipped" else None,
         }
 
     @classmethod

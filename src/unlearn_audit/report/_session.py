@@ -88,6 +88,9 @@ class AuditSession:
         package_version: written into results.json.
         allow_incomplete: accept a candidate whose verdict is INCOMPLETE (``--allow-incomplete``);
             otherwise :meth:`incomplete_reasons` says why the run must fail.
+        run_dir: the directory through which the processes of one pytest-xdist run share
+            finished results (:class:`~unlearn_audit.runner.SharedResults`); ``None`` in a
+            single-process run. The controller sets it before the workers start.
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class AuditSession:
         update_golden: bool = False,
         package_version: str = "",
         allow_incomplete: bool = False,
+        run_dir: Path | None = None,
     ):
         self.config = config
         self.tiny_world = tiny_world
@@ -112,6 +116,7 @@ class AuditSession:
         self.update_golden = update_golden
         self.package_version = package_version
         self.allow_incomplete = allow_incomplete
+        self.run_dir = run_dir
         self._plan_factory = plan
         self._plan: list[PlannedModel] | None = None
         self._context_factory = context_factory
@@ -143,11 +148,25 @@ class AuditSession:
                 # test gets that error at once instead of retrying a minutes-long build.
                 raise self._ctx_error
             try:
-                self._ctx = self._context_factory()
+                ctx = self._context_factory()
             except Exception as e:
                 self._ctx_error = e
                 raise
+            if self.run_dir is not None:
+                ctx.share(self.run_dir)
+            self._ctx = ctx
         return self._ctx
+
+    def computed(self) -> list[dict[str, Any]]:
+        """Every (view, model) computation of this run, ``{view, model, worker, seconds}``:
+        from the shared run directory under pytest-xdist (all workers), else from this
+        process's runner."""
+        if self.run_dir is not None:
+            from unlearn_audit.runner import SharedResults
+
+            return SharedResults(self.run_dir).computed()
+        runner = getattr(self._ctx, "runner", None) if self._ctx is not None else None
+        return list(getattr(runner, "computed", []))
 
     def references(self, extra_views: tuple[str, ...] = ()) -> ReferenceResults:
         """The validated reference results (raises ``ReferenceResultsError`` when malformed)."""
@@ -201,16 +220,17 @@ class AuditSession:
             rows = [MetricRow(label, view, view, None, outcome="error", reason=message)]
         return ViewOutcome(view, label, role, source, fingerprint, rows=rows, error=message)
 
-    def _reference_value(self, view: str, metric: str, ref_label: str) -> tuple[float | None, str]:
+    def _reference_value(self, view: str, metric: str, ref_label: str) -> tuple[float | None, str, str | None]:
+        """(value, why it is missing, its skip kind) of a reference model's number."""
         try:
             ref_metric = self.ctx.result(view, ref_label).metric(metric)
         except KeyError:
-            return None, "not reported"
+            return None, "not reported", None
         except Exception as e:  # the reference's own test shows the traceback
-            return None, f"error: {type(e).__name__}: {e}"
+            return None, f"error: {type(e).__name__}: {e}", None
         if ref_metric.value is None:
-            return None, ref_metric.reason or "skipped"
-        return float(ref_metric.value), ""
+            return None, ref_metric.reason or "skipped", _skip_kind(ref_metric)
+        return float(ref_metric.value), "", None
 
     def measure(self, view: str, label: str) -> Measurement:
         """Run ``view`` on ``label`` and judge every metric.
@@ -242,6 +262,7 @@ class AuditSession:
                 paper=refs.paper_value(source, m.name),
                 reason=m.reason or "",
                 extra=jsonable(dict(m.extra or {})),
+                skip=_skip_kind(m),
             )
             gate = refs.gates.get(m.name) if role == "candidate" else None
             if value is not None and math.isnan(value) and gate is None:
@@ -252,15 +273,18 @@ class AuditSession:
                 if value is None and not row.reason:
                     row.reason = "skipped by the view"
             else:
-                ref_label = ref_value = None
+                ref_label = ref_value = ref_skip = None
                 problem = ""
                 if gate.relative_to is not None:
                     ref_label = ctx.reference(gate.relative_to)
                     if ref_label is not None and value is not None:
-                        ref_value, problem = self._reference_value(gate.view, m.name, ref_label)
+                        ref_value, problem, ref_skip = self._reference_value(gate.view, m.name, ref_label)
                 judged = evaluate_gate(
-                    gate, value, reference_label=ref_label, reference_value=ref_value, reference_problem=problem
+                    gate, value, reference_label=ref_label, reference_value=ref_value,
+                    reference_problem=problem, reference_skip=ref_skip,
                 )
+                if value is not None:  # the gate, not the view, decided this row's skip kind
+                    row.skip = judged.skip
                 row.outcome, row.threshold = judged.outcome, judged.threshold
                 row.reason = (m.reason or judged.reason) if value is None else judged.reason
                 if value is not None and m.reason and m.reason not in row.reason:
@@ -350,6 +374,7 @@ class AuditSession:
             selected_views=tuple(self.config.views) if self.config.views else None,
             planned=tuple(dict.fromkeys(self.planned)),
             interrupted=self.interrupted,
+            computed=self.computed(),
         )
 
     def finish(self) -> dict[str, Path]:
@@ -446,3 +471,11 @@ class AuditSession:
                     kept.setdefault(o.view, {})[o.model] = item_outcomes(o.records)
             new = GoldenItems(items.path, items.shown, kept, self.golden_config())
             items.path.write_text(new.to_json(), encoding="utf-8")
+
+
+def _skip_kind(m: Any) -> str | None:
+    """The :class:`~unlearn_audit.views.Skip` value of a skipped metric (``None`` if measured)."""
+    if m.value is not None:
+        return None
+    skip = getattr(m, "skip", None)
+    return getattr(skip, "value", skip) or "not_applicable"

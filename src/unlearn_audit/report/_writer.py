@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unlearn_audit.report._gates import is_missing_reference
+from unlearn_audit.report._gates import MISSING_REFERENCE
 from unlearn_audit.report._reference import KNOWN_VIEWS, Gate, view_of
 from unlearn_audit.report._rows import ROLE_ORDER, MetricRow, ViewOutcome
 
@@ -152,6 +152,8 @@ class RunReport:
         planned: the (view, model) pairs the session collected tests for; a pair without
             an outcome did not run (an interrupted or crashed run).
         interrupted: the run was stopped (Ctrl-C / SIGINT) before every test ran.
+        computed: each (view, model) computation, ``{view, model, worker, seconds}``
+            (see :mod:`unlearn_audit.runner`).
     """
 
     created: str
@@ -163,6 +165,7 @@ class RunReport:
     selected_views: tuple[str, ...] | None = None
     planned: tuple[tuple[str, str], ...] = ()
     interrupted: bool = False
+    computed: list[dict[str, Any]] = field(default_factory=list)
 
     def model_order(self) -> list[str]:
         def key(label: str) -> tuple[int, str]:
@@ -258,7 +261,7 @@ def verdicts(run: RunReport, rows: list[MetricRow] | None = None) -> dict[str, V
         missing = unrun_views.get(model, [])
         failed = [r.metric for r in mine if r.outcome == "fail"]
         errored = [r for r in mine if r.outcome == "error"]
-        skipped = [r for r in mine if r.outcome == "skipped" and not is_missing_reference(r.reason)]
+        skipped = [r for r in mine if r.outcome == "skipped" and r.skip != MISSING_REFERENCE]
         passed = sum(r.outcome == "pass" for r in mine)
         parts = []
         if failed:
@@ -314,6 +317,9 @@ def build_results(run: RunReport, rows: list[MetricRow] | None = None) -> dict[s
             m: {"status": v.status, "summary": v.summary, "not_run": v.not_run}
             for m, v in verdicts(run, rows).items()
         },
+        # Each (view, model) the run computed, by which process and how long it took: under
+        # pytest-xdist every result is computed once across the workers and shown here once.
+        "computed": [dict(c) for c in run.computed],
     }
 
 

@@ -10,14 +10,32 @@ modules are imported when a view is first asked for.
 from __future__ import annotations
 
 import difflib
+import enum
 import importlib
 import importlib.util
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditContext
+
+
+class Skip(str, enum.Enum):
+    """Why a number was not measured. The report decides from the kind, never from the text
+    of the reason (which is for people)."""
+
+    #: The number needs a reference model (or stored logs) that this run was not given.
+    #: Expected: it leaves a verdict complete.
+    MISSING_REFERENCE = "missing_reference"
+    #: The backend cannot do it here (bitsandbytes not installed, a quantization mode the
+    #: device does not support). The audit did not fully run: the verdict is INCOMPLETE.
+    BACKEND_UNAVAILABLE = "backend_unavailable"
+    #: The number has no meaning for this model or data (no items, nothing to score, a model
+    #: already quantized). The verdict is INCOMPLETE when a gate needed the number.
+    NOT_APPLICABLE = "not_applicable"
 
 
 @dataclass
@@ -33,6 +51,8 @@ class Metric:
         by_family: the same number per fact family.
         reason: why it was skipped, or a note on exclusions.
         extra: anything else worth reporting (curves, per-layer lists); JSON-serialisable.
+        skip: for a skipped number (``value is None``), what kind of skip it is; a skipped
+            number without one counts as :attr:`Skip.NOT_APPLICABLE`.
     """
 
     name: str
@@ -43,10 +63,48 @@ class Metric:
     by_family: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    skip: Skip | None = None
+
+    def __post_init__(self) -> None:
+        if self.value is None and self.skip is None:
+            self.skip = Skip.NOT_APPLICABLE
+        elif self.value is not None and self.skip is not None:
+            raise ValueError(f"{self.name}: a measured number ({self.value}) cannot also be skipped ({self.skip.value})")
+        if self.skip is not None:
+            self.skip = Skip(self.skip)
 
     @property
     def skipped(self) -> bool:
         return self.value is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "value": _float_or_none(self.value),
+                "ci": None if self.ci is None else [float(self.ci[0]), float(self.ci[1])],
+                "n": None if self.n is None else int(self.n), "excluded": int(self.excluded or 0),
+                "by_family": {str(k): _float_or_none(v) for k, v in self.by_family.items()},
+                "reason": self.reason, "extra": self.extra,
+                "skip": None if self.skip is None else self.skip.value}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Metric:
+        ci = d.get("ci")
+        return cls(d["name"], d.get("value"), ci=None if ci is None else (ci[0], ci[1]), n=d.get("n"),
+                   excluded=d.get("excluded", 0), by_family=dict(d.get("by_family") or {}),
+                   reason=d.get("reason", ""), extra=dict(d.get("extra") or {}),
+                   skip=None if d.get("skip") is None else Skip(d["skip"]))
+
+
+def _float_or_none(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _to_builtins(obj: Any) -> Any:
+    """``json.dumps`` default: numpy arrays and scalars as lists and numbers, paths as text."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    return str(obj)
 
 
 @dataclass
@@ -65,6 +123,25 @@ class ViewResult:
                 return m
         raise KeyError(f"{self.view} on {self.model} has no metric {name!r}")
 
+    def dumps(self) -> str:
+        """This result as JSON text, to share it with other processes (pytest-xdist workers).
+
+        NaN stays NaN (``json`` writes it as ``NaN``), so a result read back with
+        :meth:`loads` gives the same numbers; numpy values become lists and numbers.
+        """
+        return json.dumps({"view": self.view, "model": self.model,
+                           "metrics": [m.to_json() for m in self.metrics],
+                           "records": self.records,
+                           "plots": {str(k): str(v) for k, v in self.plots.items()}},
+                          default=_to_builtins, allow_nan=True)
+
+    @classmethod
+    def loads(cls, text: str) -> ViewResult:
+        d = json.loads(text)
+        return cls(d["view"], d["model"], [Metric.from_json(m) for m in d["metrics"]],
+                   records=list(d.get("records") or []),
+                   plots={k: Path(v) for k, v in (d.get("plots") or {}).items()})
+
 
 class View:
     """Base class of every audit view."""
@@ -76,9 +153,16 @@ class View:
     def run(self, ctx: AuditContext, model: str) -> ViewResult:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def skipped(self, model: str, reason: str) -> ViewResult:
+    def requires(self, ctx: AuditContext, model: str) -> Sequence[tuple[str, str]]:
+        """The (view, model) results :meth:`run` asks ``ctx.result`` for, e.g. forget quality
+        needs ``("tofu", <retain label>)``. The runner computes them first, each once per
+        session and once across pytest-xdist workers; a view must not ask for a result it
+        did not declare (the runner refuses, naming this method). Default: none."""
+        return ()
+
+    def skipped(self, model: str, reason: str, skip: Skip = Skip.NOT_APPLICABLE) -> ViewResult:
         """Every metric of this view as skipped, with the reason (never a made-up number)."""
-        return ViewResult(self.name, model, [Metric(m, None, reason=reason) for m in self.metrics])
+        return ViewResult(self.name, model, [Metric(m, None, reason=reason, skip=skip) for m in self.metrics])
 
 
 #: The built-in views, in report order: name -> ``module:Class``. The module is imported

@@ -293,6 +293,16 @@ class FormatShift(View):
     metrics = ("format_shift.leak_rate", "format_shift.empty_rate",
                *(f"format_shift.{f}_leak_rate" for f in FORMATS))
 
+    @staticmethod
+    def _base(ctx: AuditContext, label: str) -> str | None:
+        base = ctx.reference("base")
+        return base if base is not None and base != label else None
+
+    def requires(self, ctx: AuditContext, label: str) -> list[tuple[str, str]]:
+        """``minus_base`` subtracts the base model's rates."""
+        base = self._base(ctx, label)
+        return [] if base is None else [(self.name, base)]
+
     def run(self, ctx: AuditContext, label: str) -> ViewResult:
         items = ctx.forget_items()
         if not items:
@@ -330,8 +340,8 @@ class FormatShift(View):
             else:
                 metrics.append(rate_metric(f"format_shift.{fmt}_leak_rate", recs, "leaked"))
 
-        base = ctx.reference("base")
-        if base is not None and base != label:
+        base = self._base(ctx, label)
+        if base is not None:
             base_result = ctx.result(self.name, base)
             for m in metrics:
                 b = base_result.metric(m.name).value

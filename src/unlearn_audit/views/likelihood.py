@@ -36,7 +36,7 @@ from unlearn_audit import prompts
 from unlearn_audit.model._types import ScoreRequest
 from unlearn_audit.scoring.novel import content_words, match_key, novel_content
 from unlearn_audit.scoring.stats import bootstrap_ci
-from unlearn_audit.views._base import Metric, View, ViewResult, register_view
+from unlearn_audit.views._base import Metric, Skip, View, ViewResult, register_view
 from unlearn_audit.views._leak import item_fields, shown_texts
 
 if TYPE_CHECKING:
@@ -197,12 +197,17 @@ class Likelihood(View):
         metrics = [avg, *self._shifts(ctx, label, records)]
         return ViewResult(self.name, label, metrics, records)
 
+    def requires(self, ctx: AuditContext, label: str) -> list[tuple[str, str]]:
+        """The shifts compare with the TOFU-full model's per-item log-probabilities."""
+        full = ctx.reference("full")
+        return [(self.name, full)] if full is not None and full != label else []
+
     def _shifts(self, ctx: AuditContext, label: str, records: list[dict[str, Any]]) -> list[Metric]:
         names = ("likelihood.shift_vs_full", "likelihood.shift_vs_full_novel")
         full = ctx.reference("full")
         if full is None:
             reason = "no TOFU-full reference (a model with role 'full') was given"
-            return [Metric(n, None, reason=reason) for n in names]
+            return [Metric(n, None, reason=reason, skip=Skip.MISSING_REFERENCE) for n in names]
         # Asking the context for our own result from inside run() would recurse; the
         # full model's shift against itself is its own records minus themselves.
         ref = records if full == label else ctx.result(self.name, full).records

@@ -62,7 +62,7 @@ from unlearn_audit.scoring.membership import (
     reference_statistic,
     zlib_statistic,
 )
-from unlearn_audit.views._base import Metric, View, ViewResult, register_view
+from unlearn_audit.views._base import Metric, Skip, View, ViewResult, register_view
 from unlearn_audit.views._leak import item_fields, plot_path
 from unlearn_audit.views._privacy_plots import score_distributions
 
@@ -133,7 +133,7 @@ def attack_records(
 
 
 def auc_metric(name: str, records: Sequence[Mapping[str, Any]], field: str, *, seed: int = 0,
-               reason: str = "") -> Metric:
+               reason: str = "", skip: Skip = Skip.NOT_APPLICABLE) -> Metric:
     """The membership AUC of one attack, its bootstrap interval and its AUC per family.
 
     Definition: :func:`~unlearn_audit.scoring.membership.mia_auc` of the forget records'
@@ -149,7 +149,7 @@ def auc_metric(name: str, records: Sequence[Mapping[str, Any]], field: str, *, s
     h = [r[field] for r in side["holdout"]]
     if not f or not h:
         return Metric(name, None, n=len(f) + len(h), excluded=excluded,
-                      reason=reason or "no scored item on one side (forget or holdout)")
+                      reason=reason or "no scored item on one side (forget or holdout)", skip=skip)
     # A family's AUC needs at least two items on each side to be more than one comparison.
     counts = {s: Counter(r["family"] for r in side[s]) for s in side}
     fams = sorted(f for f, n in counts["forget"].items() if n >= 2 and counts["holdout"].get(f, 0) >= 2)
@@ -184,6 +184,11 @@ class Privacy(View):
     title = "Privacy: does the model still give away that it saw the forget set?"
     metrics = tuple(f"privacy.auc_{a}" for a in ATTACKS) + ("privacy.privleak",)
 
+    def requires(self, ctx: AuditContext, label: str) -> list[tuple[str, str]]:
+        """privleak and the plot compare with the retain model's Min-K% AUC."""
+        retain = ctx.reference("retain")
+        return [(self.name, retain)] if retain is not None and retain != label else []
+
     def run(self, ctx: AuditContext, label: str) -> ViewResult:
         split = ctx.config.holdout_split
         try:
@@ -204,7 +209,9 @@ class Privacy(View):
             why = ("the reference attack needs a retain or base model (--retain-model, "
                    "--base-model) other than the audited one" if attack == "reference" and ref_label is None
                    else "an answer with no token to score")
-            m = auc_metric(f"privacy.auc_{attack}", records, field, seed=seed, reason=why)
+            no_ref = attack == "reference" and ref_label is None
+            m = auc_metric(f"privacy.auc_{attack}", records, field, seed=seed, reason=why,
+                           skip=Skip.MISSING_REFERENCE if no_ref else Skip.NOT_APPLICABLE)
             if attack == "reference" and ref_label is not None:
                 m.extra["reference_model"] = ref_label
             metrics.append(m)
@@ -246,7 +253,7 @@ class Privacy(View):
     def _privleak(self, ctx: AuditContext, label: str, min_k: Metric) -> Metric:
         name = "privacy.privleak"
         if min_k.value is None:
-            return Metric(name, None, reason=min_k.reason)
+            return Metric(name, None, reason=min_k.reason, skip=min_k.skip)
         retain = ctx.reference("retain")
         if retain is None:
             ref_auc, source = PRIVLEAK_DEFAULT_REFERENCE_AUC, "fixed"

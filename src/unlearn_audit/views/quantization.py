@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from unlearn_audit.views._base import Metric, View, ViewResult, register_view
+from unlearn_audit.views._base import Metric, Skip, View, ViewResult, register_view
 from unlearn_audit.views.rtt import (
     delta_metric,
     free_memory,
@@ -68,7 +68,7 @@ class Quantization(View):
         for mode, name in MODES.items():
             quant = self._leak_quantized(ctx, label, mode, items)
             if isinstance(quant, str):
-                metrics.append(Metric(name, None, reason=quant))
+                metrics.append(Metric(name, None, reason=quant, skip=Skip.BACKEND_UNAVAILABLE))
                 continue
             m = delta_metric(name, paired_rows(full, quant), seed=ctx.config.seed)
             m.extra.update({"leak_rate_full": leak_rate_of([r["leaked"] for r in full]),

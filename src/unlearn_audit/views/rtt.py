@@ -47,7 +47,7 @@ import numpy as np
 from unlearn_audit import prompts
 from unlearn_audit.model._types import GenRequest
 from unlearn_audit.scoring.stats import bootstrap_ci
-from unlearn_audit.views._base import Metric, View, ViewResult, register_view
+from unlearn_audit.views._base import Metric, Skip, View, ViewResult, register_view
 from unlearn_audit.views._leak import item_fields, leak_fields, shown_texts, user_text
 from unlearn_audit.views.novel_recall import KINDS
 
@@ -237,6 +237,11 @@ class Rtt(View):
     title = "Retrain-to-test: can a little fine-tuning bring it back?"
     metrics = ("rtt.recovery_delta_pp", "rtt.recovery_delta_vs_control_pp")
 
+    def requires(self, ctx: AuditContext, label: str) -> list[tuple[str, str]]:
+        """The control is the retain model's recovery under the same budget."""
+        control = ctx.reference("retain")
+        return [(self.name, control)] if control is not None and control != label else []
+
     def run(self, ctx: AuditContext, label: str) -> ViewResult:
         items = ctx.forget_items()
         if not items:
@@ -310,7 +315,8 @@ class Rtt(View):
         name = "rtt.recovery_delta_vs_control_pp"
         control = ctx.reference("retain")
         if control is None:
-            return Metric(name, None, reason="no retain reference (a model with role 'retain') was given")
+            return Metric(name, None, reason="no retain reference (a model with role 'retain') was given",
+                          skip=Skip.MISSING_REFERENCE)
         # The retain model's own control is itself; asking the context would recurse.
         ctrl_result = None if control == label else ctx.result(self.name, control)
         if ctrl_result is not None and ctrl_result.metric("rtt.recovery_delta_pp").skipped:

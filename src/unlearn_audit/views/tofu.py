@@ -112,7 +112,7 @@ from unlearn_audit.scoring.tofu import (
     truth_ratio,
     truth_ratio_score,
 )
-from unlearn_audit.views._base import Metric, View, ViewResult, register_view
+from unlearn_audit.views._base import Metric, Skip, View, ViewResult, register_view
 
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditContext
@@ -151,6 +151,12 @@ class TofuView(View):
     name = "tofu"
     title = "TOFU: forget quality, model utility and the forget-set numbers"
     metrics = HEADLINE_NAMES + COMPONENT_NAMES + MEMORIZATION_NAMES
+
+    def requires(self, ctx: AuditContext, label: str) -> list[tuple[str, str]]:
+        """Forget quality compares with the retain model's forget-set truth ratios (unless
+        they come from --retain-logs)."""
+        ref = None if ctx.config.retain_logs else ctx.reference("retain")
+        return [(self.name, ref)] if ref is not None and ref != label else []
 
     def run(self, ctx: AuditContext, label: str) -> ViewResult:
         items, unavailable = _load_splits(ctx)
@@ -633,6 +639,7 @@ def _forget_quality_metric(
             n=num.n,
             reason=f"{_SKIP_FQ} (forget quality compares the forget-set truth ratios "
             "with the retain model's)",
+            skip=Skip.MISSING_REFERENCE,
         )
     if retain_r is None:
         return Metric(

@@ -1,0 +1,194 @@
+"""Scheduling views: each (view, model) computed once, its declared needs first.
+
+A view declares the results it reads (:meth:`View.requires
+<unlearn_audit.views.View.requires>`: forget quality needs the retain model's TOFU
+result, format_shift's ``minus_base`` needs the base model's). The :class:`Runner`
+resolves that graph depth first, refuses a cycle with the chain that forms it, and
+memoises every result for the session.
+
+Under pytest-xdist each worker has its own runner; they share finished results through a
+run directory (:class:`SharedResults`) that the controller creates and hands to every
+worker. A result is computed under a file lock on its own key, so across all workers each
+(view, model) is computed at most once, and the others read it back from disk. Every
+computation is logged (``computed.jsonl``) and reaches ``results.json`` as the run's
+``computed`` list, which is how a user (and a test) sees that each reference ran once.
+
+A result the view raised on is never stored: each worker that needs it raises the same
+error in its own test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from unlearn_audit.context import AuditContext
+    from unlearn_audit.views import ViewResult
+
+__all__ = ["DependencyError", "Runner", "SharedResults", "worker_id"]
+
+#: Where a session's run directories live, under the cache directory.
+RUNS_DIR = "runs"
+
+
+class DependencyError(RuntimeError):
+    """The views' declared needs form a cycle, or a view asked for a result it did not declare."""
+
+
+def worker_id() -> str:
+    """``gw0``, ``gw1``, ... under pytest-xdist; ``main`` otherwise."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
+class SharedResults:
+    """Finished results shared by the processes of one run, in one directory.
+
+    ``<view>--<model>.json`` holds a result, ``.lock`` guards its computation, and
+    ``computed.jsonl`` logs one line per computation: ``{view, model, worker, seconds}``.
+    """
+
+    LOG = "computed.jsonl"
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+
+    @classmethod
+    def create(cls, cache_dir: Path) -> SharedResults:
+        """A fresh run directory under ``cache_dir/runs`` (stale ones of crashed runs, older
+        than a day, are removed on the way)."""
+        root = Path(cache_dir) / RUNS_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - 86400
+        for old in root.iterdir():
+            try:
+                if old.is_dir() and old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
+        run = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        run.mkdir()
+        return cls(run)
+
+    def _path(self, view: str, model: str, suffix: str) -> Path:
+        return self.dir / f"{_slug(view)}--{_slug(model)}{suffix}"
+
+    def get_or_compute(self, view: str, model: str, compute: Callable[[], ViewResult]) -> ViewResult:
+        """The stored result of (view, model), or ``compute()``'s, stored for the others.
+
+        The lock is held while computing, so a second worker asking for the same key waits
+        and then reads the first one's result instead of computing it again.
+        """
+        from filelock import FileLock
+
+        from unlearn_audit.views import ViewResult
+
+        done = self._path(view, model, ".json")
+        with FileLock(str(self._path(view, model, ".lock"))):
+            if done.exists():
+                return ViewResult.loads(done.read_text(encoding="utf-8"))
+            start = time.perf_counter()
+            result = compute()
+            seconds = time.perf_counter() - start
+            tmp = done.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(result.dumps(), encoding="utf-8")
+            os.replace(tmp, done)  # readers never see half a file
+            self.log(view, model, seconds)
+        return result
+
+    def log(self, view: str, model: str, seconds: float) -> None:
+        line = json.dumps({"view": view, "model": model, "worker": worker_id(), "seconds": round(seconds, 3)})
+        with open(self.dir / self.LOG, "a", encoding="utf-8") as f:  # one short append per line
+            f.write(line + "\n")
+
+    def computed(self) -> list[dict[str, Any]]:
+        """Every logged computation, in log order."""
+        try:
+            text = (self.dir / self.LOG).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Runner:
+    """Computes (view, model) results for one :class:`AuditContext`, each once.
+
+    Args:
+        ctx: the context views run in (its ``result`` method delegates here).
+        shared: the run directory shared with other processes, or ``None`` for a
+            single-process run (the computations are then logged in :attr:`computed`).
+    """
+
+    def __init__(self, ctx: AuditContext, shared: SharedResults | None = None):
+        self.ctx = ctx
+        self.shared = shared
+        self._done: dict[tuple[str, str], ViewResult] = {}
+        self._stack: list[tuple[str, str]] = []  # results being computed, outermost first
+        self._allowed: list[set[tuple[str, str]]] = []  # declared needs of each on the stack
+        #: ``{view, model, worker, seconds}`` per computation in this process.
+        self.computed: list[dict[str, Any]] = []
+
+    def result(self, view: str, model: str) -> ViewResult:
+        """The result of ``view`` on ``model``: memoised, shared, or computed now.
+
+        Raises:
+            DependencyError: a cycle in the declared needs, or a view asking for a result
+                it did not declare.
+        """
+        key = (view, model)
+        if key in self._done:
+            return self._done[key]
+        if self._allowed and key not in self._allowed[-1]:
+            asking = self._stack[-1]
+            raise DependencyError(
+                f"view {asking[0]!r} on {asking[1]!r} asked for {view!r} on {model!r} without "
+                f"declaring it: return {key!r} from {asking[0]}.requires() so the runner can "
+                "compute it first (and once across pytest-xdist workers)"
+            )
+        if key in self._stack:
+            chain = " -> ".join(f"{v}({m})" for v, m in [*self._stack[self._stack.index(key):], key])
+            raise DependencyError(f"the views' declared needs form a cycle: {chain}")
+        from unlearn_audit.views import get_view
+
+        v = get_view(view)
+        self._stack.append(key)
+        try:
+            needs = {tuple(k) for k in v.requires(self.ctx, model)}
+            for need in sorted(needs):
+                self.result(*need)  # depth first: needs are done before this one starts
+            self._allowed.append(needs)
+            try:
+                self._done[key] = self._compute(v, view, model)
+            finally:
+                self._allowed.pop()
+        finally:
+            self._stack.pop()
+        return self._done[key]
+
+    def _compute(self, v: Any, view: str, model: str) -> ViewResult:
+        if self.shared is not None:
+            return self.shared.get_or_compute(view, model, lambda: self._timed(v, view, model))
+        return self._timed(v, view, model)
+
+    def _timed(self, v: Any, view: str, model: str) -> ViewResult:
+        start = time.perf_counter()
+        result = v.run(self.ctx, model)
+        self.computed.append({"view": view, "model": model, "worker": worker_id(),
+                              "seconds": round(time.perf_counter() - start, 3)})
+        return result
+
+    def results(self) -> list[ViewResult]:
+        return list(self._done.values())
