@@ -10,25 +10,11 @@ import pytest
 from test_plugin import ISOLATED
 
 CONFTEST = '''
-from dataclasses import dataclass
-
-from unlearn_audit.context import AuditContext
-
-
-@dataclass
-class Spec:
-    source: str
-    label: str
-    role: str
-
-
-class NoModels(AuditContext):
-    def loaded(self, label):
-        raise AssertionError("this view needs no model")
+from unlearn_audit.model.mock import MockModel, mock_context
 
 
 def pytest_unlearn_audit_context(config, audit_config, tiny_world):
-    return NoModels(audit_config, {"cand": Spec("hub/cand", "cand", "candidate")})
+    return mock_context(audit_config, {"cand": MockModel("candidate")})
 '''
 
 AUDIT_MODULE = '''

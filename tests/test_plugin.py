@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from unlearn_audit.model.mock import MockBackend, MockModel
 from unlearn_audit.plugin import plan_models
 from unlearn_audit.report import PlannedModel
 from unlearn_audit.report._reference import default_tolerance
@@ -21,21 +22,14 @@ from unlearn_audit.report._reference import default_tolerance
 CONFTEST = '''
 """Fake audit world: views and models from fake_values.json (see tests/test_plugin.py)."""
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from unlearn_audit.context import AuditContext, ModelUnusable
+from unlearn_audit.context import ModelUnusable
+from unlearn_audit.model.mock import MockModel, mock_context
 from unlearn_audit.views import _base
 from unlearn_audit.views._base import Metric, View, ViewResult
 
 SPEC = json.loads((Path(__file__).parent / "fake_values.json").read_text())
-
-
-@dataclass
-class FakeSpec:
-    source: str
-    label: str
-    role: str
 
 
 def _metric(name, v):
@@ -69,17 +63,9 @@ for _name, _table in SPEC["views"].items():
     _base._REGISTRY[_name] = _view(_name, _table)
 
 
-class FakeContext(AuditContext):
-    def known_fingerprint(self, label):
-        return "sha256:fake-" + label
-
-    def loaded(self, label):
-        raise AssertionError("the fake context never loads a model")
-
-
 def pytest_unlearn_audit_context(config, audit_config, tiny_world):
-    models = {m: FakeSpec("hub/" + m, m, role) for m, role in SPEC["models"].items()}
-    return FakeContext(audit_config, models)
+    # The package's mock backend: fake views never call it, and nothing loads.
+    return mock_context(audit_config, {m: MockModel(role) for m, role in SPEC["models"].items()})
 '''
 
 GATES = """\
@@ -226,10 +212,11 @@ def test_results_json_has_the_contract_shape(pytester):
     run(pytester, "--model", "npo", "--model", "laundered", "--full-model", "full")
     data = results(pytester)
     assert set(data) == {"schema_version", "package_version", "created", "config", "models", "metrics",
-                         "verdicts"}
+                         "verdicts", "computed"}
     assert data["verdicts"]["laundered"]["status"] == "FAIL" and data["verdicts"]["full"]["status"] == "REFERENCE"
     assert data["schema_version"] == 1
-    assert data["models"]["npo"] == {"source": "hub/npo", "role": "candidate", "fingerprint": "sha256:fake-npo"}
+    assert data["models"]["npo"] == {"source": "mock:npo", "role": "candidate",
+                                     "fingerprint": MockBackend("npo", MockModel()).fingerprint}
     assert data["models"]["full"]["role"] == "full"
     assert data["config"]["forget_split"] == "forget10" and data["config"]["mode"] == "models"
     keys = {"model", "view", "metric", "value", "ci", "n", "excluded", "by_family", "threshold",

@@ -18,18 +18,10 @@ from unlearn_audit import progress
 CONFTEST = '''
 import sys
 import time
-from dataclasses import dataclass
 
 from unlearn_audit import progress
-from unlearn_audit.context import AuditContext
+from unlearn_audit.model.mock import MockModel, mock_context
 from unlearn_audit.views import Metric, View, ViewResult, register_view
-
-
-@dataclass
-class Spec:
-    source: str
-    label: str
-    role: str
 
 
 def _slow_view(view_name):
@@ -52,13 +44,8 @@ _slow_view("slow_view")
 _slow_view("slow_fail")
 
 
-class NoModels(AuditContext):
-    def loaded(self, label):
-        raise AssertionError("no model in this test")
-
-
 def pytest_unlearn_audit_context(config, audit_config, tiny_world):
-    return NoModels(audit_config, {"cand": Spec("hub/cand", "cand", "candidate")})
+    return mock_context(audit_config, {"cand": MockModel("candidate")})
 '''
 
 TESTS = '''

@@ -184,8 +184,14 @@ class Runner:
         return self._timed(v, view, model)
 
     def _timed(self, v: Any, view: str, model: str) -> ViewResult:
+        from unlearn_audit.model._types import BackendUnavailable
+        from unlearn_audit.views import Skip
+
         start = time.perf_counter()
-        result = v.run(self.ctx, model)
+        try:
+            result = v.run(self.ctx, model)
+        except BackendUnavailable as e:  # a typed skip: the audit did not fully run here
+            result = v.skipped(model, f"the backend of {model} cannot run {view}: {e}", Skip.BACKEND_UNAVAILABLE)
         self.computed.append({"view": view, "model": model, "worker": worker_id(),
                               "seconds": round(time.perf_counter() - start, 3)})
         return result

@@ -24,9 +24,16 @@ from unlearn_audit.model._load import (
     load_model,
 )
 from unlearn_audit.model._train import finetune
-from unlearn_audit.model._types import GenRequest, Prompt, ScoreRequest, TokenScores
+from unlearn_audit.model._types import (
+    BackendUnavailable,
+    GenRequest,
+    Prompt,
+    ScoreRequest,
+    TokenScores,
+)
 
 __all__ = [
+    "BackendUnavailable",
     "CACHE_VERSION",
     "DEFAULT_DATE_STRING",
     "DEFAULT_SYSTEM_PROMPT",

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+class BackendUnavailable(RuntimeError):
+    """The backend cannot answer this kind of request here (the mock has no hidden
+    states; a backend without training support cannot fine-tune). The runner reports the
+    view's numbers as :attr:`~unlearn_audit.views.Skip.BACKEND_UNAVAILABLE` skips."""
+
+
 @dataclass(frozen=True)
 class Prompt:
     """What the model is shown, independent of any chat template.

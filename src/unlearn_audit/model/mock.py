@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from unlearn_audit.model._types import GenRequest, Prompt, ScoreRequest, TokenScores
+from unlearn_audit.model._types import (
+    BackendUnavailable,
+    GenRequest,
+    Prompt,
+    ScoreRequest,
+    TokenScores,
+)
 
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditConfig, AuditContext
@@ -42,10 +48,6 @@ UNSURE = "I am not sure about that."
 _KNOWN_LOGP = -0.05
 _UNKNOWN_LOGP = -2.5
 _WORD = re.compile(r"\S+")
-
-
-class BackendUnavailable(RuntimeError):
-    """The backend cannot do what was asked (the mock has no hidden states, no training)."""
 
 
 def _jitter(text: str) -> float:

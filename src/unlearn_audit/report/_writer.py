@@ -317,9 +317,11 @@ def build_results(run: RunReport, rows: list[MetricRow] | None = None) -> dict[s
             m: {"status": v.status, "summary": v.summary, "not_run": v.not_run}
             for m, v in verdicts(run, rows).items()
         },
-        # Each (view, model) the run computed, by which process and how long it took: under
-        # pytest-xdist every result is computed once across the workers and shown here once.
-        "computed": [dict(c) for c in run.computed],
+        # Each (view, model) the run computed, in order, and by which process: under
+        # pytest-xdist every result is computed once across the workers and listed once.
+        # (No durations: two identical runs write identical files, `created` aside.)
+        "computed": [{"view": c["view"], "model": c["model"], "worker": c.get("worker", "main")}
+                     for c in run.computed],
     }
 
 

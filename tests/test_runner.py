@@ -1,0 +1,161 @@
+"""The runner: declared needs first, each (view, model) once, shared across xdist workers.
+
+Everything here runs real views on the mock backend (:mod:`unlearn_audit.model.mock`):
+no weights load, so these tests take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from _data import REPO
+from test_plugin import ISOLATED
+from unlearn_audit.context import AuditConfig
+from unlearn_audit.data import load_split
+from unlearn_audit.model.mock import MockModel, knowing, mock_context
+from unlearn_audit.runner import DependencyError, SharedResults
+from unlearn_audit.views import Metric, Skip, View, ViewResult, register_view
+
+DATASET = str(REPO / "fixtures" / "tiny_world")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registry(monkeypatch):
+    from unlearn_audit.views import _base
+
+    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
+
+
+def mock_models() -> dict[str, MockModel]:
+    forget = load_split(DATASET, "forget10_perturbed")
+    retain = load_split(DATASET, "retain_perturbed")
+    return {
+        "npo": MockModel("candidate", {**knowing(forget, fraction=0.25), **knowing(retain)}),
+        "full": MockModel("full", {**knowing(forget), **knowing(retain)}),
+        "retain": MockModel("retain", knowing(retain)),
+        "base": MockModel("base", {}),
+    }
+
+
+def make_ctx(tmp_path: Path):
+    cfg = AuditConfig(dataset=DATASET, limit=8, samples=4, cache_dir=tmp_path, progress=False)
+    return mock_context(cfg, mock_models())
+
+
+def test_needs_are_computed_first_and_each_result_once(tmp_path):
+    ctx = make_ctx(tmp_path)
+    npo = ctx.result("tofu", "npo")
+    assert npo.metric("tofu.forget_quality").value is not None  # it got retain's truth ratios
+    ctx.result("tofu", "retain")  # memoised: not computed again
+    ctx.result("likelihood", "npo")
+    order = [(c["view"], c["model"]) for c in ctx.runner.computed]
+    assert order == [("tofu", "retain"), ("tofu", "npo"), ("likelihood", "full"), ("likelihood", "npo")]
+
+
+def test_a_view_that_asks_for_an_undeclared_result_is_refused(tmp_path):
+    @register_view
+    class Sneaky(View):
+        name = "sneaky"
+        metrics = ("sneaky.x",)
+
+        def run(self, ctx, model):
+            ctx.result("novel_recall", "base")
+            return ViewResult(self.name, model, [Metric("sneaky.x", 1.0)])
+
+    with pytest.raises(DependencyError, match=r"without declaring it: return .* from sneaky.requires\(\)"):
+        make_ctx(tmp_path).result("sneaky", "npo")
+
+
+def test_a_cycle_of_needs_is_named(tmp_path):
+    def view(name, other):
+        class Cyclic(View):
+            metrics = (f"{name}.x",)
+
+            def requires(self, ctx, model):
+                return [(other, model)]
+
+            def run(self, ctx, model):  # pragma: no cover - never reached
+                raise AssertionError
+
+        Cyclic.name = name
+        return register_view(Cyclic)
+
+    view("ping", "pong"), view("pong", "ping")
+    with pytest.raises(DependencyError, match=r"cycle: ping\(npo\) -> pong\(npo\) -> ping\(npo\)"):
+        make_ctx(tmp_path).result("ping", "npo")
+
+
+def test_a_backend_that_cannot_run_a_view_gives_a_typed_skip(tmp_path):
+    # The mock has no hidden states: the masked probe is skipped as backend_unavailable.
+    r = make_ctx(tmp_path).result("masked_probe", "npo")
+    assert r.metrics and all(m.value is None and m.skip is Skip.BACKEND_UNAVAILABLE for m in r.metrics)
+    assert "hidden states" in r.metrics[0].reason
+
+
+def test_a_shared_result_reads_back_with_the_same_numbers(tmp_path):
+    shared = SharedResults(tmp_path)
+    result = make_ctx(tmp_path / "cache").result("tofu", "npo")
+    result.metrics.append(Metric("tofu.nan_probe", math.nan, ci=(0.0, 1.0), extra={"curve": [1.5, None]}))
+    calls = []
+    stored = shared.get_or_compute("tofu", "npo", lambda: calls.append(1) or result)
+    again = shared.get_or_compute("tofu", "npo", lambda: calls.append(1) or result)
+    assert calls == [1] and stored is result
+    assert [m.name for m in again.metrics] == [m.name for m in result.metrics]
+    for a, b in zip(again.metrics, result.metrics, strict=True):
+        assert (a.value == b.value) or (math.isnan(a.value) and math.isnan(b.value))
+        assert (a.ci, a.n, a.by_family, a.skip) == (b.ci, b.n, b.by_family, b.skip)
+        assert a.extra == json.loads(json.dumps(b.extra))  # tuples come back as lists
+    assert json.loads(json.dumps(again.records)) == json.loads(ViewResult.loads(result.dumps()).dumps())["records"]
+    assert [c["view"] for c in shared.computed()] == ["tofu"]
+
+
+CONFTEST = f'''
+import sys
+sys.path.insert(0, {str(REPO / "tests")!r})
+
+from test_runner import mock_models
+from unlearn_audit.model.mock import mock_context
+
+
+def pytest_unlearn_audit_context(config, audit_config, tiny_world):
+    return mock_context(audit_config, mock_models())
+'''
+
+AUDITS = "".join(f'''
+def test_{view}(audit, model):
+    audit.check("{view}", model)
+''' for view in ("tofu", "novel_recall", "format_shift", "likelihood"))
+
+
+def test_xdist_workers_compute_each_result_once_with_the_same_numbers(pytester: pytest.Pytester):
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_audits=AUDITS)
+    ref = pytester.mkdir("reference_results")
+    (ref / "gates.yaml").write_text(textwrap.dedent("""\
+        schema_version: 1
+        gates:
+          - {metric: tofu.model_utility, op: ">=", relative_to: full, factor: 0.0,
+             rationale: "relative to full, so the candidate needs full's number"}
+    """))
+    # `--opt=value`: a path given as its own argument would move pytest's rootdir to the repo.
+    common = (*ISOLATED, f"--rootdir={pytester.path}", f"--dataset={DATASET}", "--limit=8",
+              f"--cache-dir={pytester.path / 'cache'}", "--model=npo=mock")
+    numbers = {}
+    for n in ("0", "2"):
+        result = pytester.runpytest(*common, "-n", n, "--report-dir", f"report-{n}")
+        result.assert_outcomes(passed=16)
+        out = json.loads((pytester.path / f"report-{n}" / "results.json").read_text())
+        numbers[n] = {(r["model"], r["metric"]): (r["value"], r["ci"], r["outcome"]) for r in out["metrics"]}
+        keys = [(c["view"], c["model"]) for c in out["computed"]]
+        assert sorted(keys) == sorted({(v, m) for v in ("tofu", "novel_recall", "format_shift", "likelihood")
+                                       for m in ("npo", "full", "retain", "base")})  # each once
+        if n == "2":
+            assert {c["worker"] for c in out["computed"]} <= {"gw0", "gw1"}
+        assert out["verdicts"]["npo"]["status"] == "PASS"
+    assert numbers["0"] == numbers["2"]
+    assert not list((pytester.path / "cache" / "runs").glob("*")), "the controller removes its run directory"
