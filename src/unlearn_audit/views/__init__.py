@@ -8,6 +8,7 @@ Importing this package imports no view module (and so none of numpy, scipy, torc
 from unlearn_audit.views._base import (
     BUILTIN_VIEWS,
     Metric,
+    Plot,
     View,
     ViewResult,
     available_views,
@@ -23,6 +24,7 @@ __all__ = [
     "BUILTIN_VIEWS",
     "VIEW_MODULES",
     "Metric",
+    "Plot",
     "View",
     "ViewResult",
     "available_views",
