@@ -145,6 +145,7 @@ def layer_curves(data: Mapping[str, Any], path: Path) -> None:
     for (name, ys), marker in zip(_series(data["curves"]), "osd^v<>", strict=False):
         ax.plot(range(len(ys)), [math.nan if y is None else y for y in ys], marker=marker, markersize=3.5,
                 label=name)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # layers are whole numbers
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(data.get("xlabel", "layer (0 = embeddings)"))
     ax.set_ylabel(data.get("ylabel", "top-1 accuracy"))
