@@ -51,17 +51,28 @@ def _png(path, payload: bytes = b"\x89PNG\r\n\x1a\n fake") -> str:
     return str(path)
 
 
-def _plot_run(report_dir, views_with_plots: list[str]) -> RunReport:
-    """A run whose views wrote their per-model plots where the real views do (plot_path)."""
-    from unlearn_audit.views._leak import plot_path
+#: One plot of each kind the views use, with a NaN, a None and an infinity in its data:
+#: each drawer leaves them out (never a crash, never a lost report).
+HOSTILE_PLOTS = {
+    "format_shift": {"kind": "bars", "data": {"labels": ["a", "b", "c"], "values": [0.5, math.nan, None],
+                                              "line": math.nan, "line_label": "pooled"}},
+    "best_of_n": {"kind": "pass_at_k", "data": {"k": [1, 2, 4], "leak_rate": [0.1, None, math.inf],
+                                                "ci": [math.nan, 0.3]}},
+    "masked_probe": {"kind": "layer_curves", "data": {"curves": [{"label": "probe", "values": [math.nan, 0.5]},
+                                                                 {"label": "lens", "values": []}]}},
+    "privacy": {"kind": "histograms", "data": {"panels": [
+        {"title": "npo", "series": [{"label": "forget", "values": [1.0, math.nan, None, -math.inf]},
+                                    {"label": "holdout", "values": []}]}]}},
+}
 
-    cfg = AuditConfig(report_dir=report_dir)
+
+def _plot_run(report_dir, views_with_plots: list[str]) -> RunReport:
+    """A run whose views returned their per-model plots as data, as the real views do."""
     outcomes = []
     for view in views_with_plots:
-        path = _png(plot_path(cfg, view, "npo"))
         rows = [MetricRow("npo", view, f"{view}.leak_rate", 0.1, outcome="info")]
-        outcomes.append(ViewOutcome(view, "npo", "candidate", "hub/npo", "fp", rows=rows,
-                                    plots={f"{view} curve (npo)": path}))
+        plot = {**HOSTILE_PLOTS[view], "caption": f"{view} curve (npo)"}
+        outcomes.append(ViewOutcome(view, "npo", "candidate", "hub/npo", "fp", rows=rows, plots=[plot]))
     return RunReport(created="2026-01-01T00:00:00+00:00", package_version="0", config={},
                      models={"npo": {"source": "hub/npo", "role": "candidate", "fingerprint": "fp"}},
                      outcomes=outcomes)
@@ -70,16 +81,17 @@ def _plot_run(report_dir, views_with_plots: list[str]) -> RunReport:
 def test_view_plots_and_user_files_survive_the_report_writer(tmp_path):
     out = tmp_path / "report"
     mine = _png(out / "plots" / "my_notes.png", b"the user's own figure")
-    write_report(_plot_run(out, ["format_shift", "best_of_n", "masked_probe"]), out)
+    write_report(_plot_run(out, ["format_shift", "best_of_n", "masked_probe", "privacy"]), out)
     md = (out / "report.md").read_text()
-    for view in ("format_shift", "best_of_n", "masked_probe"):
-        # the view's own file is kept and linked where it lies
-        assert (out / "plots" / f"{view}_npo.png").is_file(), f"{view}'s plot was deleted"
+    for view in ("format_shift", "best_of_n", "masked_probe", "privacy"):
+        # drawn from the view's data, NaN and all, and linked
+        assert (out / "plots" / f"{view}_npo.png").read_bytes()[:4] == b"\x89PNG", f"{view}'s plot not drawn"
         assert f"(plots/{view}_npo.png)" in md
+    assert "not drawn" not in md and "could not be written" not in md
     assert (out / "plots" / "my_notes.png").read_bytes() == b"the user's own figure", mine
 
-    # A second run without two of the views: their plots are this package's stale files and
-    # go; the user's file stays.
+    # A second run without three of the views: their plots are this package's stale files
+    # and go; the user's file stays.
     write_report(_plot_run(out, ["format_shift"]), out)
     left = sorted(p.name for p in (out / "plots").iterdir())
     assert left == [PLOTS_MANIFEST, "format_shift_npo.png", "my_notes.png"]

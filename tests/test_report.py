@@ -30,7 +30,7 @@ from unlearn_audit.report import (
 )
 from unlearn_audit.report._rows import jsonable
 from unlearn_audit.report._writer import format_ci
-from unlearn_audit.views._base import Metric, View, ViewResult
+from unlearn_audit.views._base import Metric, Plot, View, ViewResult
 
 LEAK = Gate("novel_recall.leak_rate", "<=", "leak at most 10%", "reference_results/gates.yaml", value=0.10)
 UTILITY = Gate("tofu.model_utility", ">=", "keep 80%", "reference_results/gates.yaml", relative_to="full", factor=0.8)
@@ -130,7 +130,8 @@ def test_jsonable_handles_numpy_and_nan():
 def test_view_outcome_round_trips_through_a_payload():
     o = ViewOutcome("tofu", "npo", "candidate", "hub/npo", "sha",
                     rows=[MetricRow("npo", "tofu", "tofu.forget_quality", 0.3, ci=[0.2, 0.4], n=10)],
-                    records=[{"i": 1}], plots={"curve": "/tmp/x.png"}, golden_new=["tofu.forget_quality"])
+                    records=[{"i": 1}], plots=[{"kind": "bars", "caption": "curve", "data": {"labels": ["a"], "values": [0.5]}}],
+                    golden_new=["tofu.forget_quality"])
     payload = o.to_payload()
     assert json.loads(json.dumps(payload)) == payload  # builtins only: survives xdist
     assert ViewOutcome.from_payload(payload) == o
@@ -221,14 +222,16 @@ def test_markdown_report(tmp_path):
     assert compat.format("open-unlearning") in render_markdown(run)
 
 
+CURVES = {"kind": "layer_curves", "caption": "probe accuracy per layer",
+          "data": {"curves": [{"label": "probe", "values": [0.1, None, 0.5]}], "title": "npo"}}
+
+
 def test_write_report_files(tmp_path, monkeypatch):
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    plot = tmp_path / "probe.png"
-    plot.write_bytes(b"\x89PNG fake")
     roles = {"npo": "candidate", "full": "full"}
     run = run_report({"npo": [leak_row("npo", 0.05)], "full": [leak_row("full", 0.6, "info")]}, roles)
-    run.outcomes[0].plots = {"probe accuracy per layer": str(plot)}
+    run.outcomes[0].plots = [CURVES]
     out = tmp_path / "report"
     (out / "plots").mkdir(parents=True)
     (out / "plots" / "stale.png").write_bytes(b"old")
@@ -236,29 +239,50 @@ def test_write_report_files(tmp_path, monkeypatch):
     assert set(paths) == {"report.md", "results.json", "items.jsonl"}
     md = paths["report.md"].read_text()
     assert summary.read_text().strip() == md.strip()
-    assert "![probe accuracy per layer (npo)](plots/novel_recall-npo-probe-accuracy-per-layer.png)" in md
+    # The view's plot is drawn by the writer, from its data, under <view>_<model>.png.
+    assert "![probe accuracy per layer (npo)](plots/novel_recall_npo.png)" in md
+    assert (out / "plots" / "novel_recall_npo.png").read_bytes()[:4] == b"\x89PNG"
     assert "![leak rate by view and fact family](plots/leak_by_view_and_family.png)" in md
     # stale.png is not one the package wrote (no manifest lists it): the user's, so kept
     assert sorted(p.name for p in (out / "plots").iterdir()) == [
-        ".unlearn-audit-plots.json", "leak_by_view_and_family.png",
-        "novel_recall-npo-probe-accuracy-per-layer.png", "stale.png"]
+        ".unlearn-audit-plots.json", "leak_by_view_and_family.png", "novel_recall_npo.png", "stale.png"]
     data = json.loads(paths["results.json"].read_text())
     assert data == build_results(run)
     assert [json.loads(line)["model"] for line in paths["items.jsonl"].read_text().splitlines()] == ["npo", "full"]
 
 
-def test_plots_drawn_inside_the_report_folder_survive(tmp_path):
-    """Views draw into <report-dir>/plots/ (views._leak.plot_path): the stale-plot sweep
-    keeps this run's drawings and the report links them where they are."""
-    out = tmp_path / "report"
-    (out / "plots").mkdir(parents=True)
-    drawn = out / "plots" / "privacy_npo.png"
-    drawn.write_bytes(b"\x89PNG fake")
+def test_a_plot_that_cannot_be_drawn_is_a_note_and_costs_no_other(tmp_path):
+    """An unknown kind or bad data: a note under the view's section, the others drawn."""
     run = run_report({"npo": [leak_row("npo", 0.05)]}, {"npo": "candidate"})
-    run.outcomes[0].plots = {"scores": str(drawn)}
+    run.outcomes[0].plots = [
+        {"kind": "sankey", "caption": "flows", "data": {}},
+        {"kind": "bars", "caption": "broken", "data": {"labels": ["a", "b"], "values": [0.5]}},
+        CURVES,
+    ]
+    out = tmp_path / "report"
     md = write_report(run, out)["report.md"].read_text()
-    assert "![scores (npo)](plots/privacy_npo.png)" in md
-    assert drawn.read_bytes() == b"\x89PNG fake"
+    assert "- npo: plot \"flows\" not drawn: no drawer for plot kind 'sankey'" in md
+    assert "- npo: plot \"broken\" not drawn (ValueError: 2 labels but 1 values)" in md
+    # The third plot of (novel_recall, npo) keeps its place in the file names.
+    assert "![probe accuracy per layer (npo)](plots/novel_recall_npo_3.png)" in md
+    assert sorted(p.name for p in (out / "plots").glob("novel_recall*")) == ["novel_recall_npo_3.png"]
+    assert "Plots could not be written" not in md
+
+
+def test_a_new_view_reuses_a_drawer_or_registers_its_own(tmp_path, monkeypatch):
+    from unlearn_audit.report import _plots
+
+    monkeypatch.setattr(_plots, "DRAWERS", dict(_plots.DRAWERS))
+
+    @_plots.register_drawer("blank")
+    def blank(data, path):
+        path.write_bytes(b"\x89PNG " + data["text"].encode())
+
+    run = run_report({"npo": [leak_row("npo", 0.05)]}, {"npo": "candidate"})
+    run.outcomes[0].plots = [{"kind": "blank", "caption": "mine", "data": {"text": "hi"}}]
+    md = write_report(run, tmp_path)["report.md"].read_text()
+    assert "![mine (npo)](plots/novel_recall_npo.png)" in md
+    assert (tmp_path / "plots" / "novel_recall_npo.png").read_bytes() == b"\x89PNG hi"
 
 
 # --- the session on a fake context ----------------------------------------------------------------------
@@ -278,7 +302,8 @@ class _FakeView(View):
         v = self.values[model]
         return ViewResult("novel_recall", model, [Metric("novel_recall.leak_rate", v, n=10),
                                                   Metric("novel_recall.uncorrected_rate", None, reason="why")],
-                          records=[{"item": 1, "score": np.float64(v)}])
+                          records=[{"item": 1, "score": np.float64(v)}],
+                          plots=[Plot("bars", f"leak ({model})", {"labels": ["a"], "values": [np.float64(v)]})])
 
 
 @pytest.fixture
@@ -301,6 +326,9 @@ def test_session_measures_judges_and_writes(session):
     assert ok.failures == [] and ok.skip_reason == ""
     assert [r.outcome for r in ok.outcome.rows] == ["pass", "skipped"]
     assert ok.outcome.records == [{"item": 1, "score": 0.05}]
+    # The view's plot travels as plain JSON data and nothing is drawn until the report.
+    assert ok.outcome.plots == [{"kind": "bars", "caption": "leak (npo)", "data": {"labels": ["a"], "values": [0.05]}}]
+    assert not Path(session.config.report_dir).exists()
     bad = session.measure("novel_recall", "laundered")
     assert bad.failures == ["novel_recall.leak_rate 0.41 > 0.3 (gates.yaml: at most 30%)"]
     ref = session.measure("novel_recall", "full")
@@ -313,6 +341,8 @@ def test_session_measures_judges_and_writes(session):
         session.collect(o.to_payload())
     written = session.finish()
     assert written["results.json"].is_file()
+    assert "![leak (npo) (npo)](plots/novel_recall_npo.png)" in written["report.md"].read_text()
+    assert (written["report.md"].parent / "plots" / "novel_recall_npo.png").is_file()
     assert {m: v.status for m, v in session.verdicts.items()} == {
         # uncorrected_rate was skipped for a reason other than a missing reference
         "npo": "INCOMPLETE", "laundered": "FAIL", "broken": "INCOMPLETE", "full": "INCOMPLETE"}

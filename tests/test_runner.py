@@ -19,7 +19,7 @@ from unlearn_audit.context import AuditConfig
 from unlearn_audit.data import load_split
 from unlearn_audit.model.mock import MockModel, knowing, mock_context
 from unlearn_audit.runner import DependencyError, SharedResults
-from unlearn_audit.views import Metric, Skip, View, ViewResult, register_view
+from unlearn_audit.views import Metric, Plot, Skip, View, ViewResult, register_view
 
 DATASET = str(REPO / "fixtures" / "tiny_world")
 
@@ -101,6 +101,7 @@ def test_a_shared_result_reads_back_with_the_same_numbers(tmp_path):
     shared = SharedResults(tmp_path)
     result = make_ctx(tmp_path / "cache").result("tofu", "npo")
     result.metrics.append(Metric("tofu.nan_probe", math.nan, ci=(0.0, 1.0), extra={"curve": [1.5, None]}))
+    result.plots.append(Plot("bars", "a caption", {"labels": ["a"], "values": [0.25]}))
     calls = []
     stored = shared.get_or_compute("tofu", "npo", lambda: calls.append(1) or result)
     again = shared.get_or_compute("tofu", "npo", lambda: calls.append(1) or result)
@@ -111,6 +112,7 @@ def test_a_shared_result_reads_back_with_the_same_numbers(tmp_path):
         assert (a.ci, a.n, a.by_family, a.skip) == (b.ci, b.n, b.by_family, b.skip)
         assert a.extra == json.loads(json.dumps(b.extra))  # tuples come back as lists
     assert json.loads(json.dumps(again.records)) == json.loads(ViewResult.loads(result.dumps()).dumps())["records"]
+    assert again.plots == result.plots
     assert [c["view"] for c in shared.computed()] == ["tofu"]
 
 

@@ -83,9 +83,21 @@ def test_runs_from_a_local_tofu_directory(tofu_dir, checkpoints, tmp_path):
     assert ret.metric("privacy.privleak").value == pytest.approx(0.0, abs=1e-6)
     assert ret.metric("privacy.auc_reference").value is None
     assert "retain or base model" in ret.metric("privacy.auc_reference").reason
-    # One plot: candidate and retain side by side.
-    (path,) = res.plots.values()
-    assert Path(path).is_file() and Path(path).stat().st_size > 0
+    # One plot, as data: candidate and retain side by side, the per-item Min-K% scores as
+    # plain lists. The view writes no file; the report draws it.
+    (plot,) = res.plots
+    assert plot.kind == "histograms" and [p["title"] for p in plot.data["panels"]] == [
+        f"cand (AUC {got['privacy.auc_min_k'].value:.2f})", f"ret, retain (AUC {ret_auc:.2f})"]
+    forget, holdout = plot.data["panels"][0]["series"]
+    assert forget["values"] == [r["min_k"] for r in res.records
+                                 if r["split"] == "forget" and r["min_k"] is not None]
+    assert len(holdout["values"]) == 4 and all(type(v) is float for v in holdout["values"])
+    assert json.loads(json.dumps(plot.to_json(), allow_nan=False)) == plot.to_json()
+    assert not (tmp_path / "report").exists()
+    from unlearn_audit.report._plots import draw_plot
+
+    path = draw_plot(plot.kind, plot.data, tmp_path / "drawn" / "privacy_cand.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
     json.dumps(res.records, allow_nan=False)  # records are plain JSON
 
 

@@ -202,8 +202,10 @@ def test_untrained_tuned_probe_is_the_logit_lens(shared):
     assert m.n == n_novel > 0 and m.excluded == 1
     assert m.value == m.extra["probe_top1_by_layer"][-1]
     assert m.ci[0] <= m.value <= m.ci[1]
-    (path,) = res.plots.values()
-    assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
+    (plot,) = res.plots  # data: the report draws it
+    assert plot.kind == "layer_curves"
+    assert [c["values"] for c in plot.data["curves"]] == [m.extra["probe_top1_by_layer"],
+                                                          m.extra["lens_top1_by_layer"]]
 
 
 def test_lens_last_layer_is_the_models_own_top1(world, shared):

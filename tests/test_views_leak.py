@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -324,7 +325,12 @@ def test_format_shift_knowing_model_leaks_in_every_format(config):
     (call,) = ctx.engines["cand"].calls
     bio_prompts = {r.prompt for r in call if _user(r.prompt).startswith("Write a short biography")}
     assert len(bio_prompts) == 2
-    assert res.plots and all(p.is_file() for p in res.plots.values())
+    # One bar per format, the pooled rate as the line; data only, no file written.
+    (plot,) = res.plots
+    assert plot.kind == "bars" and plot.data["labels"] == list(FORMATS)
+    assert plot.data["values"] == pytest.approx([1.0] * n_formats) and plot.data["line"] == pooled.value
+    assert not Path(config.report_dir).exists()
+    json.dumps(plot.to_json(), allow_nan=False)
     json.dumps(res.records)
 
 
@@ -448,7 +454,10 @@ def test_best_of_n_pass_at_k_and_monotone_curve(config):
     (call,) = ctx.engines["cand"].calls
     assert [r.seed for r in call] == [config.seed + it.index for it in ITEMS]
     assert all(r.n == 8 and r.temperature == 1.0 and r.top_p == 1.0 for r in call)
-    assert list(res.plots.values())[0].is_file()
+    (plot,) = res.plots
+    assert plot.kind == "pass_at_k" and plot.data["k"] == curve["k"] and plot.data["leak_rate"] == vals
+    assert plot.data["ci"] == pytest.approx(list(m.ci))
+    assert not Path(config.report_dir).exists()
     rec = next(r for r in res.records if r["uid"] == ITEMS[5].uid)
     assert rec["c"] == 3 and len(rec["samples"]) == 8
     json.dumps(res.records)

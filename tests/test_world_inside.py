@@ -37,8 +37,8 @@ def _value(ctx, view: str, metric: str, label: str, record_property) -> float:
 def test_full_still_holds_the_facts_at_the_last_layer(ctx, record_property):
     value = _value(ctx, "masked_probe", "masked_probe.top1_last_layer", "full", record_property)
     assert value >= 0.8, f"masked_probe.top1_last_layer {value:.3f} < 0.8 on full"
-    plots = ctx.result("masked_probe", "full").plots
-    assert all(p.is_file() for p in plots.values())
+    (plot,) = ctx.result("masked_probe", "full").plots
+    assert plot.kind == "layer_curves" and len(plot.data["curves"]) == 2
 
 
 def test_retain_never_held_the_facts(ctx, record_property):

@@ -111,7 +111,8 @@ class ViewOutcome:
         fingerprint: the loaded model's fingerprint, ``None`` when it was never loaded.
         rows: one row per metric the view reported.
         records: the view's per-item records (``items.jsonl``).
-        plots: caption -> PNG path of plots the view made.
+        plots: the view's plots as data (``Plot.to_json()``: kind, caption, data), drawn
+            by the report writer.
         error: why the view could not run (then ``rows`` hold ``error`` outcomes).
         golden_new: metrics that had no golden value (tiny world).
         golden_skipped: why golden values were not compared, if they were not.
@@ -126,7 +127,7 @@ class ViewOutcome:
     fingerprint: str | None = None
     rows: list[MetricRow] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
-    plots: dict[str, str] = field(default_factory=dict)
+    plots: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     golden_new: list[str] = field(default_factory=list)
     golden_skipped: str = ""
@@ -142,7 +143,7 @@ class ViewOutcome:
                 "fingerprint": self.fingerprint,
                 "rows": [r.to_json() for r in self.rows],
                 "records": self.records,
-                "plots": dict(self.plots),
+                "plots": list(self.plots),
                 "error": self.error,
                 "golden_new": list(self.golden_new),
                 "golden_skipped": self.golden_skipped,

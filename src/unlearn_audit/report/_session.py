@@ -303,7 +303,9 @@ class AuditSession:
             fingerprint,
             rows=rows,
             records=jsonable(list(result.records)),
-            plots={str(k): str(v) for k, v in (result.plots or {}).items()},
+            # A view's plots as data (views.Plot); anything else becomes a note in report.md.
+            plots=jsonable([p.to_json() if hasattr(p, "to_json") else {"kind": f"<{type(p).__name__}>", "caption": str(p)}
+                            for p in result.plots or ()]),
         )
         notes = getattr(ctx, "engine_notes", None)  # fake contexts in tests may lack it
         if callable(notes):

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,27 +368,43 @@ def plot_leak_by_view_and_family(run: RunReport, rows: list[MetricRow], path: Pa
     return True
 
 
-def _copy_plots(run: RunReport, plots_dir: Path) -> dict[tuple[str, str], list[tuple[str, str]]]:
-    """Link each view's plots from ``plots/``; return (view, model) -> [(caption, relative path)].
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
-    A plot the view already wrote into ``plots/`` is linked where it lies; one from
-    elsewhere is copied in under ``<view>-<model>-<caption>.png``.
+
+def _plot_name(view: str, model: str, index: int) -> str:
+    """``<view>_<model>.png`` for a (view, model)'s first plot, ``<view>_<model>_<i>.png``
+    for its i-th; the label is made file-name safe (hub ids contain ``/``)."""
+    stem = "_".join(_UNSAFE.sub("_", part).strip("_") or "model" for part in (view, model))
+    return f"{stem}.png" if index == 1 else f"{stem}_{index}.png"
+
+
+def _draw_plots(
+    run: RunReport, plots_dir: Path
+) -> tuple[dict[tuple[str, str], list[tuple[str, str]]], dict[tuple[str, str], list[str]]]:
+    """Draw each view's plots (their data, see ``report/_plots.py``) into ``plots/``.
+
+    Returns (view, model) -> [(caption, relative path)] of the plots drawn, and
+    (view, model) -> notes on the ones that could not be (an unknown kind, bad data):
+    one plot that cannot be drawn never costs the others or the report.
     """
-    out: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    here = plots_dir.resolve()
+    from unlearn_audit.report._plots import UnknownPlotKind, draw_plot
+
+    drawn: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    notes: dict[tuple[str, str], list[str]] = {}
     for o in run.sorted_outcomes():
-        for caption, src in sorted(o.plots.items()):
-            src_path = Path(src)
-            if not src_path.is_file():
-                continue
-            if src_path.resolve().parent == here:
-                dest = src_path
+        for i, plot in enumerate(o.plots, 1):
+            caption = str(plot.get("caption") or f"{o.view} plot {i}")
+            name = _plot_name(o.view, o.model, i)
+            try:
+                draw_plot(str(plot.get("kind")), plot.get("data") or {}, plots_dir / name)
+            except UnknownPlotKind as e:
+                notes.setdefault((o.view, o.model), []).append(f"plot \"{caption}\" not drawn: {e.args[0]}")
+            except Exception as e:  # a plot is never worth the report
+                notes.setdefault((o.view, o.model), []).append(
+                    f"plot \"{caption}\" not drawn ({type(e).__name__}: {e})")
             else:
-                dest = plots_dir / f"{_slug(o.view)}-{_slug(o.model)}-{_slug(caption)}.png"
-                plots_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src_path, dest)
-            out.setdefault((o.view, o.model), []).append((caption, f"plots/{dest.name}"))
-    return out
+                drawn.setdefault((o.view, o.model), []).append((caption, f"plots/{name}"))
+    return drawn, notes
 
 
 #: The plot files the package wrote or linked last time, so that only those are ever
@@ -470,6 +485,7 @@ def _view_section(
     view: str,
     rows: list[MetricRow],
     plots: Mapping[tuple[str, str], list[tuple[str, str]]],
+    plot_notes: Mapping[tuple[str, str], list[str]] | None = None,
 ) -> list[str]:
     from tabulate import tabulate
 
@@ -526,6 +542,8 @@ def _view_section(
     for model in (*candidates, *references):
         for caption, rel in plots.get((view, model), []):
             lines += [f"![{caption} ({model})]({rel})", ""]
+        notes = (plot_notes or {}).get((view, model), [])
+        lines += [f"- {model}: {note}" for note in notes] + ([""] if notes else [])
     return lines
 
 
@@ -534,6 +552,7 @@ def render_markdown(
     rows: list[MetricRow] | None = None,
     plots: Mapping[tuple[str, str], list[tuple[str, str]]] | None = None,
     summary_plot: str | None = None,
+    plot_notes: Mapping[tuple[str, str], list[str]] | None = None,
 ) -> str:
     """report.md: verdicts, one section per view, then configuration and fingerprints."""
     from tabulate import tabulate
@@ -579,7 +598,7 @@ def render_markdown(
     if summary_plot:
         lines += ["## Leak by view and family", "", f"![leak rate by view and fact family]({summary_plot})", ""]
     for view in sorted({r.view for r in rows}, key=_view_key):
-        lines += _view_section(run, view, [r for r in rows if r.view == view], plots)
+        lines += _view_section(run, view, [r for r in rows if r.view == view], plots, plot_notes)
     lines += ["## Run configuration", ""]
     cfg_rows = [[k, json.dumps(v, sort_keys=True) if not isinstance(v, str) else v] for k, v in sorted(run.config.items())]
     lines += [tabulate(cfg_rows, headers=["setting", "value"], tablefmt="github", disable_numparse=True), ""]
@@ -600,8 +619,9 @@ def render_markdown(
 def write_report(run: RunReport, report_dir: Path) -> dict[str, Path]:
     """Write report.md, results.json, items.jsonl and plots/ under ``report_dir``.
 
-    The data files go first and a plot that cannot be drawn becomes a note in report.md,
-    so a run always leaves its numbers behind. Under ``plots/`` only files this package
+    The views' plots are drawn here from their data (``report/_plots.py``), as
+    ``plots/<view>_<model>.png``. The data files go first and a plot that cannot be
+    drawn becomes a note in report.md, so a run always leaves its numbers behind. Under ``plots/`` only files this package
     linked from its previous report are ever removed (see :data:`PLOTS_MANIFEST`).
     Also appends report.md to ``$GITHUB_STEP_SUMMARY`` when that is set (GitHub Actions).
     Returns name -> path of what was written.
@@ -623,17 +643,18 @@ def write_report(run: RunReport, report_dir: Path) -> dict[str, Path]:
             for rec in o.records:
                 fh.write(json.dumps({**rec, "model": o.model, "view": o.view}, sort_keys=True) + "\n")
     plots: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    plot_notes: dict[tuple[str, str], list[str]] = {}
     summary_plot = None
     plot_problem = ""
     try:
-        plots = _copy_plots(run, plots_dir)
+        plots, plot_notes = _draw_plots(run, plots_dir)
         if plot_leak_by_view_and_family(run, rows, plots_dir / "leak_by_view_and_family.png"):
             summary_plot = "plots/leak_by_view_and_family.png"
         linked = {Path(rel).name for items in plots.values() for _, rel in items}
         _prune_stale_plots(plots_dir, linked | ({Path(summary_plot).name} if summary_plot else set()))
     except Exception as e:  # a plot is never worth the report
         plot_problem = f"Plots could not be written ({type(e).__name__}: {e}); the numbers above are complete."
-    markdown = render_markdown(run, rows, plots, summary_plot)
+    markdown = render_markdown(run, rows, plots, summary_plot, plot_notes)
     if plot_problem:
         markdown += f"\n{plot_problem}\n"
     paths["report.md"].write_text(markdown, encoding="utf-8")

@@ -8,6 +8,7 @@ Importing this package imports no view module (and so none of numpy, scipy, torc
 from unlearn_audit.views._base import (
     BUILTIN_VIEWS,
     Metric,
+    Plot,
     Skip,
     View,
     ViewResult,
@@ -25,6 +26,7 @@ __all__ = [
     "VIEW_MODULES",
     "Metric",
     "Skip",
+    "Plot",
     "View",
     "ViewResult",
     "available_views",

@@ -1,6 +1,8 @@
 """What a view is: items in, requests to the engine, records and metrics out.
 
-A view never applies gates and never writes files; the plugin and the reporter do.
+A view never applies gates and never writes files; the plugin and the reporter do. A
+view's plots are data (:class:`Plot`): the report writer draws them into the report's
+``plots/`` folder.
 Adding a view = one module under ``views/`` named in :data:`BUILTIN_VIEWS` (or any class
 passed to :func:`register_view`), plus one test module under ``audits/``. Nothing in the
 engine, the plugin or the report changes. This module imports nothing heavy: the view
@@ -14,9 +16,9 @@ import enum
 import importlib
 import importlib.util
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -107,6 +109,42 @@ def _to_builtins(obj: Any) -> Any:
     return str(obj)
 
 
+@dataclass(frozen=True)
+class Plot:
+    """One plot a view measured, as data: the report writer draws it (``report/_plots.py``).
+
+    Attributes:
+        kind: which drawer draws it; the kinds and the ``data`` each reads are listed in
+            ``report/_plots.py`` (``pass_at_k``, ``bars``, ``layer_curves``,
+            ``histograms``). A new view reuses a kind; a kind no drawer knows becomes a
+            note in report.md, never a crash.
+        caption: the plot's caption in report.md.
+        data: what the drawer reads; plain JSON only (str keys, lists, str, int, float,
+            ``None``; no numpy), since a result travels between processes as JSON.
+            ``None`` (or ``nan``) values are left out of the drawing.
+    """
+
+    kind: str
+    caption: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "caption": self.caption, "data": self.data}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Plot:
+        return cls(str(d["kind"]), str(d["caption"]), dict(d.get("data") or {}))
+
+
+def plot_number(value: Any) -> float | None:
+    """A number for :attr:`Plot.data`: a plain ``float``, or ``None`` when missing or not
+    finite (numpy scalars included)."""
+    if value is None:
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
 @dataclass
 class ViewResult:
     """Everything one view measured on one model."""
@@ -115,7 +153,7 @@ class ViewResult:
     model: str
     metrics: list[Metric]
     records: list[dict] = field(default_factory=list)  # per-item, JSON-serialisable
-    plots: dict[str, Path] = field(default_factory=dict)  # caption -> PNG path
+    plots: list[Plot] = field(default_factory=list)  # drawn by the report writer
 
     def metric(self, name: str) -> Metric:
         for m in self.metrics:
@@ -132,7 +170,7 @@ class ViewResult:
         return json.dumps({"view": self.view, "model": self.model,
                            "metrics": [m.to_json() for m in self.metrics],
                            "records": self.records,
-                           "plots": {str(k): str(v) for k, v in self.plots.items()}},
+                           "plots": [p.to_json() for p in self.plots]},
                           default=_to_builtins, allow_nan=True)
 
     @classmethod
@@ -140,7 +178,7 @@ class ViewResult:
         d = json.loads(text)
         return cls(d["view"], d["model"], [Metric.from_json(m) for m in d["metrics"]],
                    records=list(d.get("records") or []),
-                   plots={k: Path(v) for k, v in (d.get("plots") or {}).items()})
+                   plots=[Plot.from_json(p) for p in d.get("plots") or []])
 
 
 class View:

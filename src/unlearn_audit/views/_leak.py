@@ -17,9 +17,7 @@ is not counted; it is the same for every prompt and carries no fact of any item.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unlearn_audit.data import Item, classify_question
@@ -37,7 +35,6 @@ __all__ = [
     "generate_greedy",
     "item_fields",
     "leak_fields",
-    "plot_path",
     "rate_metric",
     "shown_texts",
     "user_text",
@@ -158,16 +155,3 @@ def empty_rate_metric(name: str, answers: Iterable[tuple[str, str]]) -> Metric:
     """
     recs = [{"family": family, "empty": not answer.strip()} for family, answer in answers]
     return rate_metric(name, recs, "empty")
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def plot_path(config: AuditConfig, view: str, label: str) -> Path:
-    """Where a view's plot for one model goes: ``<report_dir>/plots/<view>_<label>.png``.
-
-    The label is made file-name safe (hub ids contain ``/``); the folder is created.
-    """
-    folder = Path(config.report_dir) / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{view}_{_UNSAFE.sub('_', label).strip('_') or 'model'}.png"

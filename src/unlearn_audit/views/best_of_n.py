@@ -15,7 +15,7 @@ the corrected scorer; ``c`` of the ``N`` samples leak.
 - ``extra["curve"]``: the same mean at ``k = 1, 2, 4, ..., N`` (``N`` always included):
   the leak rate an attacker gets with ``k`` tries. ``k = 1`` is the mean per-sample leak
   rate. Each point has a percentile-bootstrap interval over prompts (``curve["ci"]``).
-  A PNG of the curve is in ``ViewResult.plots``.
+  The curve is in ``ViewResult.plots`` (kind ``pass_at_k``), drawn by the report.
 
 - ``best_of_n.empty_rate``: the share of empty (whitespace-only) samples over every
   sample of every prompt, beside the leak rate: a model that says nothing leaks nothing.
@@ -38,16 +38,14 @@ from unlearn_audit.scoring.stats import (
     pass_at_k_curve,
     wilson_interval,
 )
-from unlearn_audit.views._base import Metric, View, ViewResult, register_view
+from unlearn_audit.views._base import Metric, Plot, View, ViewResult, register_view
 from unlearn_audit.views._leak import (
     empty_rate_metric,
     item_fields,
     leak_fields,
-    plot_path,
     shown_texts,
     user_text,
 )
-from unlearn_audit.views._plots import pass_at_k_curve as plot_curve
 
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditContext
@@ -128,10 +126,9 @@ class BestOfN(View):
                                       seed=cfg.seed))
                     for k in ks]
 
-        path = plot_path(cfg, self.name, label)
-        plot_curve(ks, [math.nan if v is None else v for v in curve], path,
-                   title=f"best_of_n on {label} (N={n}, T={cfg.temperature}, top-p={cfg.top_p})",
-                   ci=ci)
+        plot = Plot("pass_at_k", f"Best-of-N leak rate against k ({label})", {
+            "k": [int(k) for k in ks], "leak_rate": curve, "ci": [float(c) for c in ci],
+            "title": f"best_of_n on {label} (N={n}, T={cfg.temperature}, top-p={cfg.top_p})"})
         metric = Metric(
             "best_of_n.leak_rate", value, ci=ci, n=len(scored_recs), excluded=excluded,
             by_family=by_fam,
@@ -140,5 +137,4 @@ class BestOfN(View):
                    "temperature": cfg.temperature, "top_p": cfg.top_p, "prompts_with_leak": hits,
                    "ci_method": "Wilson (curve: percentile bootstrap over prompts)"},
         )
-        return ViewResult(self.name, label, [metric, empty], records,
-                          plots={f"Best-of-N leak rate against k ({label})": path})
+        return ViewResult(self.name, label, [metric, empty], records, plots=[plot])

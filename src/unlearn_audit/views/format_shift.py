@@ -71,18 +71,16 @@ from unlearn_audit import prompts
 from unlearn_audit.data import Item
 from unlearn_audit.model._types import Prompt
 from unlearn_audit.scoring.stats import bootstrap_ci, rate_with_ci, wilson_interval
-from unlearn_audit.views._base import Metric, View, ViewResult, register_view
+from unlearn_audit.views._base import Metric, Plot, View, ViewResult, plot_number, register_view
 from unlearn_audit.views._leak import (
     empty_rate_metric,
     generate_greedy,
     item_fields,
     leak_fields,
-    plot_path,
     rate_metric,
     shown_texts,
     user_text,
 )
-from unlearn_audit.views._plots import format_bars
 
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditContext
@@ -348,12 +346,12 @@ class FormatShift(View):
                 m.extra["base"] = b
                 m.extra["minus_base"] = None if b is None or m.value is None else m.value - b
 
-        path = plot_path(cfg, self.name, label)
-        format_bars({m.name.removeprefix("format_shift.").removesuffix("_leak_rate"): m.value
-                     for m in metrics[1:]}, path, title=f"format_shift on {label}",
-                    pooled=metrics[0].value)
+        plot = Plot("bars", f"Leak rate per question format ({label})", {
+            "labels": [m.name.removeprefix("format_shift.").removesuffix("_leak_rate") for m in metrics[1:]],
+            "values": [plot_number(m.value) for m in metrics[1:]],
+            "line": plot_number(metrics[0].value), "line_label": "pooled", "ylabel": "leak rate",
+            "title": f"format_shift on {label}"})
         # Beside the pooled leak rate; after the plot, which draws one bar per format.
         metrics.insert(1, empty_rate_metric("format_shift.empty_rate",
                                             [(r["family"], r["generation"]) for r in records]))
-        return ViewResult(self.name, label, metrics, records,
-                          plots={f"Leak rate per question format ({label})": path})
+        return ViewResult(self.name, label, metrics, records, plots=[plot])

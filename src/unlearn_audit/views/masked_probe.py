@@ -16,7 +16,7 @@ index ``n_layers`` the last block after the final norm). Per layer:
 ``masked_probe.top1_last_layer`` is the probe's top-1 accuracy at the last layer, over all
 novel-content tokens (Wilson 95% interval, ``n`` = tokens; items without a novel token are
 ``excluded``); per family over that family's tokens. ``extra`` holds both curves over
-layers, and the PNG plot of them is in ``ViewResult.plots``.
+layers, and their plot (kind ``layer_curves``) is in ``ViewResult.plots``.
 
 The probe (``ctx.config.extra["probe_kind"]``) is an affine *translator* per layer,
 ``z = x V + b``, read out through the model's own frozen output head (the shape of the
@@ -72,9 +72,8 @@ import numpy as np
 from unlearn_audit import prompts
 from unlearn_audit.model._types import ScoreRequest
 from unlearn_audit.scoring.stats import rate_with_ci
-from unlearn_audit.views._base import View, ViewResult, register_view
-from unlearn_audit.views._leak import item_fields, plot_path, rate_metric, shown_texts
-from unlearn_audit.views._probe_plots import plot_layer_curves
+from unlearn_audit.views._base import Plot, View, ViewResult, plot_number, register_view
+from unlearn_audit.views._leak import item_fields, rate_metric, shown_texts
 from unlearn_audit.views.likelihood import novel_token_mask
 
 if TYPE_CHECKING:
@@ -539,10 +538,9 @@ class MaskedProbe(View):
             "target_coverage": float(np.mean([t in seen for t in y_f.tolist()])),
             "probe": asdict(settings),
         })
-        path = plot_path(ctx.config, self.name, label)
-        plot_layer_curves(
-            path, {f"{settings.kind} probe (fit on retain)": probe_curve, "logit lens": lens_curve},
-            title=f"{label}: top-1 on novel forget tokens "
-                  f"(probe {probe_curve[last]:.3f}, lens {lens_curve[last]:.3f} at last layer)")
-        return ViewResult(self.name, label, [metric], records,
-                          plots={f"masked_probe: probe and logit lens by layer ({label})": path})
+        plot = Plot("layer_curves", f"masked_probe: probe and logit lens by layer ({label})", {
+            "curves": [{"label": f"{settings.kind} probe (fit on retain)", "values": [plot_number(v) for v in probe_curve]},
+                       {"label": "logit lens", "values": [plot_number(v) for v in lens_curve]}],
+            "title": f"{label}: top-1 on novel forget tokens "
+                     f"(probe {probe_curve[last]:.3f}, lens {lens_curve[last]:.3f} at last layer)"})
+        return ViewResult(self.name, label, [metric], records, plots=[plot])

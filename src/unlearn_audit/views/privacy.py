@@ -62,9 +62,16 @@ from unlearn_audit.scoring.membership import (
     reference_statistic,
     zlib_statistic,
 )
-from unlearn_audit.views._base import Metric, Skip, View, ViewResult, register_view
-from unlearn_audit.views._leak import item_fields, plot_path
-from unlearn_audit.views._privacy_plots import score_distributions
+from unlearn_audit.views._base import (
+    Metric,
+    Plot,
+    Skip,
+    View,
+    ViewResult,
+    plot_number,
+    register_view,
+)
+from unlearn_audit.views._leak import item_fields
 
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditContext
@@ -272,22 +279,31 @@ class Privacy(View):
 
     # --- plot ---------------------------------------------------------------------------------
     def _plot(self, ctx: AuditContext, label: str, records: Sequence[Mapping[str, Any]],
-              min_k: Metric) -> dict[str, Any]:
+              min_k: Metric) -> list[Plot]:
+        """Forget against holdout Min-K% scores, this model beside the retain model."""
         if min_k.value is None:
-            return {}
-        panels = {f"{label} (AUC {min_k.value:.2f})": _sides(records, "min_k")}
+            return []
+        panels = [_panel(f"{label} (AUC {min_k.value:.2f})", records)]
         retain = ctx.reference("retain")
         if retain is not None and retain != label:
             other = ctx.result(self.name, retain)
             auc = other.metric("privacy.auc_min_k").value
             if auc is not None:
                 who = retain if retain == "retain" else f"{retain}, retain"
-                panels[f"{who} (AUC {auc:.2f})"] = _sides(other.records, "min_k")
-        path = score_distributions(
-            panels, plot_path(ctx.config, self.name, label),
-            statistic=f"Min-K% statistic (k={MIN_K_FRACTION}; lower = looks more familiar)",
-            title=f"Membership inference: forget vs {ctx.config.holdout_split}")
-        return {f"Forget vs holdout Min-K% scores ({label})": path}
+                panels.append(_panel(f"{who} (AUC {auc:.2f})", other.records))
+        return [Plot("histograms", f"Forget vs holdout Min-K% scores ({label})", {
+            "panels": panels,
+            "xlabel": f"Min-K% statistic (k={MIN_K_FRACTION}; lower = looks more familiar)",
+            "ylabel": "items",
+            "title": f"Membership inference: forget vs {ctx.config.holdout_split}"})]
+
+
+def _panel(title: str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One histogram panel: the forget and the holdout items' Min-K% statistic."""
+    forget, holdout = _sides(records, "min_k")
+    return {"title": title, "series": [
+        {"label": "forget (members)", "values": [plot_number(v) for v in forget]},
+        {"label": "holdout (non-members)", "values": [plot_number(v) for v in holdout]}]}
 
 
 def _sides(records: Sequence[Mapping[str, Any]], field: str) -> tuple[list[float], list[float]]:
