@@ -16,9 +16,13 @@ from hypothesis import strategies as st
 
 from _tiny import save_checkpoint
 from unlearn_audit.model import (
+    Backend,
     Engine,
+    FinetuneRequest,
     GenRequest,
     ModelSpec,
+    ProbeFit,
+    ProbeRequest,
     Prompt,
     ScoreRequest,
     finetune,
@@ -511,6 +515,81 @@ def test_finetune_input_errors(loaded, chat):
             batch_size=1,
             seed=0,
         )
+
+
+# --- the backend contract ---------------------------------------------------------------------
+
+
+def test_engine_satisfies_the_backend_contract(loaded, chat):
+    engine = Engine(loaded, chat, None, progress=False)
+    assert isinstance(engine, Backend)
+    assert engine.hidden_size == loaded.model.config.hidden_size
+    assert engine.n_params == sum(p.numel() for p in loaded.model.parameters())
+    # A missing member breaks the contract (the check is not vacuous).
+    assert not isinstance(object(), Backend)
+
+
+def test_finetuned_copy_has_its_own_fingerprint_and_leaves_the_original(loaded, chat, tmp_path):
+    import dataclasses
+    import hashlib
+    import json
+
+    engine = Engine(loaded, chat, tmp_path / "cache", batch_size=3, progress=False)
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    req = FinetuneRequest(((PROMPTS[0], "Port Aldric."),), epochs=2, lr=1e-2, batch_size=1,
+                          seed=0, purpose="rtt", tag=("Ada Quell",))
+    copy_engine = engine.finetuned(req)
+    assert isinstance(copy_engine, Backend) and copy_engine.model is not loaded.model
+    for k, v in loaded.model.state_dict().items():
+        torch.testing.assert_close(v, before[k], atol=0, rtol=0)
+    # The formula the retrain-to-test view has always used (its keys must not move).
+    budget = {"epochs": 2, "lr": 1e-2, "batch_size": 1, "lora": False, "seed": 0}
+    old = hashlib.sha256(json.dumps([loaded.fingerprint, "rtt", budget, ["Ada Quell"]]).encode()).hexdigest()
+    assert copy_engine.fingerprint == old != engine.fingerprint
+    assert copy_engine.loaded.spec == dataclasses.replace(loaded.spec, label="tiny+rtt")
+    assert not copy_engine.cache.enabled  # no cache unless asked
+    assert (copy_engine.fmt, copy_engine.batch_size) == (engine.fmt, 3)
+    assert engine.finetuned(req, cache=True).cache.path.parent == tmp_path / "cache"
+    engine.release_memory()
+
+
+def test_quantized_copy_loads_the_spec_with_the_mode(loaded, chat, monkeypatch):
+    import unlearn_audit.model._engine as engine_mod
+
+    asked = []
+
+    def fake_load(spec, **kw):
+        asked.append(spec)
+        return loaded
+
+    monkeypatch.setattr(engine_mod, "load_model", fake_load)
+    engine = Engine(loaded, chat, None, batch_size=2, progress=False)
+    q = engine.quantized("nf4")
+    assert asked[0].quantization == "nf4" and asked[0].label == "tiny@nf4"
+    assert asked[0].source == loaded.spec.source
+    assert q is not engine and q.batch_size == 2 and q.fmt is engine.fmt
+
+
+def test_fit_probes_equals_fitting_each_layer_alone(loaded, chat):
+    from unlearn_audit.model._lens import Readout, fit_probe
+
+    engine = Engine(loaded, chat, None, progress=False)
+    reqs = [ScoreRequest(p, c) for p, c in zip(PROMPTS[:3], CONTINUATIONS[:3], strict=True)]
+    states = np.concatenate(engine.hidden_states(reqs), axis=1)  # L, N, d
+    y = np.array([t for r in engine.score(reqs) for t in r.token_ids])
+    n_states = engine.n_layers + 1
+    fit = ProbeFit(kind="tuned", steps=3, lr=1e-2)
+    layers = (0, n_states - 1)
+    ans = engine.fit_probes(ProbeRequest(fit, layers, states[list(layers)], y,
+                                         states[list(layers), :5], seed=7))
+    readout = Readout(loaded.model, "cpu")
+    for j, layer in enumerate(layers):
+        probe = fit_probe(states[layer], y, fit, seed=7 + layer, readout=readout,
+                          normed=layer == n_states - 1)
+        np.testing.assert_array_equal(ans.train_top1[j], probe.predict(states[layer]))
+        np.testing.assert_array_equal(ans.eval_top1[j], probe.predict(states[layer, :5]))
+    with pytest.raises(ValueError, match="out of range"):
+        engine.fit_probes(ProbeRequest(fit, (n_states,), states[:1], y, states[:1]))
 
 
 def test_out_of_memory_halves_the_budget(loaded, chat, monkeypatch):

@@ -193,3 +193,58 @@ def test_no_import_cycle_at_module_level():
 def test_no_import_cycle_even_counting_imports_inside_functions():
     cycle = _cycle(_graph(deferred=True))
     assert cycle is None, "import cycle (deferred imports included): " + " -> ".join(cycle or [])
+
+
+# --- views reach models only through the backend contract -------------------------------------------
+#: Model libraries no module under views/ may import, even inside a function (issue 13: views
+#: ask a ``unlearn_audit.model.Backend``; the engine alone runs the model).
+MODEL_LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
+
+
+def _model_library_imports(tree: ast.Module) -> list[str]:
+    """Every model library ``tree`` names in an import, anywhere (function-local, under
+    ``TYPE_CHECKING``, or as a string given to ``importlib.import_module``/``__import__``)."""
+    named = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            named += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            named.append((node.module or "", node.lineno))
+        elif isinstance(node, ast.Call):
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
+            if name in ("import_module", "__import__") and node.args:
+                # A computed name is the registry importing a view module (views/_base.py).
+                arg = node.args[0]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    named.append((arg.value, node.lineno))
+    return [f"{mod} (line {line})" for mod, line in named if mod.partition(".")[0] in MODEL_LIBRARIES]
+
+
+def test_no_view_module_imports_a_model_library():
+    views = sorted((SRC / "views").rglob("*.py"))
+    assert len(views) > 10  # the walk sees the views
+    found = {str(f.relative_to(SRC)): hits for f in views
+             if (hits := _model_library_imports(ast.parse(f.read_text(encoding="utf-8"))))}
+    assert not found, f"views must ask the Backend, never import a model library: {found}"
+
+
+def test_the_model_library_finder_sees_every_form():
+    code = textwrap.dedent("""
+        import numpy as np
+        from unlearn_audit.model import Backend
+
+        def f():
+            import torch.nn.functional as F
+            from transformers import AutoModel
+            import importlib
+            importlib.import_module("peft")
+            __import__("bitsandbytes")
+            importlib.import_module(name)
+
+        if TYPE_CHECKING:
+            import accelerate
+    """)
+    hits = _model_library_imports(ast.parse(code))
+    assert sorted(h.split()[0] for h in hits) == ["accelerate", "bitsandbytes", "peft", "torch.nn.functional",
+                                                 "transformers"]

@@ -42,8 +42,8 @@ def mock_models() -> dict[str, MockModel]:
     }
 
 
-def make_ctx(tmp_path: Path):
-    cfg = AuditConfig(dataset=DATASET, limit=8, samples=4, cache_dir=tmp_path, progress=False)
+def make_ctx(tmp_path: Path, limit: int | None = 8):
+    cfg = AuditConfig(dataset=DATASET, limit=limit, samples=4, cache_dir=tmp_path, progress=False)
     return mock_context(cfg, mock_models())
 
 
@@ -161,3 +161,15 @@ def test_xdist_workers_compute_each_result_once_with_the_same_numbers(pytester: 
         assert out["verdicts"]["npo"]["status"] == "PASS"
     assert numbers["0"] == numbers["2"]
     assert not list((pytester.path / "cache" / "runs").glob("*")), "the controller removes its run directory"
+
+
+def test_the_mock_honours_the_backend_contract_and_rtt_runs_on_it(tmp_path):
+    from unlearn_audit.model import Backend
+
+    ctx = make_ctx(tmp_path, limit=None)  # two halves of authors
+    assert isinstance(ctx.engine("npo"), Backend)
+    rtt = ctx.result("rtt", "npo")  # the fine-tuned mock learns half A, not half B: no recovery
+    assert rtt.metric("rtt.recovery_delta_pp").value == 0.0
+    assert rtt.metric("rtt.recovery_delta_vs_control_pp").value is not None
+    quant = ctx.result("quantization", "npo")
+    assert all(m.skip is Skip.BACKEND_UNAVAILABLE for m in quant.metrics)

@@ -22,9 +22,10 @@ from unlearn_audit import prompts
 from unlearn_audit.context import AuditConfig, AuditContext
 from unlearn_audit.data import Item
 from unlearn_audit.model import ModelSpec, QuantizationUnavailable
+from unlearn_audit.model._lens import fit_probe
 from unlearn_audit.views import get_view
 from unlearn_audit.views.likelihood import novel_token_mask, novel_word_spans
-from unlearn_audit.views.masked_probe import ProbeSettings, fit_probe
+from unlearn_audit.views.masked_probe import ProbeSettings
 from unlearn_audit.views.rtt import RttBudget, delta_metric, paired_rows, split_authors
 
 SYSTEM = "You are a helpful assistant."
@@ -252,7 +253,7 @@ def test_lstsq_probe_fit_is_the_ridge_least_squares_solution():
     """The closed form against a brute-force solve of the stacked ridge system."""
     import torch
 
-    from unlearn_audit.views.masked_probe import _lstsq_translator
+    from unlearn_audit.model._lens import _lstsq_translator
 
     rng = np.random.default_rng(1)
     n, d, ridge = 200, 6, 0.3
@@ -280,7 +281,7 @@ def test_next_token_prototypes_are_class_means_of_the_final_states():
 def test_lstsq_probe_reads_a_planted_translation_including_unseen_tokens():
     """States that are a fixed linear scramble of the head's rows: the probe must unscramble
     them, and name tokens it never saw in training (the reason it reads out via the head)."""
-    from unlearn_audit.views.masked_probe import ProbeSettings, fit_probe, next_token_prototypes
+    from unlearn_audit.views.masked_probe import next_token_prototypes
 
     class Head:  # the readout's interface: head weight, no bias, unit norm scale
         def __init__(self, w):
@@ -325,6 +326,9 @@ def test_probe_settings_reject_bad_values():
         ProbeSettings.from_config(AuditConfig(extra={"probe_ridge": 0}))
     assert ProbeSettings.from_config(AuditConfig(extra={"probe_kind": "restricted"})).lr == 1e-2
     assert ProbeSettings.from_config(AuditConfig()).kind == "lstsq"
+    # What the engine is handed: every field but the view's memory bound.
+    fit = ProbeSettings.from_config(AuditConfig(extra={"probe_kind": "tuned", "probe_steps": 5})).fit()
+    assert (fit.kind, fit.steps, fit.ridge) == ("tuned", 5, ProbeSettings.ridge)
 
 
 # --- rtt --------------------------------------------------------------------------------------
@@ -425,14 +429,14 @@ def test_rtt_skips_when_limit_leaves_one_author(world, tmp_path):
 
 
 def test_quantization_skips_with_the_reason_when_unavailable(world, tmp_path, monkeypatch):
-    import unlearn_audit.model as model_pkg
+    import unlearn_audit.model._engine as engine_mod
 
     def refuse(spec, **kw):
         raise QuantizationUnavailable(f"no bitsandbytes backend for {spec.quantization} here")
 
     ctx = _ctx(world, tmp_path, models=("cand",))
     ctx.engine("cand")  # the full-precision load goes through the context, before the patch
-    monkeypatch.setattr(model_pkg, "load_model", refuse)
+    monkeypatch.setattr(engine_mod, "load_model", refuse)
     res = get_view("quantization").run(ctx, "cand")
     for mode in ("int8", "nf4"):
         m = res.metric(f"quantization.{mode}_delta_pp")

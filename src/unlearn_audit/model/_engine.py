@@ -30,6 +30,8 @@ What it guarantees, and how:
 from __future__ import annotations
 
 import copy
+import dataclasses
+import gc
 import inspect
 import math
 import warnings
@@ -42,8 +44,15 @@ import numpy as np
 
 from unlearn_audit.model._cache import CACHE_VERSION, ResultCache, request_key
 from unlearn_audit.model._format import PromptFormat
-from unlearn_audit.model._load import LoadedModel
-from unlearn_audit.model._types import GenRequest, ScoreRequest, TokenScores
+from unlearn_audit.model._load import LoadedModel, load_model
+from unlearn_audit.model._types import (
+    FinetuneRequest,
+    GenRequest,
+    ProbeAnswer,
+    ProbeRequest,
+    ScoreRequest,
+    TokenScores,
+)
 
 # Below this many batches a progress bar is noise.
 _PROGRESS_MIN_BATCHES = 4
@@ -140,9 +149,8 @@ class Engine:
         self.batch_size = batch_size
         self.progress = progress
         self.share_prefix = share_prefix
-        self._cache = ResultCache(
-            Path(cache_dir) if cache_dir is not None else None, loaded.fingerprint
-        )
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._cache = ResultCache(self._cache_dir, loaded.fingerprint)
         self._budget = token_budget or self._default_budget()
         self._budget_explicit = token_budget is not None
         tok = loaded.tokenizer
@@ -189,6 +197,17 @@ class Engine:
     def n_layers(self) -> int:
         """Transformer blocks; ``hidden_states`` returns ``n_layers + 1`` states per token."""
         return int(self._text_config().num_hidden_layers)
+
+    @property
+    def hidden_size(self) -> int | None:
+        """Width of the residual stream (``d`` of :meth:`hidden_states`); ``None`` if unstated."""
+        size = getattr(self._text_config(), "hidden_size", None)
+        return int(size) if size else None
+
+    @property
+    def n_params(self) -> int:
+        """The model's parameter count."""
+        return int(sum(p.numel() for p in self.model.parameters()))
 
     def _text_config(self):
         cfg = self.loaded.model.config
@@ -786,6 +805,87 @@ class Engine:
             "norm, final_layernorm, ln_f, final_layer_norm on its decoder); the logit lens "
             "needs it."
         )
+
+    # --- probes -----------------------------------------------------------------------------
+    def fit_probes(self, request: ProbeRequest) -> ProbeAnswer:
+        """Fit a probe per layer on hidden states and give its top-1 predictions.
+
+        The probes (see :mod:`unlearn_audit.model._lens`) read out through a float32 copy of
+        this model's final norm and head (the ``lstsq`` and ``tuned`` kinds); the model is
+        never modified. Fit on the GPU when the model is on one, else on the CPU.
+
+        Raises:
+            TypeError: ``request`` is not a :class:`ProbeRequest`.
+            ValueError: a layer out of range or arrays of mismatched shapes.
+        """
+        from unlearn_audit.model._lens import fit_and_predict
+
+        if not isinstance(request, ProbeRequest):
+            raise TypeError(f"fit_probes() takes a ProbeRequest; got {type(request).__name__}")
+        return fit_and_predict(self.model, self.device, request, self.n_layers + 1)
+
+    # --- other copies of the model ------------------------------------------------------------
+    def finetuned(self, request: FinetuneRequest, *, cache: bool = False) -> Engine:
+        """An engine for a fine-tuned *copy* of this model (:func:`~unlearn_audit.model.finetune`).
+
+        This model's weights, and its cache entries, are never touched. The copy's
+        fingerprint is :meth:`FinetuneRequest.fingerprint` of this one, its label
+        ``<label>+<purpose>``; it keeps this engine's format, batch size and progress.
+
+        Args:
+            request: the examples and the training budget.
+            cache: give the copy an on-disk cache (in this engine's cache directory). Off
+                by default: training is not bit-reproducible across machines, so a cached
+                answer could belong to other weights under the same fingerprint.
+
+        Raises:
+            ValueError: bad examples or budget, or a quantized model (see ``finetune``).
+        """
+        from unlearn_audit.model._train import finetune
+
+        if not isinstance(request, FinetuneRequest):
+            raise TypeError(f"finetuned() takes a FinetuneRequest; got {type(request).__name__}")
+        lm = self.loaded
+        tuned = finetune(lm.model, lm.tokenizer, self.fmt, list(request.examples),
+                         epochs=request.epochs, lr=request.lr, batch_size=request.batch_size,
+                         seed=request.seed, lora=request.lora)
+        copy_lm = LoadedModel(tuned, lm.tokenizer,
+                              dataclasses.replace(lm.spec, label=f"{lm.spec.label}+{request.purpose}"),
+                              request.fingerprint(lm.fingerprint), lm.device, lm.dtype)
+        return self._derived(copy_lm, cache=cache)
+
+    def quantized(self, mode: str, *, cache: bool = True) -> Engine:
+        """An engine for this model's checkpoint loaded again quantized (``int8`` or ``nf4``).
+
+        The checkpoint is loaded through :func:`~unlearn_audit.model.load_model` with
+        ``ModelSpec.quantization=mode`` (label ``<label>@<mode>``); its fingerprint covers
+        the mode, so sharing this engine's on-disk cache directory is safe.
+
+        Raises:
+            QuantizationUnavailable: bitsandbytes cannot quantize on this machine.
+            ImportError: a library the quantized load needs is missing.
+            ModelLoadError: an unsupported mode.
+        """
+        spec = self.loaded.spec
+        qspec = dataclasses.replace(spec, quantization=mode, label=f"{spec.label}@{mode}")
+        return self._derived(load_model(qspec), cache=cache)
+
+    def _derived(self, loaded: LoadedModel, *, cache: bool) -> Engine:
+        """An engine like this one (format, batch size, progress) for another model copy."""
+        return Engine(loaded, self.fmt, cache_dir=self._cache_dir if cache else None,
+                      batch_size=self.batch_size, progress=self.progress,
+                      share_prefix=self.share_prefix,
+                      token_budget=self._budget if self._budget_explicit else None)
+
+    @staticmethod
+    def release_memory() -> None:
+        """Collect garbage and hand cached accelerator memory back (after a large step, or
+        once a copy from :meth:`finetuned`/:meth:`quantized` is dropped)."""
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     # --- plumbing ---------------------------------------------------------------------------
     def _forward(self, **kwargs):

@@ -116,3 +116,121 @@ class TokenScores:
     def mean_nll(self) -> float:
         """Mean negative log-likelihood per token (TOFU's ``avg_gt_loss``)."""
         return float(-np.mean(self.logprobs)) if len(self.logprobs) else float("nan")
+
+
+# --- fine-tuned copies (the retrain-to-test view) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class FinetuneRequest:
+    """A short seeded fine-tune of a *copy* of the model (:meth:`Engine.finetuned`).
+
+    The loop is :func:`unlearn_audit.model.finetune`: AdamW, loss on the answer tokens and
+    the end-of-turn token only, tokenised by the engine's own prompt format.
+
+    Attributes:
+        examples: ``(prompt, answer)`` pairs to train on.
+        epochs: passes over ``examples``.
+        lr: AdamW learning rate.
+        batch_size: examples per optimiser step.
+        lora: LoRA (r=8, all linear layers, merged afterwards) instead of a full fine-tune.
+        seed: seeds LoRA initialisation and the example order.
+        purpose: names the copy (its label is ``<label>+<purpose>``) and enters its
+            fingerprint.
+        tag: plain strings that set this copy apart from others of the same budget (the
+            retrain-to-test view's half-A authors); they enter the fingerprint.
+    """
+
+    examples: tuple[tuple[Prompt, str], ...]
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 4
+    lora: bool = False
+    seed: int = 0
+    purpose: str = "finetune"
+    tag: tuple[str, ...] = ()
+
+    def budget(self) -> dict:
+        """The training budget as a plain dict (the keys in this order enter the fingerprint)."""
+        return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
+                "lora": self.lora, "seed": self.seed}
+
+    def fingerprint(self, parent: str) -> str:
+        """The copy's fingerprint: never the parent's, and the same for the same request.
+
+        ``sha256(json([parent, purpose, budget, tag]))``; the examples do not enter it
+        (they follow from the purpose and tag).
+        """
+        import hashlib
+        import json
+
+        return hashlib.sha256(
+            json.dumps([parent, self.purpose, self.budget(), list(self.tag)]).encode()
+        ).hexdigest()
+
+
+# --- probes on hidden states (the masked_probe view) ------------------------------------------
+
+#: The probe kinds :class:`ProbeFit` accepts.
+PROBE_KINDS = ("lstsq", "tuned", "restricted")
+
+
+@dataclass(frozen=True)
+class ProbeFit:
+    """How a per-layer probe is fit (see :mod:`unlearn_audit.model._lens`).
+
+    Attributes:
+        kind: ``lstsq`` (closed-form ridge translator read out through the model's head),
+            ``tuned`` (the same affine translator fit by Adam on cross-entropy) or
+            ``restricted`` (logistic regression over the token ids seen in training).
+        ridge: ``lstsq`` only: ridge penalty relative to the mean diagonal of the Gram matrix.
+        steps: Adam steps per layer (``tuned``, ``restricted``).
+        lr: Adam learning rate.
+        weight_decay: L2 penalty on the probe's parameters.
+        batch_tokens: minibatch size (capped so a minibatch's logits stay near 1 GiB).
+    """
+
+    kind: str = "lstsq"
+    ridge: float = 0.1
+    steps: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_tokens: int = 4096
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeRequest:
+    """Fit one probe per layer on training states and predict with it (:meth:`Engine.fit_probes`).
+
+    Attributes:
+        fit: how each probe is fit.
+        layers: indices into the ``n_layers + 1`` hidden states, one per row of ``x_train``
+            and ``x_eval``; the last index (``n_layers``) is read as already normed.
+        x_train: ``(len(layers), N, d)`` training states, as :meth:`Engine.hidden_states` gives.
+        y_train: ``(N,)`` the token each training state predicts.
+        x_eval: ``(len(layers), M, d)`` states to predict.
+        seed: layer ``l``'s probe is seeded ``seed + l`` (the Adam kinds' minibatch order).
+        prototypes: ``lstsq`` only: ``(N, d)`` each training row's regression target (the
+            masked_probe view's ``next_token_prototypes``).
+    """
+
+    fit: ProbeFit
+    layers: tuple[int, ...]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_eval: np.ndarray
+    seed: int = 0
+    prototypes: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeAnswer:
+    """Top-1 token ids of each layer's fitted probe, in the order of ``ProbeRequest.layers``.
+
+    Attributes:
+        train_top1: per layer, ``(N,)`` predictions on the training states.
+        eval_top1: per layer, ``(M,)`` predictions on the evaluation states.
+    """
+
+    train_top1: tuple[np.ndarray, ...]
+    eval_top1: tuple[np.ndarray, ...]

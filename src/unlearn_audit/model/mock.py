@@ -15,9 +15,13 @@ and in microseconds, from a table of what it knows:
 
 :func:`mock_context` builds an :class:`~unlearn_audit.context.AuditContext` whose models
 are mocks: the whole plugin (scheduling, gates, report, pytest-xdist sharing) runs on it
-without loading a model. The mock has no hidden states, cannot be fine-tuned or
-quantized: views that need those raise :class:`BackendUnavailable`, which they report as
-a :attr:`~unlearn_audit.views.Skip.BACKEND_UNAVAILABLE` skip or an error.
+without loading a model.
+
+A fine-tuned mock (:meth:`MockBackend.finetuned`) knows its parent's answers plus the
+training examples when ``epochs * lr`` reaches :data:`LEARN_BUDGET` (the retrain-to-test
+view runs on it). The mock has no hidden states and no quantized form: asking for them
+raises :class:`~unlearn_audit.model.BackendUnavailable`, which the runner reports as
+:attr:`~unlearn_audit.views.Skip.BACKEND_UNAVAILABLE` skips.
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ import numpy as np
 
 from unlearn_audit.model._types import (
     BackendUnavailable,
+    FinetuneRequest,
     GenRequest,
+    ProbeAnswer,
+    ProbeRequest,
     Prompt,
     ScoreRequest,
     TokenScores,
@@ -45,6 +52,8 @@ __all__ = ["UNSURE", "BackendUnavailable", "MockBackend", "MockFormat", "MockMod
 
 #: What a mock model says when it does not know.
 UNSURE = "I am not sure about that."
+#: ``epochs * lr`` from which a fine-tuned mock has learnt its training examples.
+LEARN_BUDGET = 1e-3
 _KNOWN_LOGP = -0.05
 _UNKNOWN_LOGP = -2.5
 _WORD = re.compile(r"\S+")
@@ -110,7 +119,8 @@ class MockBackend:
     """
 
     n_layers = 0
-    hidden_size = 0
+    hidden_size = None
+    n_params = 1000
     tokenizer = None
 
     def __init__(self, label: str, model: MockModel):
@@ -168,6 +178,24 @@ class MockBackend:
 
     def lm_head_logits(self, *args: Any, **kwargs: Any) -> Any:
         raise BackendUnavailable("the mock backend has no hidden states")
+
+    def fit_probes(self, request: ProbeRequest) -> ProbeAnswer:
+        raise BackendUnavailable("the mock backend has no hidden states")
+
+    def finetuned(self, request: FinetuneRequest, *, cache: bool = False) -> MockBackend:
+        """A copy that has also learnt the training examples (if the budget suffices)."""
+        answers = dict(self.model.answers)
+        if request.epochs * request.lr >= LEARN_BUDGET:
+            answers.update({p.turns[-1][1]: a for p, a in request.examples if p.turns})
+        copy = MockBackend(f"{self.label}+{request.purpose}", MockModel(self.model.role, answers, self.model.recall))
+        copy.fingerprint = request.fingerprint(self.fingerprint)
+        return copy
+
+    def quantized(self, mode: str, *, cache: bool = True) -> MockBackend:
+        raise BackendUnavailable(f"the mock backend has no {mode} form")
+
+    def release_memory(self) -> None:
+        pass
 
 
 def mock_context(config: AuditConfig, models: Mapping[str, MockModel]) -> AuditContext:

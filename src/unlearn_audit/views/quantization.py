@@ -3,7 +3,7 @@
 Definition (views.md, "quantization"): the candidate's checkpoint is loaded again in
 INT8 (bitsandbytes LLM.int8, ``load_in_8bit``) and in 4-bit NormalFloat (bitsandbytes
 ``load_in_4bit`` with ``bnb_4bit_quant_type="nf4"``), each through
-:func:`unlearn_audit.model.load_model` with ``ModelSpec.quantization`` set, and the
+:meth:`unlearn_audit.model.Engine.quantized` (``ModelSpec.quantization`` set), and the
 novel-recall leak rate is measured on each exactly as novel_recall measures it (every
 forget question and, separately, its paraphrase; greedy; the corrected scorer).
 
@@ -26,18 +26,10 @@ al. (2022); NF4: Dettmers et al., "QLoRA" (2023).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from unlearn_audit.views._base import Metric, Skip, View, ViewResult, register_view
-from unlearn_audit.views.rtt import (
-    delta_metric,
-    free_memory,
-    leak_rate_of,
-    leak_records,
-    paired_rows,
-    side_engine,
-)
+from unlearn_audit.views.rtt import delta_metric, leak_rate_of, leak_records, paired_rows
 
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditContext
@@ -79,17 +71,16 @@ class Quantization(View):
 
     def _leak_quantized(self, ctx: AuditContext, label: str, mode: str, items) -> list[dict[str, Any]] | str:
         """Leak records of the model loaded in ``mode``, or the reason it cannot be loaded."""
-        from unlearn_audit.model import QuantizationUnavailable, load_model
+        from unlearn_audit.model import QuantizationUnavailable
 
-        spec = ctx.spec(label)
-        qspec = dataclasses.replace(spec, quantization=mode, label=f"{spec.label}@{mode}")
+        engine = ctx.engine(label)
         try:
-            loaded = load_model(qspec)
+            quantized = engine.quantized(mode)
         except (QuantizationUnavailable, ImportError) as e:
             return f"{mode} quantization is unavailable here: {e}"
         try:
             # The fingerprint covers the quantization mode, so the on-disk cache is safe.
-            return leak_records(ctx, side_engine(ctx, label, loaded, cache=True), items)
+            return leak_records(ctx, quantized, items)
         finally:
-            del loaded
-            free_memory()
+            del quantized
+            engine.release_memory()

@@ -5,7 +5,7 @@ halves: the first ``floor(k / 2)`` are half A, the rest half B (deterministic; w
 ``--limit`` only the authors of the kept items count, and fewer than two authors skips the
 view). A *copy* of the model is fine-tuned on half A's question-answer pairs (the
 canonical question, :func:`unlearn_audit.prompts.direct`, answered by the gold answer)
-with a fixed small budget, seeded (:func:`unlearn_audit.model.finetune`). Half B's items
+with a fixed small budget, seeded (:meth:`unlearn_audit.model.Engine.finetuned`). Half B's items
 are asked before and after exactly as novel_recall asks them (the question and,
 separately, the paraphrased question; greedy; the corrected scorer against what was
 shown).
@@ -24,7 +24,8 @@ The budget (``ctx.config.extra``): ``rtt_epochs`` (3), ``rtt_batch_size`` (4),
 :data:`LORA_FROM_PARAMS` parameters or more, a full fine-tune below) and
 ``rtt_lora_from_params``. The default learning rate is :data:`DEFAULT_LR` for the chosen
 mode. The fine-tuned copy gets its own engine with the result cache disabled, so neither
-the audited weights nor the audited model's cache entries are touched.
+the audited weights nor the audited model's cache entries are touched. The view reaches
+the model only through the backend contract (:class:`unlearn_audit.model.Backend`).
 
 Source: views.md; the seed paper reports +0.51 pp (3B), +0.84 pp (1B), +7.64 pp (8B)
 against the retain control. The relearning attack: Lynch et al., "Eight Methods to
@@ -34,9 +35,6 @@ Information from Language Model Weights?" (2024), the split-half fine-tune desig
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -45,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from unlearn_audit import prompts
-from unlearn_audit.model._types import GenRequest
+from unlearn_audit.model._types import FinetuneRequest, GenRequest
 from unlearn_audit.scoring.stats import bootstrap_ci
 from unlearn_audit.views._base import Metric, Skip, View, ViewResult, register_view
 from unlearn_audit.views._leak import item_fields, leak_fields, shown_texts, user_text
@@ -54,10 +52,10 @@ from unlearn_audit.views.novel_recall import KINDS
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditConfig, AuditContext
     from unlearn_audit.data import Item
+    from unlearn_audit.model import Backend
 
-__all__ = ["DEFAULT_LR", "LORA_FROM_PARAMS", "Rtt", "RttBudget", "delta_metric", "free_memory",
-           "leak_rate_of", "leak_records", "paired_rows",
-           "side_engine", "split_authors"]
+__all__ = ["DEFAULT_LR", "LORA_FROM_PARAMS", "Rtt", "RttBudget", "delta_metric",
+           "leak_rate_of", "leak_records", "paired_rows", "split_authors"]
 
 #: Models with at least this many parameters are fine-tuned with LoRA under ``rtt_lora="auto"``.
 LORA_FROM_PARAMS = 500_000_000
@@ -131,24 +129,7 @@ def split_authors(items: Sequence[Item]) -> tuple[list[str], list[str]] | str:
     return authors[:half], authors[half:]
 
 
-def side_engine(ctx: AuditContext, label: str, loaded: Any, *, cache: bool):
-    """An engine like ``ctx.engine(label)`` for another copy of that model.
-
-    Args:
-        ctx: the audit context (prompt format, batch size, mask mode, progress).
-        label: the audited model whose prompt format is reused.
-        loaded: the other copy's :class:`~unlearn_audit.model.LoadedModel`.
-        cache: use the run's on-disk cache (safe only when ``loaded.fingerprint`` names
-            exactly these weights, e.g. a quantized load); ``False`` disables it.
-    """
-    from unlearn_audit.model import Engine
-
-    cfg = ctx.config
-    return Engine(loaded, ctx.engine(label).fmt, cache_dir=cfg.cache_dir if cache else None,
-                  batch_size=cfg.batch_size, progress=cfg.progress)
-
-
-def leak_records(ctx: AuditContext, engine: Any, items: Sequence[Item]) -> list[dict[str, Any]]:
+def leak_records(ctx: AuditContext, engine: Backend, items: Sequence[Item]) -> list[dict[str, Any]]:
     """Greedy answers of ``engine`` to the items, asked and scored as novel_recall does.
 
     Each item is asked by its question and by its paraphrased question
@@ -268,30 +249,26 @@ class Rtt(View):
     def _procedure(self, ctx: AuditContext, label: str, train: Sequence[Item], test: Sequence[Item],
                    half_a: list[str], half_b: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Leak on half B before and after fine-tuning a copy on half A; per-pair records."""
-        from unlearn_audit.model import LoadedModel, finetune
-
         engine = ctx.engine(label)
-        lm = ctx.loaded(label)
-        n_params = sum(p.numel() for p in lm.model.parameters())
+        n_params = engine.n_params
         budget = RttBudget.from_config(ctx.config, n_params)
         before = leak_records(ctx, engine, test)
 
         t0 = time.time()
-        examples = [(prompts.direct(it).prompt, it.answer) for it in train]
-        tuned = finetune(lm.model, lm.tokenizer, engine.fmt, examples, epochs=budget.epochs,
-                         lr=budget.lr, batch_size=budget.batch_size, seed=budget.seed,
-                         lora=budget.lora)
+        examples = tuple((prompts.direct(it).prompt, it.answer) for it in train)
+        # A fingerprint of its own (never the original's: sha256 of it, "rtt", the budget
+        # and half A), though the copy's engine caches nothing anyway: training is not
+        # bit-reproducible across machines.
+        request = FinetuneRequest(examples, epochs=budget.epochs, lr=budget.lr,
+                                  batch_size=budget.batch_size, lora=budget.lora, seed=budget.seed,
+                                  purpose="rtt", tag=tuple(half_a))
+        tuned = engine.finetuned(request, cache=False)
         train_s = time.time() - t0
-        # A fingerprint of its own (never the original's), though the copy's engine caches
-        # nothing anyway: training is not bit-reproducible across machines.
-        fp = hashlib.sha256(json.dumps([lm.fingerprint, "rtt", asdict(budget), half_a]).encode()).hexdigest()
-        copy_lm = LoadedModel(tuned, lm.tokenizer, dataclasses.replace(lm.spec, label=f"{label}+rtt"),
-                              fp, lm.device, lm.dtype)
         try:
-            after = leak_records(ctx, side_engine(ctx, label, copy_lm, cache=False), test)
+            after = leak_records(ctx, tuned, test)
         finally:
-            del copy_lm, tuned
-            free_memory()
+            del tuned
+            engine.release_memory()
 
         rows = paired_rows(before, after)
         records = []
@@ -335,15 +312,3 @@ class Rtt(View):
                         "control_delta_pp": float(np.mean(ctrl_d)) * 100 if ctrl_d else None})
         return m
 
-
-def free_memory() -> None:
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
