@@ -53,7 +53,7 @@ def session(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:  # load_model's hash cache stays out of the user's
         mp.setenv("UNLEARN_AUDIT_CACHE", str(root / "cache"))
         config = AuditConfig(dataset=str(data), report_dir=root / "report", cache_dir=None,
-                             progress=False, max_new_tokens=6, extra={"probe_steps": 2})
+                             progress=False, max_new_tokens=6, view_options={"masked_probe": {"steps": 2}})
         ctx = AuditContext(config, specs)
         s = AuditSession(config, tiny_world=False, plan=lambda: [PlannedModel(k, v) for k, v in ROLES.items()],
                          context_factory=lambda: ctx, reference_dir=REPO / "reference_results",

@@ -100,7 +100,7 @@ def _private_hash_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def shared(world, tmp_path_factory):
     """One context for the checks that only read results (each view runs once per model)."""
-    return _ctx(world, tmp_path_factory.mktemp("shared"), extra={"probe_kind": "tuned", "probe_steps": 0})
+    return _ctx(world, tmp_path_factory.mktemp("shared"), view_options={"masked_probe": {"kind": "tuned", "steps": 0}})
 
 
 # --- novel-content tokens ---------------------------------------------------------------------
@@ -231,7 +231,7 @@ def test_lens_last_layer_is_the_models_own_top1(world, shared):
 
 def test_trained_probe_fits_its_training_tokens(world, shared, tmp_path):
     ctx = _ctx(world, tmp_path, models=("cand",),
-               extra={"probe_kind": "tuned", "probe_steps": 150, "probe_lr": 3e-2})
+               view_options={"masked_probe": {"kind": "tuned", "steps": 150, "lr": 3e-2}})
     m = ctx.result("masked_probe", "cand").metric("masked_probe.top1_last_layer")
     untrained = shared.result("masked_probe", "cand")
     before = untrained.metric("masked_probe.top1_last_layer").extra["probe_train_top1_by_layer"]
@@ -241,7 +241,7 @@ def test_trained_probe_fits_its_training_tokens(world, shared, tmp_path):
 
 
 def test_lstsq_probe_with_a_huge_ridge_is_the_logit_lens(world, shared, tmp_path):
-    ctx = _ctx(world, tmp_path, models=("cand",), extra={"probe_ridge": 1e12})
+    ctx = _ctx(world, tmp_path, models=("cand",), view_options={"masked_probe": {"ridge": 1e12}})
     m = ctx.result("masked_probe", "cand").metric("masked_probe.top1_last_layer")
     assert m.extra["probe"]["kind"] == "lstsq"
     assert m.extra["probe_top1_by_layer"] == m.extra["lens_top1_by_layer"]
@@ -318,16 +318,16 @@ def test_restricted_probe_separates_linearly_separable_classes():
 
 
 def test_probe_settings_reject_bad_values():
-    with pytest.raises(ValueError, match="probe_kind"):
-        ProbeSettings.from_config(AuditConfig(extra={"probe_kind": "mlp"}))
-    with pytest.raises(ValueError, match="out of range"):
-        ProbeSettings.from_config(AuditConfig(extra={"probe_steps": -1}))
-    with pytest.raises(ValueError, match="out of range"):
-        ProbeSettings.from_config(AuditConfig(extra={"probe_ridge": 0}))
-    assert ProbeSettings.from_config(AuditConfig(extra={"probe_kind": "restricted"})).lr == 1e-2
+    with pytest.raises(ValueError, match="masked_probe.kind: expected one of lstsq"):
+        ProbeSettings.from_config(AuditConfig(view_options={"masked_probe": {"kind": "mlp"}}))
+    with pytest.raises(ValueError, match="masked_probe.steps: expected a whole number >= 0, got -1"):
+        ProbeSettings.from_config(AuditConfig(view_options={"masked_probe": {"steps": -1}}))
+    with pytest.raises(ValueError, match="masked_probe.ridge: expected a number > 0, got 0"):
+        ProbeSettings.from_config(AuditConfig(view_options={"masked_probe": {"ridge": 0}}))
+    assert ProbeSettings.from_config(AuditConfig(view_options={"masked_probe": {"kind": "restricted"}})).lr == 1e-2
     assert ProbeSettings.from_config(AuditConfig()).kind == "lstsq"
     # What the engine is handed: every field but the view's memory bound.
-    fit = ProbeSettings.from_config(AuditConfig(extra={"probe_kind": "tuned", "probe_steps": 5})).fit()
+    fit = ProbeSettings.from_config(AuditConfig(view_options={"masked_probe": {"kind": "tuned", "steps": 5}})).fit()
     assert (fit.kind, fit.steps, fit.ridge) == ("tuned", 5, ProbeSettings.ridge)
 
 
@@ -362,10 +362,10 @@ def test_rtt_budget_defaults_and_overrides():
     assert (small.lora, small.epochs, small.lr) == (False, 3, 1e-3)
     big = RttBudget.from_config(AuditConfig(seed=3), 1_000_000_000)
     assert big.lora and big.lr == 1e-4 and big.seed == 3
-    forced = RttBudget.from_config(AuditConfig(extra={"rtt_lora": "false", "rtt_lr": "5e-4"}), 10**10)
+    forced = RttBudget.from_config(AuditConfig(view_options={"rtt": {"lora": "false", "lr": "5e-4"}}), 10**10)
     assert not forced.lora and forced.lr == 5e-4
-    with pytest.raises(ValueError, match="rtt_lora"):
-        RttBudget.from_config(AuditConfig(extra={"rtt_lora": "maybe"}), 1)
+    with pytest.raises(ValueError, match="rtt.lora: expected one of auto, true, false"):
+        RttBudget.from_config(AuditConfig(view_options={"rtt": {"lora": "maybe"}}), 1)
 
 
 def _rows(path: Path) -> int:
@@ -376,7 +376,7 @@ def _rows(path: Path) -> int:
 def test_rtt_never_touches_the_original_model_or_its_cache(world, tmp_path):
     import torch
 
-    ctx = _ctx(world, tmp_path, cache_dir=tmp_path / "cache", extra={"rtt_epochs": 2})
+    ctx = _ctx(world, tmp_path, cache_dir=tmp_path / "cache", view_options={"rtt": {"epochs": 2}})
     engine = ctx.engine("cand")
     state = {k: v.clone() for k, v in engine.model.state_dict().items()}
     # Everything the original model is asked, asked first: RTT must add no cache entry.

@@ -61,6 +61,9 @@ class AuditConfig:
     cache_dir: Path | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Each view's own typed options (``--view-option VIEW.NAME=VALUE``): view -> name ->
+    #: value, checked against the view's declaration (:mod:`unlearn_audit.views._options`).
+    view_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -112,6 +112,10 @@ _OPTIONS = (
     _Option("holdout-split", "texts no model trained on, the non-members of the privacy view's "
             "membership inference (default: holdout10, TOFU's name)", metavar="SPLIT"),
     _Option("views", "comma-separated views to run (default: all)", metavar="V1,V2"),
+    _Option("view-option", "one of a view's own typed options, e.g. masked_probe.steps=50 or "
+            "rtt.epochs=5; repeat for several (ini: one per line); an unknown name or a bad value "
+            "is an error that lists the view's options (default: each view's own)", "list",
+            "VIEW.NAME=VALUE"),
     _Option("limit", "audit only the first N items of each split (default: all)", metavar="N"),
     _Option("samples", "samples per prompt for best-of-N (default: 16)", metavar="N"),
     _Option("temperature", "sampling temperature for best-of-N (default: 1.0)", metavar="T"),
@@ -311,6 +315,35 @@ def _check_views(names: tuple[str, ...], where: str, config: pytest.Config) -> N
             )
 
 
+def _view_options(opts: _Options) -> dict[str, dict[str, Any]]:
+    """--view-option entries as text, syntax checked; typed against each view's declared
+    options at collection (:func:`_resolve_view_options`), once test modules have
+    registered their views."""
+    raw, where = opts.raw("view-option")
+    if not raw:
+        return {}
+    from unlearn_audit.views._options import ViewOptionError, parse_entries
+
+    try:
+        return parse_entries(raw)
+    except ViewOptionError as e:
+        raise opts.bad("view-option", where, str(e)) from None
+
+
+def _resolve_view_options(config: pytest.Config, session: AuditSession) -> None:
+    """Type and check the --view-option values before any test runs (only the views named
+    are imported, and only when the option is used)."""
+    if not session.config.view_options:
+        return
+    from unlearn_audit.views._options import ViewOptionError, resolve
+
+    try:
+        session.config.view_options = resolve(session.config.view_options)
+    except ViewOptionError as e:
+        opts = _Options(config)
+        raise opts.bad("view-option", opts.raw("view-option")[1], str(e)) from None
+
+
 def _default_cache_dir() -> Path:
     env = os.environ.get("UNLEARN_AUDIT_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "unlearn-audit"
@@ -406,6 +439,7 @@ def pytest_configure(config: pytest.Config) -> None:
     views = opts.get("views", _views, None)
     if views:
         _check_views(views, views_where, config)
+    view_options = _view_options(opts)
     system_prompt = opts.get("system-prompt", lambda s: s, AuditConfig.system_prompt)
     retain_logs = opts.path("retain-logs", None)
     dataset = opts.get("dataset", lambda s: s, None)
@@ -434,6 +468,7 @@ def pytest_configure(config: pytest.Config) -> None:
         compat=_compat(opts),
         retain_logs=str(retain_logs) if retain_logs else None,
         views=views,
+        view_options=view_options,
         trust_remote_code=opts.flag("trust-remote-code"),
         allow_pickle=opts.flag("allow-pickle"),
         report_dir=opts.path("report-dir", "audit-report"),
@@ -555,6 +590,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         extra = tuple(available_views())
     except Exception:  # a broken view module fails its own test with the real error
         extra = ()
+    _resolve_view_options(config, session)
     try:  # malformed reference results stop the run before any model loads
         session.references(extra)
     except ReferenceResultsError as e:

@@ -35,7 +35,7 @@ def _final_norm(model):
             return mod
     raise NotImplementedError(
         f"Cannot find the final norm of {type(model).__name__}; the tuned probe needs it. "
-        "Fix: set probe_kind='restricted' in the config's extra."
+        "Fix: --view-option masked_probe.kind=restricted."
     )
 
 
@@ -57,7 +57,7 @@ class Readout:
         if head is None or not hasattr(head, "weight"):
             raise NotImplementedError(
                 f"{type(model).__name__} has no output head; the {PROBE_KINDS[0]} and tuned probes need one. "
-                "Fix: set probe_kind='restricted' in the config's extra."
+                "Fix: --view-option masked_probe.kind=restricted."
             )
         self.weight = head.weight.detach().to(device=device, dtype=torch.float32)
         bias = getattr(head, "bias", None)

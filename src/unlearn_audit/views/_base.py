@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditContext
+    from unlearn_audit.views._options import Option
 
 
 class Skip(str, enum.Enum):
@@ -187,6 +188,18 @@ class View:
     name: ClassVar[str]
     title: ClassVar[str] = ""
     metrics: ClassVar[tuple[str, ...]] = ()
+    #: The view's own typed knobs (:class:`~unlearn_audit.views._options.Option`), set with
+    #: ``--view-option <name>.<option>=VALUE`` or the ini key ``audit_view_option``.
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def option(self, ctx: AuditContext, name: str) -> Any:
+        """This run's value of the option ``name`` (its declared default when not set)."""
+        from unlearn_audit.views._options import values_of
+
+        values = values_of(ctx.config, self.name, self.options)
+        if name not in values:
+            raise KeyError(f"the {self.name} view declares no option {name!r}")
+        return values[name]
 
     def run(self, ctx: AuditContext, model: str) -> ViewResult:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -255,6 +268,8 @@ def register_view(cls: type[View]) -> type[View]:
     if BUILTIN_VIEWS.get(cls.name) == spec:
         return cls
     taken = _REGISTRY.get(cls.name)
+    if taken is not None and _spec_of(taken) == spec:
+        taken = None  # the same class from a re-imported module (pytester's in-process reruns)
     if (taken is not None and taken is not cls) or (taken is None and cls.name in BUILTIN_VIEWS):
         where = _spec_of(taken) if taken is not None else BUILTIN_VIEWS[cls.name]
         raise ValueError(f"view {cls.name!r} registered twice: {spec} and {where}; rename one of them")

@@ -18,7 +18,7 @@ novel-content tokens (Wilson 95% interval, ``n`` = tokens; items without a novel
 ``excluded``); per family over that family's tokens. ``extra`` holds both curves over
 layers, and their plot (kind ``layer_curves``) is in ``ViewResult.plots``.
 
-The probe (``ctx.config.extra["probe_kind"]``) is an affine *translator* per layer,
+The probe (option ``kind``) is an affine *translator* per layer,
 ``z = x V + b``, read out through the model's own frozen output head (the shape of the
 *tuned lens*, Belrose et al., 2023, "Eliciting Latent Predictions from Transformers with the
 Tuned Lens", arXiv:2303.08112). Below the last layer ``x`` is first divided by its RMS,
@@ -32,7 +32,7 @@ coverage is reported in ``extra["target_coverage"]``.
 - ``"lstsq"`` (default): fit in closed form by ridge least squares. Each retain token's
   state is regressed onto the *prototype of the token it predicts*: the mean of the
   model's own last-layer (normed) states over the retain positions followed by that token
-  (:func:`next_token_prototypes`). The ridge ``probe_ridge`` (relative to the mean
+  (:func:`next_token_prototypes`). The ridge (option ``ridge``) (relative to the mean
   diagonal entry of the states' Gram matrix) pulls ``V`` towards the logit lens
   (``V = diag(final-norm scale)``, identity at the last layer; ``b = 0``), so with scarce
   retain data the probe falls back to the lens (exactly, as the ridge grows); ``z`` is
@@ -44,17 +44,17 @@ coverage is reported in ``extra["target_coverage"]``.
   supervised by the next token, as views.md asks.
 - ``"tuned"``: the same translator (``V = I + A``, ``A`` initialised at zero, read through
   the final norm and head) fit with cross-entropy on the retain tokens by Adam for
-  ``probe_steps`` steps with an L2 penalty ``probe_weight_decay`` on ``A``, ``b``;
+  ``steps`` steps with an L2 penalty ``weight_decay`` on ``A``, ``b``;
   untrained it is exactly the logit lens. Slow on a CPU: with it the view takes about
   34 s of CPU time a tiny-world model, against about 1 s with ``lstsq``.
 - ``"restricted"``: multinomial logistic regression on standardised states over the token
   ids seen in the retain answers (a forget token outside that set always counts wrong),
   fit by Adam like ``tuned``.
 
-The Adam-fit kinds run full-batch (or in seeded minibatches of ``probe_batch_tokens``).
-Every knob lives in ``ctx.config.extra`` (``probe_kind``, ``probe_ridge``, ``probe_steps``,
-``probe_lr``, ``probe_weight_decay``, ``probe_batch_tokens``, ``probe_max_gib``) and is
-reported in ``extra["probe"]``.
+The Adam-fit kinds run full-batch (or in seeded minibatches of ``batch_tokens``).
+Every knob is a typed option of the view (:data:`OPTIONS`: ``kind``, ``ridge``, ``steps``,
+``lr``, ``weight_decay``, ``batch_tokens``, ``max_gib``; ``--view-option
+masked_probe.steps=50``) and is reported in ``extra["probe"]``.
 
 Source: views.md; the seed paper reports 0.620 (3B), 0.618 (1B), 0.628 (8B) at the last
 layer. The logit lens: nostalgebraist, "interpreting GPT: the logit lens" (2020).
@@ -73,6 +73,7 @@ from unlearn_audit.model._types import PROBE_KINDS, ProbeFit, ProbeRequest, Scor
 from unlearn_audit.scoring.stats import rate_with_ci
 from unlearn_audit.views._base import Plot, View, ViewResult, plot_number, register_view
 from unlearn_audit.views._leak import item_fields, rate_metric, shown_texts
+from unlearn_audit.views._options import Option, values_of
 from unlearn_audit.views.likelihood import novel_token_mask
 
 if TYPE_CHECKING:
@@ -115,32 +116,36 @@ class ProbeSettings:
 
     @classmethod
     def from_config(cls, config: AuditConfig) -> ProbeSettings:
-        """Read ``probe_*`` keys of ``config.extra``; a bad value raises a readable error."""
-        ex = config.extra or {}
-        kind = str(ex.get("probe_kind", cls.kind))
-        if kind not in PROBE_KINDS:
-            raise ValueError(f"probe_kind {kind!r} is not supported; use one of {', '.join(PROBE_KINDS)} "
-                             f"(default {cls.kind}).")
-        default_lr = 1e-2 if kind == "restricted" else cls.lr
-        try:
-            s = cls(kind=kind, ridge=float(ex.get("probe_ridge", cls.ridge)),
-                    steps=int(ex.get("probe_steps", cls.steps)),
-                    lr=float(ex.get("probe_lr", default_lr)),
-                    weight_decay=float(ex.get("probe_weight_decay", cls.weight_decay)),
-                    batch_tokens=int(ex.get("probe_batch_tokens", cls.batch_tokens)),
-                    max_gib=float(ex.get("probe_max_gib", cls.max_gib)))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"a probe_* setting in the config's extra is not a number ({e}).") from e
-        if (s.steps < 0 or s.lr <= 0 or s.weight_decay < 0 or s.batch_tokens < 1 or s.max_gib <= 0
-                or not s.ridge > 0):
-            raise ValueError(f"probe settings out of range: {s} (need ridge > 0, steps >= 0, lr > 0, "
-                             "weight_decay >= 0, batch_tokens >= 1, max_gib > 0).")
-        return s
+        """The run's settings: ``--view-option masked_probe.<field>=VALUE`` over the defaults
+        (:data:`OPTIONS`); a bad value raises :class:`ViewOptionError` naming it."""
+        v = values_of(config, "masked_probe", OPTIONS)
+        if v["lr"] is None:
+            v["lr"] = 1e-2 if v["kind"] == "restricted" else cls.lr
+        return cls(**v)
 
     def fit(self) -> ProbeFit:
         """What the engine needs to fit the probes (everything but ``max_gib``)."""
         return ProbeFit(kind=self.kind, ridge=self.ridge, steps=self.steps, lr=self.lr,
                         weight_decay=self.weight_decay, batch_tokens=self.batch_tokens)
+
+
+_POSITIVE = {"check": lambda v: v > 0, "expect": "a number > 0"}
+_NON_NEGATIVE = {"check": lambda v: v >= 0, "expect": "a number >= 0"}
+#: The view's options, one per :class:`ProbeSettings` field.
+OPTIONS = (
+    Option("kind", str, ProbeSettings.kind, "how the per-layer probe is fit", choices=PROBE_KINDS),
+    Option("ridge", float, ProbeSettings.ridge, "lstsq ridge penalty, relative to the mean "
+           "eigenvalue of each side's Gram matrix", **_POSITIVE),
+    Option("steps", int, ProbeSettings.steps, "Adam steps per layer (tuned, restricted)",
+           check=lambda v: v >= 0, expect="a whole number >= 0"),
+    Option("lr", float, None, "Adam learning rate (default 1e-3; 1e-2 for restricted)", **_POSITIVE),
+    Option("weight_decay", float, ProbeSettings.weight_decay, "L2 penalty on the probe's "
+           "parameters", **_NON_NEGATIVE),
+    Option("batch_tokens", int, ProbeSettings.batch_tokens, "minibatch size in tokens",
+           check=lambda v: v >= 1, expect="a whole number >= 1"),
+    Option("max_gib", float, ProbeSettings.max_gib, "memory for hidden states held at once (GiB)",
+           **_POSITIVE),
+)
 
 
 def next_token_prototypes(final_states: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -192,6 +197,7 @@ class MaskedProbe(View):
     name = "masked_probe"
     title = "Masked probe: is it still inside?"
     metrics = ("masked_probe.top1_last_layer",)
+    options = OPTIONS
 
     def run(self, ctx: AuditContext, label: str) -> ViewResult:
         items = ctx.forget_items()

@@ -19,10 +19,10 @@ shown).
   can only "recover" what the half-A training teaches about answering at all). Skipped
   without a retain reference.
 
-The budget (``ctx.config.extra``): ``rtt_epochs`` (3), ``rtt_batch_size`` (4),
-``rtt_lr``, ``rtt_lora`` (``"auto"``: LoRA r=8 on all linear layers for models of
-:data:`LORA_FROM_PARAMS` parameters or more, a full fine-tune below) and
-``rtt_lora_from_params``. The default learning rate is :data:`DEFAULT_LR` for the chosen
+The budget is the view's typed options (:data:`OPTIONS`, ``--view-option rtt.epochs=5``):
+``epochs`` (3), ``batch_size`` (4), ``lr``, ``lora`` (``auto``: LoRA r=8 on all linear
+layers for models of :data:`LORA_FROM_PARAMS` parameters or more, a full fine-tune below)
+and ``lora_from_params``. The default learning rate is :data:`DEFAULT_LR` for the chosen
 mode. The fine-tuned copy gets its own engine with the result cache disabled, so neither
 the audited weights nor the audited model's cache entries are touched. The view reaches
 the model only through the backend contract (:class:`unlearn_audit.model.Backend`).
@@ -47,6 +47,7 @@ from unlearn_audit.model._types import FinetuneRequest, GenRequest
 from unlearn_audit.scoring.stats import bootstrap_ci
 from unlearn_audit.views._base import Metric, Skip, View, ViewResult, register_view
 from unlearn_audit.views._leak import item_fields, leak_fields, shown_texts, user_text
+from unlearn_audit.views._options import Option, values_of
 from unlearn_audit.views.novel_recall import KINDS
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_LR", "LORA_FROM_PARAMS", "Rtt", "RttBudget", "delta_metric",
            "leak_rate_of", "leak_records", "paired_rows", "split_authors"]
 
-#: Models with at least this many parameters are fine-tuned with LoRA under ``rtt_lora="auto"``.
+#: Models with at least this many parameters are fine-tuned with LoRA under ``lora=auto``.
 LORA_FROM_PARAMS = 500_000_000
 #: Default learning rates. A full fine-tune is only chosen for small models (under
 #: :data:`LORA_FROM_PARAMS`), whose own training used rates of 1e-3 and up; LoRA's rate is
@@ -85,33 +86,31 @@ class RttBudget:
 
     @classmethod
     def from_config(cls, config: AuditConfig, n_params: int) -> RttBudget:
-        """The budget for a model of ``n_params`` parameters, from ``rtt_*`` keys of ``config.extra``.
+        """The budget for a model of ``n_params`` parameters: ``--view-option rtt.<name>=VALUE``
+        over the defaults (:data:`OPTIONS`).
 
         Raises:
-            ValueError: a value that is not a number / boolean, or out of range.
+            ViewOptionError: a value of the wrong type or out of range, naming the option.
         """
-        ex = config.extra or {}
-        mode = ex.get("rtt_lora", "auto")
-        try:
-            threshold = int(ex.get("rtt_lora_from_params", LORA_FROM_PARAMS))
-            if mode == "auto":
-                lora = n_params >= threshold
-            elif isinstance(mode, bool):
-                lora = mode
-            elif str(mode).lower() in ("true", "1", "yes", "false", "0", "no"):
-                lora = str(mode).lower() in ("true", "1", "yes")
-            else:
-                raise ValueError(f"rtt_lora={mode!r}; use auto, true or false")
-            budget = cls(epochs=int(ex.get("rtt_epochs", cls.epochs)),
-                         lr=float(ex.get("rtt_lr", DEFAULT_LR["lora" if lora else "full"])),
-                         batch_size=int(ex.get("rtt_batch_size", cls.batch_size)),
-                         lora=lora, seed=int(config.seed))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"bad rtt_* setting in the config's extra: {e}. Defaults: rtt_epochs=3, "
-                             "rtt_batch_size=4, rtt_lora=auto, rtt_lr=1e-3 (full) / 1e-4 (LoRA).") from e
-        if budget.epochs < 1 or budget.batch_size < 1 or not budget.lr > 0:
-            raise ValueError(f"rtt budget out of range: {budget} (need epochs >= 1, batch_size >= 1, lr > 0).")
-        return budget
+        v = values_of(config, "rtt", OPTIONS)
+        lora = n_params >= v["lora_from_params"] if v["lora"] == "auto" else v["lora"] == "true"
+        lr = v["lr"] if v["lr"] is not None else DEFAULT_LR["lora" if lora else "full"]
+        return cls(epochs=v["epochs"], lr=lr, batch_size=v["batch_size"], lora=lora, seed=int(config.seed))
+
+
+#: The view's options: the fine-tuning budget.
+OPTIONS = (
+    Option("epochs", int, RttBudget.epochs, "passes over half A's QA pairs",
+           check=lambda v: v >= 1, expect="a whole number >= 1"),
+    Option("lr", float, None, "AdamW learning rate (default 1e-3 for a full fine-tune, 1e-4 for LoRA)",
+           check=lambda v: v > 0, expect="a number > 0"),
+    Option("batch_size", int, RttBudget.batch_size, "examples per step",
+           check=lambda v: v >= 1, expect="a whole number >= 1"),
+    Option("lora", str, "auto", "LoRA instead of a full fine-tune: auto (from lora_from_params "
+           "parameters), true or false", choices=("auto", "true", "false")),
+    Option("lora_from_params", int, LORA_FROM_PARAMS, "under lora=auto, models with at least this "
+           "many parameters are fine-tuned with LoRA", check=lambda v: v >= 1, expect="a whole number >= 1"),
+)
 
 
 # --- shared with the quantization view --------------------------------------------------------
@@ -217,6 +216,7 @@ class Rtt(View):
     name = "rtt"
     title = "Retrain-to-test: can a little fine-tuning bring it back?"
     metrics = ("rtt.recovery_delta_pp", "rtt.recovery_delta_vs_control_pp")
+    options = OPTIONS
 
     def requires(self, ctx: AuditContext, label: str) -> list[tuple[str, str]]:
         """The control is the retain model's recovery under the same budget."""
