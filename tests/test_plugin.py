@@ -557,7 +557,7 @@ def test_audit_modules_exist_for_every_view():
 
 
 def test_every_option_has_an_ini_key_and_a_help_ending_with_its_default(pytester):
-    from unlearn_audit.plugin import _OPTIONS
+    from unlearn_audit._plugin.options import OPTIONS as _OPTIONS
 
     result = run(pytester, "--help")
     out = result.stdout.str()

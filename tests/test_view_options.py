@@ -9,6 +9,7 @@ import pytest
 
 from test_plugin import ISOLATED
 from unlearn_audit.context import AuditConfig
+from unlearn_audit.views import view_class
 from unlearn_audit.views._options import (
     Option,
     ViewOptionError,
@@ -59,14 +60,14 @@ def test_entries_must_name_a_view_and_an_option():
 
 
 def test_the_built_in_views_declare_their_knobs_and_resolve_checks_them():
-    assert resolve({"masked_probe": {"steps": "50", "kind": "tuned"}, "rtt": {"lora": "false"}}) == {
+    assert resolve({"masked_probe": {"steps": "50", "kind": "tuned"}, "rtt": {"lora": "false"}}, view_class) == {
         "masked_probe": {"steps": 50, "kind": "tuned"}, "rtt": {"lora": "false"}}
     with pytest.raises(ViewOptionError, match=r"no option 'step'\. Did you mean masked_probe\.steps"):
-        resolve({"masked_probe": {"step": "5"}})
+        resolve({"masked_probe": {"step": "5"}}, view_class)
     with pytest.raises(ViewOptionError, match=r"masked_probe\.steps: expected a whole number >= 0, got '-1'"):
-        resolve({"masked_probe": {"steps": "-1"}})
+        resolve({"masked_probe": {"steps": "-1"}}, view_class)
     with pytest.raises(ViewOptionError, match="Unknown view 'masked_prob'. Did you mean masked_probe"):
-        resolve({"masked_prob": {"steps": "5"}})
+        resolve({"masked_prob": {"steps": "5"}}, view_class)
 
 
 def test_a_view_reads_the_value_set_or_its_default():

@@ -17,7 +17,8 @@ was expected (and suggests close names). The typed values land in
 :meth:`View.option <unlearn_audit.views.View.option>` or :func:`values_of` (the declared
 default when not set).
 
-This module imports nothing heavy; :func:`resolve` imports only the views it is asked about.
+This module imports nothing (not even the view registry, which imports it); :func:`resolve`
+is handed the registry's lookup, which imports only the views it is asked about.
 """
 
 from __future__ import annotations
@@ -126,15 +127,18 @@ def _typed(view: str, options: Iterable[Option], given: Mapping[str, Any]) -> di
     return out
 
 
-def resolve(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def resolve(raw: Mapping[str, Mapping[str, Any]], view_class: Callable[[str], type]) -> dict[str, dict[str, Any]]:
     """Check ``raw`` (view -> option -> value) against each view's declared options and
     return the typed values (the plugin calls it at collection, before anything runs).
+
+    Args:
+        raw: the values set, as text or already typed.
+        view_class: the registry's lookup (:func:`unlearn_audit.views.view_class`), which
+            raises ``KeyError`` naming close views for an unknown one.
 
     Raises:
         ViewOptionError: an unknown view or option (close names suggested), or a bad value.
     """
-    from unlearn_audit.views._base import view_class
-
     out: dict[str, dict[str, Any]] = {}
     for view, values in raw.items():
         try:

@@ -1,0 +1,121 @@
+"""The models a run audits: labels from the options, and the default audit context."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import TYPE_CHECKING
+
+import pytest
+
+from unlearn_audit.report._session import TINY_WORLD_DATASET, PlannedModel
+
+if TYPE_CHECKING:
+    from unlearn_audit.context import AuditConfig, AuditContext
+
+__all__ = ["LABEL_RULES", "default_context", "looks_like_path", "plan_models", "tiny_world_plan"]
+
+
+def looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or os.path.exists(os.path.expanduser(source))
+
+
+# A label names the model in the report and in plot file names, so it is one plain word.
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+LABEL_RULES = (
+    "A LABEL in LABEL=SOURCE is 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+    "or digit (no '/', no '..', no spaces)."
+)
+
+
+def plan_models(entries: list[tuple[str, str]]) -> list[PlannedModel]:
+    """Labels for user-given models: ``LABEL=SOURCE`` when given, else the directory name or
+    the hub id's last part; clashes take the parent directory or hub owner, then a number.
+
+    Args:
+        entries: ``(role, raw option value)`` in command-line order.
+    """
+    parsed = []
+    for role, raw in entries:
+        flag = f"--{'model' if role == 'candidate' else role + '-model'}"
+        explicit, sep, source = raw.partition("=")
+        if not sep or os.path.exists(os.path.expanduser(raw)):
+            explicit, source = "", raw  # a path that itself holds '=' stays a path
+        elif not _LABEL_RE.match(explicit.strip()):
+            raise pytest.UsageError(
+                f"{flag} {raw!r}: {explicit.strip()!r} is not a model label and {raw!r} is no existing "
+                f"path. {LABEL_RULES} Fix: {flag} LABEL=SOURCE with such a label (e.g. npo={source.strip() or 'DIR'}), "
+                "or the path alone."
+            )
+        source = source.strip()
+        if not source:
+            raise pytest.UsageError(f"{flag}: empty source in {raw!r}")
+        if looks_like_path(source):
+            source = os.path.expanduser(source)
+        parts = [p for p in re.split(r"[/\\]+", source.rstrip("/\\")) if p not in ("", ".")]
+        parsed.append((role, source, explicit.strip(), parts or [source]))
+    labels: list[str] = []
+    for i, (_role, _source, explicit, parts) in enumerate(parsed):
+        if explicit:
+            labels.append(explicit)
+            continue
+        label = parts[-1]
+        others = [p for j, p in enumerate(parsed) if j != i]
+        if any((o[2] or o[3][-1]) == label for o in others) and len(parts) > 1:
+            label = f"{parts[-2]}-{parts[-1]}"
+        labels.append(label)
+    seen: dict[str, int] = {}
+    out = []
+    for (role, source, explicit, _), label in zip(parsed, labels, strict=True):
+        if label in seen:
+            if explicit:
+                raise pytest.UsageError(f"model label {label!r} is used twice; give each model its own LABEL=")
+            seen[label] += 1
+            label = f"{label}-{seen[label]}"
+        seen.setdefault(label, 1)
+        out.append(PlannedModel(label, role, source))
+    return out
+
+
+def tiny_world_plan() -> list[PlannedModel]:
+    from unlearn_audit import world
+
+    plan = [PlannedModel(name, "candidate") for name in world.CANDIDATES]
+    return plan + [PlannedModel(name, role) for name, role in world.REFERENCES.items()]
+
+
+def default_context(audit_config: AuditConfig, tiny_world: bool, planned: list[PlannedModel]) -> AuditContext:
+    """The real context: the tiny world's models, or the user's checkpoints (loaded lazily)."""
+    from unlearn_audit.context import AuditContext
+
+    if tiny_world:
+        from unlearn_audit import world
+
+        if audit_config.dataset == TINY_WORLD_DATASET:
+            audit_config = dataclasses.replace(
+                audit_config, dataset=str(world.fixtures_dir(audit_config.cache_dir))
+            )
+        specs = world.default_models(audit_config.cache_dir)
+        expected = {p.label for p in tiny_world_plan()}
+        if set(specs) != expected:  # the labels were used for parametrization already
+            raise RuntimeError(
+                f"tiny world models {sorted(specs)} differ from world.CANDIDATES + world.REFERENCES "
+                f"{sorted(expected)}; keep them in step"
+            )
+        return AuditContext(audit_config, specs)
+    from unlearn_audit.model import ModelSpec
+
+    specs = {
+        p.label: ModelSpec(
+            source=p.source,
+            label=p.label,
+            role=p.role,
+            dtype=audit_config.dtype,
+            device=audit_config.device,
+            trust_remote_code=audit_config.trust_remote_code,
+            allow_pickle=audit_config.allow_pickle,
+        )
+        for p in planned
+    }
+    return AuditContext(audit_config, specs)
