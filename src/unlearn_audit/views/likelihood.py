@@ -208,8 +208,8 @@ class Likelihood(View):
         if full is None:
             reason = "no TOFU-full reference (a model with role 'full') was given"
             return [Metric(n, None, reason=reason, skip=Skip.MISSING_REFERENCE) for n in names]
-        # Asking the context for our own result from inside run() would recurse; the
-        # full model's shift against itself is its own records minus themselves.
+        # The full model's shift against itself is its own records minus themselves (a
+        # result cannot need itself: the runner would refuse the cycle).
         ref = records if full == label else ctx.result(self.name, full).records
         ref_by_uid = {r["uid"]: r for r in ref}
         out = []

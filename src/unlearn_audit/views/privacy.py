@@ -237,8 +237,8 @@ class Privacy(View):
         ref_label = self.reference_model(ctx, label)
         ref_nll: list[float | None] = [None] * len(items)
         if ref_label is not None:
-            # The reference model's NLLs straight from its engine (not through ctx.result:
-            # retain's reference is base and base's is retain, which would recurse).
+            # The reference model's NLLs straight from its backend, not its privacy result:
+            # retain's reference is base and base's is retain, a cycle the runner refuses.
             ref_scores = ctx.engine(ref_label).score(membership_requests(items))
             ref_nll = [_num(loss_statistic(s.logprobs)) for s in ref_scores]
         for r, ref in zip(records, ref_nll, strict=True):
@@ -267,7 +267,7 @@ class Privacy(View):
             reason = (f"no retain model given (--retain-model): privleak is taken against "
                       f"open-unlearning's fixed reference AUC {PRIVLEAK_DEFAULT_REFERENCE_AUC}")
         else:
-            # The retain model compares with itself (asking ctx.result here would re-enter this run).
+            # The retain model compares with itself (a result cannot need itself).
             ref_auc = (min_k.value if retain == label
                        else ctx.result(self.name, retain).metric("privacy.auc_min_k").value)
             source, reason = retain, ""

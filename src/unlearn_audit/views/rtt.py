@@ -294,7 +294,7 @@ class Rtt(View):
         if control is None:
             return Metric(name, None, reason="no retain reference (a model with role 'retain') was given",
                           skip=Skip.MISSING_REFERENCE)
-        # The retain model's own control is itself; asking the context would recurse.
+        # The retain model's own control is itself (a result cannot need itself).
         ctrl_result = None if control == label else ctx.result(self.name, control)
         if ctrl_result is not None and ctrl_result.metric("rtt.recovery_delta_pp").skipped:
             return Metric(name, None, reason=f"the control ({control}) was skipped: "
