@@ -65,7 +65,8 @@ p-value, the outcome of a test rather than an estimate of a quantity, and resamp
 would not cover anything; ``extra["ks_statistic"]`` gives the KS distance beside it.
 
 **Rescoring without a model.** Each per-item record holds the losses, the truth ratio,
-the greedy answer and its ROUGE scores, so every number is recomputable from records::
+the greedy answer and its ROUGE scores, so every number is recomputable from records
+with :mod:`unlearn_audit.scoring.tofu_records`::
 
     numbers = tofu_numbers(splits_from_records(result.records),
                            forget_truth_ratios(retain_result.records))
@@ -82,11 +83,9 @@ rescore reproduces them exactly.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -94,7 +93,7 @@ from scipy import stats as _sps
 
 from unlearn_audit.data import DatasetError, Item, classify_question
 from unlearn_audit.model._types import GenRequest, Prompt, ScoreRequest
-from unlearn_audit.scoring.logs import LEGACY_FILES, read_retain_truth_ratios
+from unlearn_audit.scoring.logs import read_retain_truth_ratios
 from unlearn_audit.scoring.memorization import exact_memorization, extraction_strength
 from unlearn_audit.scoring.rouge import rouge_recall
 from unlearn_audit.scoring.stats import bootstrap_ci
@@ -103,7 +102,6 @@ from unlearn_audit.scoring.tofu import (
     HEADLINE_NAMES,
     NORMALISED_PROB_SPLITS,
     SPLITS,
-    Generation,
     SplitScores,
     TofuNumber,
     normalized_probability,
@@ -112,23 +110,18 @@ from unlearn_audit.scoring.tofu import (
     truth_ratio,
     truth_ratio_score,
 )
+from unlearn_audit.scoring.tofu_records import (
+    PARAPHRASED_TRUE_SIDE,
+    forget_truth_ratios,
+    splits_from_records,
+)
 from unlearn_audit.views._base import Metric, Skip, View, ViewResult, register_view
 
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditContext
 
-__all__ = [
-    "PARAPHRASED_TRUE_SIDE",
-    "TofuView",
-    "forget_truth_ratios",
-    "hmean_rows",
-    "splits_from_records",
-    "write_legacy_logs",
-]
+__all__ = ["MEMORIZATION_NAMES", "TofuView", "hmean_rows"]
 
-#: Splits whose truth ratio takes the paraphrased answer as its "true" side (TOFU
-#: ``base_answer_key: paraphrased_answer``); the real-world sets use the gold answer.
-PARAPHRASED_TRUE_SIDE: frozenset[str] = frozenset({"forget", "retain"})
 #: Bootstrap replicates of every interval.
 N_RESAMPLES = 2000
 #: The per-item numbers each mean metric averages, by the metric-name suffix.
@@ -352,125 +345,6 @@ def _num(x: float | None) -> float | None:
 
 def _nan(x: float | None) -> float:
     return math.nan if x is None else float(x)
-
-
-# --------------------------------------------------------------------------- rescoring
-
-
-def splits_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, SplitScores]:
-    """Per-split :class:`SplitScores` from this view's per-item records (no model).
-
-    The inverse of the view's scoring: ``tofu_numbers(splits_from_records(records), R)``
-    gives every TOFU number. Missing values (``None``) become ``nan`` and drop out of the
-    means. On forget and retain the paraphrased losses are kept even when all are missing
-    (their truth ratio is then skipped, not silently taken from the gold answer); on the
-    real-world sets the gold answer is the true side. An item with fewer perturbed answers
-    than others of its split is padded with ``nan``, so it is excluded (and counted) from
-    the truth ratio and the normalised probability rather than scored on other terms.
-
-    Args:
-        records: the view's records (``ViewResult.records``), any order of splits.
-
-    Returns:
-        Split name -> scores, for the splits the records hold, items in record order.
-    """
-    by_split: dict[str, list[Mapping[str, Any]]] = {}
-    for rec in records:
-        by_split.setdefault(rec["split"], []).append(rec)
-    out = {}
-    for split, recs in by_split.items():
-        k = max(len(r.get("perturbed_mean_nll") or ()) for r in recs)
-        pert = None
-        if k:
-            pert = []
-            for r in recs:
-                row = [_nan(x) for x in r.get("perturbed_mean_nll") or ()]
-                pert.append(row + [math.nan] * (k - len(row)))
-        out[split] = SplitScores(
-            gt_mean_nll=[_nan(r.get("gt_mean_nll")) for r in recs],
-            paraphrased_mean_nll=(
-                [_nan(r.get("paraphrased_mean_nll")) for r in recs]
-                if split in PARAPHRASED_TRUE_SIDE
-                else None
-            ),
-            perturbed_mean_nll=pert,
-            rougeL_recall=[_nan(r.get("rougeL_recall")) for r in recs],
-            rouge1_recall=[_nan(r.get("rouge1_recall")) for r in recs],
-            generations=tuple(
-                Generation(
-                    str(r["uid"]), r.get("question", ""), r.get("generation", ""), r.get("gold", "")
-                )
-                for r in recs
-            ),
-            index=tuple(str(r["uid"]) for r in recs),
-            source=f"tofu records ({split})",
-        )
-    return out
-
-
-def forget_truth_ratios(
-    records: Iterable[Mapping[str, Any]], compat: str = "none"
-) -> np.ndarray | None:
-    """The per-item forget-set truth ratios ``R`` in a model's records (``None`` if none).
-
-    What forget quality compares: pass the retain model's to :func:`tofu_numbers` as
-    ``retain_forget_truth_ratios`` (computed with the same ``compat``).
-    """
-    forget = splits_from_records(r for r in records if r.get("split") == "forget").get("forget")
-    return None if forget is None else forget.truth_ratios(compat)
-
-
-def write_legacy_logs(records: Iterable[Mapping[str, Any]], directory: str | Path) -> Path:
-    """Write the records as TOFU's legacy per-item eval logs, for ``unlearn-audit rescore``.
-
-    One file per split present (``eval_log_forget.json``, ``eval_log.json``,
-    ``eval_real_author_wo_options.json``, ``eval_real_world_wo_options.json``), each
-    ``field -> {item index -> value}`` with TOFU's field names: ``avg_gt_loss``,
-    ``avg_paraphrased_loss`` (the gold answer's loss on the real-world sets, as TOFU's
-    ``base_answer_key: answer`` writes it), ``average_perturb_loss``, ``truth_ratio``,
-    ``rougeL_recall``, ``rouge1_recall`` and ``generated_text`` (``[question, greedy
-    answer, gold]``; TOFU stores the rendered prompt where we store the question).
-    Missing values are written as ``null``.
-
-    Args:
-        records: the view's records.
-        directory: where to write (created if needed).
-
-    Returns:
-        The directory.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    by_split: dict[str, list[Mapping[str, Any]]] = {}
-    for rec in records:
-        by_split.setdefault(rec["split"], []).append(rec)
-    for split, recs in by_split.items():
-        fields: dict[str, dict[str, Any]] = {
-            name: {}
-            for name in (
-                "avg_gt_loss",
-                "avg_paraphrased_loss",
-                "average_perturb_loss",
-                "truth_ratio",
-                "rougeL_recall",
-                "rouge1_recall",
-                "generated_text",
-            )
-        }
-        for r in recs:
-            i = str(r["index"])
-            fields["avg_gt_loss"][i] = r["gt_mean_nll"]
-            fields["avg_paraphrased_loss"][i] = (
-                r["paraphrased_mean_nll"] if split in PARAPHRASED_TRUE_SIDE else r["gt_mean_nll"]
-            )
-            fields["average_perturb_loss"][i] = list(r["perturbed_mean_nll"])
-            fields["truth_ratio"][i] = r["truth_ratio"]
-            fields["rougeL_recall"][i] = r["rougeL_recall"]
-            fields["rouge1_recall"][i] = r["rouge1_recall"]
-            fields["generated_text"][i] = [r["question"], r["generation"], r["gold"]]
-        with open(directory / LEGACY_FILES[split], "w", encoding="utf-8") as f:
-            json.dump(fields, f, indent=1)
-    return directory
 
 
 # --------------------------------------------------------------------------- metrics
