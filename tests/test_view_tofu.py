@@ -32,8 +32,9 @@ from unlearn_audit.scoring.tofu_records import (
     splits_from_records,
     write_legacy_logs,
 )
+from unlearn_audit.scoring.tofu_stats import hmean_rows
 from unlearn_audit.views import get_view
-from unlearn_audit.views.tofu import MEMORIZATION_NAMES, hmean_rows
+from unlearn_audit.views.tofu import MEMORIZATION_NAMES
 
 LN2, LN4, LN8 = math.log(2), math.log(4), math.log(8)
 

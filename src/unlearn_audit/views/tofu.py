@@ -62,7 +62,9 @@ item names its author, the author-cluster bootstrap interval is in
 gets a stratified bootstrap (each of the three splits resampled on its own, the nine
 components and their harmonic mean recomputed). Forget quality has no interval: it is a
 p-value, the outcome of a test rather than an estimate of a quantity, and resampling it
-would not cover anything; ``extra["ks_statistic"]`` gives the KS distance beside it.
+would not cover anything; ``extra["ks_statistic"]`` gives the KS distance beside it. The
+per-item values, the model-utility bootstrap and the KS distance are computed by
+:mod:`unlearn_audit.scoring.tofu_stats`.
 
 **Rescoring without a model.** Each per-item record holds the losses, the truth ratio,
 the greedy answer and its ROUGE scores, so every number is recomputable from records
@@ -84,12 +86,10 @@ rescore reproduces them exactly.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats as _sps
 
 from unlearn_audit.data import DatasetError, Item, classify_question
 from unlearn_audit.model._types import GenRequest, Prompt, ScoreRequest
@@ -115,17 +115,20 @@ from unlearn_audit.scoring.tofu_records import (
     forget_truth_ratios,
     splits_from_records,
 )
+from unlearn_audit.scoring.tofu_stats import (
+    KINDS,
+    N_RESAMPLES,
+    ks_statistic,
+    model_utility_ci,
+    per_item_values,
+)
 from unlearn_audit.views._base import Metric, Skip, View, ViewResult, register_view
 
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditContext
 
-__all__ = ["MEMORIZATION_NAMES", "TofuView", "hmean_rows"]
+__all__ = ["MEMORIZATION_NAMES", "TofuView"]
 
-#: Bootstrap replicates of every interval.
-N_RESAMPLES = 2000
-#: The per-item numbers each mean metric averages, by the metric-name suffix.
-_KINDS = ("prob", "rouge", "truth_ratio")
 #: open-unlearning's memorisation numbers on the forget set, metric name -> record field.
 MEMORIZATION_NAMES = ("tofu.extraction_strength", "tofu.exact_memorization")
 _MEMORIZATION_FIELDS = {"tofu.extraction_strength": "extraction_strength",
@@ -350,27 +353,6 @@ def _nan(x: float | None) -> float:
 # --------------------------------------------------------------------------- metrics
 
 
-def _per_item(split: str, kind: str, s: SplitScores, compat: str) -> np.ndarray | None:
-    """The per-item values whose mean is ``tofu.<split>_<kind>`` (as ``tofu_numbers`` takes it)."""
-    if kind == "rouge":
-        return s.rougeL_recall
-    if kind == "prob":
-        if s.gt_mean_nll is None:
-            return None
-        if split in NORMALISED_PROB_SPLITS:
-            if s.perturbed_mean_nll is None:
-                return None
-            return normalized_probability(s.gt_mean_nll, s.perturbed_mean_nll, compat)
-        return probability(s.gt_mean_nll)
-    r = s.truth_ratios(compat)
-    if r is None:
-        return None
-    on_forget = split == "forget"
-    return np.array(
-        [truth_ratio_score([x], on_forget=on_forget, compat=compat) for x in r], dtype=np.float64
-    )
-
-
 def _ci(lo_hi: tuple[float, float]) -> tuple[float, float] | None:
     lo, hi = lo_hi
     return None if math.isnan(lo) or math.isnan(hi) else (float(lo), float(hi))
@@ -413,53 +395,6 @@ def _mean_metric(
     return metric
 
 
-def hmean_rows(components: np.ndarray) -> np.ndarray:
-    """:func:`~unlearn_audit.scoring.tofu.model_utility` of each row, vectorised.
-
-    Definition: the harmonic mean ``k / sum(1 / x)`` of a row's ``k`` components, 0 when
-    one is 0 (the harmonic mean's limit), as ``model_utility`` (``scipy.stats.hmean``)
-    gives it; two thousand scipy calls per bootstrap would take seconds.
-
-    Args:
-        components: shape ``(rows, k)``, finite and ``>= 0``.
-
-    Returns:
-        Shape ``(rows,)``.
-    """
-    x = np.asarray(components, dtype=np.float64)
-    zero = (x == 0).any(axis=1)
-    with np.errstate(divide="ignore"):
-        hm = x.shape[1] / np.sum(1.0 / x, axis=1)
-    return np.where(zero, 0.0, hm)
-
-
-def _model_utility_ci(
-    per_item: Mapping[str, Mapping[str, np.ndarray]], seed: int
-) -> tuple[float, float] | None:
-    """Stratified percentile bootstrap of model utility.
-
-    Each of the three splits is resampled over its own items (they are different item
-    sets), the nine component means recomputed, and their harmonic mean taken
-    (:func:`hmean_rows`, i.e. ``model_utility``). Replicates where a component has no
-    value are dropped.
-    """
-    rng = np.random.default_rng(seed)
-    comps = []
-    for split in ("retain", "real_authors", "world_facts"):
-        mat = np.column_stack([per_item[split][kind] for kind in _KINDS])  # (n, 3)
-        idx = rng.integers(0, mat.shape[0], size=(N_RESAMPLES, mat.shape[0]))
-        with warnings.catch_warnings():
-            # An all-nan column of a replicate ("mean of empty slice") is dropped below.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            comps.append(np.nanmean(mat[idx], axis=1))  # (B, 3)
-    reps = np.concatenate(comps, axis=1)  # (B, 9), COMPONENT_NAMES order
-    values = hmean_rows(reps[np.isfinite(reps).all(axis=1)])
-    if values.size < 2:
-        return None
-    lo, hi = np.quantile(values, [0.025, 0.975])
-    return (float(lo), float(hi))
-
-
 def _metrics(
     numbers: Mapping[str, TofuNumber],
     splits: Mapping[str, SplitScores],
@@ -472,7 +407,7 @@ def _metrics(
 ) -> list[Metric]:
     recs_of = {s: [r for r in records if r["split"] == s] for s in SPLITS}
     per_item = {
-        s: {kind: _per_item(s, kind, splits[s], compat) for kind in _KINDS} for s in splits
+        s: {kind: per_item_values(s, kind, splits[s], compat) for kind in KINDS} for s in splits
     }
     out = []
     for name, num in numbers.items():
@@ -493,7 +428,7 @@ def _metrics(
 def _split_kind(name: str) -> tuple[str, str]:
     """``tofu.real_authors_truth_ratio`` -> ``("real_authors", "truth_ratio")``."""
     stem = name.removeprefix("tofu.")
-    for kind in _KINDS:
+    for kind in KINDS:
         if stem.endswith("_" + kind):
             return stem[: -len(kind) - 1], kind
     raise ValueError(f"not a per-split TOFU metric name: {name!r}")
@@ -524,9 +459,7 @@ def _forget_quality_metric(
         )
     extra: dict[str, Any] = {"retain_source": retain_source, "ci_note": _FQ_CI_NOTE, **num.extra}
     if num.value is not None:
-        a = splits["forget"].truth_ratios(compat)
-        a, b = a[~np.isnan(a)], retain_r[~np.isnan(retain_r)]
-        extra["ks_statistic"] = float(_sps.ks_2samp(a, b).statistic)
+        extra["ks_statistic"] = ks_statistic(splits["forget"].truth_ratios(compat), retain_r)
     reason = num.reason + (f" ({retain_source})" if num.value is not None else "")
     return Metric(
         "tofu.forget_quality", num.value, n=num.n, excluded=num.excluded, reason=reason, extra=extra
@@ -552,8 +485,8 @@ def _model_utility_metric(
             "nine components and their harmonic mean recomputed)"
         ),
     }
-    ready = all(per_item[s][k] is not None for s in mu_splits for k in _KINDS)
-    ci = _model_utility_ci(per_item, seed) if ready else None
+    ready = all(per_item[s][k] is not None for s in mu_splits for k in KINDS)
+    ci = model_utility_ci(per_item, seed) if ready else None
     return Metric(
         "tofu.model_utility",
         num.value,
