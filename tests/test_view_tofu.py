@@ -27,14 +27,14 @@ from unlearn_audit.scoring.tofu import (
     model_utility,
     tofu_numbers,
 )
-from unlearn_audit.views import get_view
-from unlearn_audit.views.tofu import (
-    MEMORIZATION_NAMES,
+from unlearn_audit.scoring.tofu_records import (
     forget_truth_ratios,
-    hmean_rows,
     splits_from_records,
     write_legacy_logs,
 )
+from unlearn_audit.scoring.tofu_stats import hmean_rows
+from unlearn_audit.views import get_view
+from unlearn_audit.views.tofu import MEMORIZATION_NAMES
 
 LN2, LN4, LN8 = math.log(2), math.log(4), math.log(8)
 

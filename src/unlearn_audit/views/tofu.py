@@ -62,10 +62,13 @@ item names its author, the author-cluster bootstrap interval is in
 gets a stratified bootstrap (each of the three splits resampled on its own, the nine
 components and their harmonic mean recomputed). Forget quality has no interval: it is a
 p-value, the outcome of a test rather than an estimate of a quantity, and resampling it
-would not cover anything; ``extra["ks_statistic"]`` gives the KS distance beside it.
+would not cover anything; ``extra["ks_statistic"]`` gives the KS distance beside it. The
+per-item values, the model-utility bootstrap and the KS distance are computed by
+:mod:`unlearn_audit.scoring.tofu_stats`.
 
 **Rescoring without a model.** Each per-item record holds the losses, the truth ratio,
-the greedy answer and its ROUGE scores, so every number is recomputable from records::
+the greedy answer and its ROUGE scores, so every number is recomputable from records
+with :mod:`unlearn_audit.scoring.tofu_records`::
 
     numbers = tofu_numbers(splits_from_records(result.records),
                            forget_truth_ratios(retain_result.records))
@@ -82,19 +85,15 @@ rescore reproduces them exactly.
 
 from __future__ import annotations
 
-import json
 import math
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats as _sps
 
 from unlearn_audit.data import DatasetError, Item, classify_question
 from unlearn_audit.model._types import GenRequest, Prompt, ScoreRequest
-from unlearn_audit.scoring.logs import LEGACY_FILES, read_retain_truth_ratios
+from unlearn_audit.scoring.logs import read_retain_truth_ratios
 from unlearn_audit.scoring.memorization import exact_memorization, extraction_strength
 from unlearn_audit.scoring.rouge import rouge_recall
 from unlearn_audit.scoring.stats import bootstrap_ci
@@ -103,7 +102,6 @@ from unlearn_audit.scoring.tofu import (
     HEADLINE_NAMES,
     NORMALISED_PROB_SPLITS,
     SPLITS,
-    Generation,
     SplitScores,
     TofuNumber,
     normalized_probability,
@@ -112,27 +110,25 @@ from unlearn_audit.scoring.tofu import (
     truth_ratio,
     truth_ratio_score,
 )
+from unlearn_audit.scoring.tofu_records import (
+    PARAPHRASED_TRUE_SIDE,
+    forget_truth_ratios,
+    splits_from_records,
+)
+from unlearn_audit.scoring.tofu_stats import (
+    KINDS,
+    N_RESAMPLES,
+    ks_statistic,
+    model_utility_ci,
+    per_item_values,
+)
 from unlearn_audit.views._base import Metric, Skip, View, ViewResult, register_view
 
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditContext
 
-__all__ = [
-    "PARAPHRASED_TRUE_SIDE",
-    "TofuView",
-    "forget_truth_ratios",
-    "hmean_rows",
-    "splits_from_records",
-    "write_legacy_logs",
-]
+__all__ = ["MEMORIZATION_NAMES", "TofuView"]
 
-#: Splits whose truth ratio takes the paraphrased answer as its "true" side (TOFU
-#: ``base_answer_key: paraphrased_answer``); the real-world sets use the gold answer.
-PARAPHRASED_TRUE_SIDE: frozenset[str] = frozenset({"forget", "retain"})
-#: Bootstrap replicates of every interval.
-N_RESAMPLES = 2000
-#: The per-item numbers each mean metric averages, by the metric-name suffix.
-_KINDS = ("prob", "rouge", "truth_ratio")
 #: open-unlearning's memorisation numbers on the forget set, metric name -> record field.
 MEMORIZATION_NAMES = ("tofu.extraction_strength", "tofu.exact_memorization")
 _MEMORIZATION_FIELDS = {"tofu.extraction_strength": "extraction_strength",
@@ -354,147 +350,7 @@ def _nan(x: float | None) -> float:
     return math.nan if x is None else float(x)
 
 
-# --------------------------------------------------------------------------- rescoring
-
-
-def splits_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, SplitScores]:
-    """Per-split :class:`SplitScores` from this view's per-item records (no model).
-
-    The inverse of the view's scoring: ``tofu_numbers(splits_from_records(records), R)``
-    gives every TOFU number. Missing values (``None``) become ``nan`` and drop out of the
-    means. On forget and retain the paraphrased losses are kept even when all are missing
-    (their truth ratio is then skipped, not silently taken from the gold answer); on the
-    real-world sets the gold answer is the true side. An item with fewer perturbed answers
-    than others of its split is padded with ``nan``, so it is excluded (and counted) from
-    the truth ratio and the normalised probability rather than scored on other terms.
-
-    Args:
-        records: the view's records (``ViewResult.records``), any order of splits.
-
-    Returns:
-        Split name -> scores, for the splits the records hold, items in record order.
-    """
-    by_split: dict[str, list[Mapping[str, Any]]] = {}
-    for rec in records:
-        by_split.setdefault(rec["split"], []).append(rec)
-    out = {}
-    for split, recs in by_split.items():
-        k = max(len(r.get("perturbed_mean_nll") or ()) for r in recs)
-        pert = None
-        if k:
-            pert = []
-            for r in recs:
-                row = [_nan(x) for x in r.get("perturbed_mean_nll") or ()]
-                pert.append(row + [math.nan] * (k - len(row)))
-        out[split] = SplitScores(
-            gt_mean_nll=[_nan(r.get("gt_mean_nll")) for r in recs],
-            paraphrased_mean_nll=(
-                [_nan(r.get("paraphrased_mean_nll")) for r in recs]
-                if split in PARAPHRASED_TRUE_SIDE
-                else None
-            ),
-            perturbed_mean_nll=pert,
-            rougeL_recall=[_nan(r.get("rougeL_recall")) for r in recs],
-            rouge1_recall=[_nan(r.get("rouge1_recall")) for r in recs],
-            generations=tuple(
-                Generation(
-                    str(r["uid"]), r.get("question", ""), r.get("generation", ""), r.get("gold", "")
-                )
-                for r in recs
-            ),
-            index=tuple(str(r["uid"]) for r in recs),
-            source=f"tofu records ({split})",
-        )
-    return out
-
-
-def forget_truth_ratios(
-    records: Iterable[Mapping[str, Any]], compat: str = "none"
-) -> np.ndarray | None:
-    """The per-item forget-set truth ratios ``R`` in a model's records (``None`` if none).
-
-    What forget quality compares: pass the retain model's to :func:`tofu_numbers` as
-    ``retain_forget_truth_ratios`` (computed with the same ``compat``).
-    """
-    forget = splits_from_records(r for r in records if r.get("split") == "forget").get("forget")
-    return None if forget is None else forget.truth_ratios(compat)
-
-
-def write_legacy_logs(records: Iterable[Mapping[str, Any]], directory: str | Path) -> Path:
-    """Write the records as TOFU's legacy per-item eval logs, for ``unlearn-audit rescore``.
-
-    One file per split present (``eval_log_forget.json``, ``eval_log.json``,
-    ``eval_real_author_wo_options.json``, ``eval_real_world_wo_options.json``), each
-    ``field -> {item index -> value}`` with TOFU's field names: ``avg_gt_loss``,
-    ``avg_paraphrased_loss`` (the gold answer's loss on the real-world sets, as TOFU's
-    ``base_answer_key: answer`` writes it), ``average_perturb_loss``, ``truth_ratio``,
-    ``rougeL_recall``, ``rouge1_recall`` and ``generated_text`` (``[question, greedy
-    answer, gold]``; TOFU stores the rendered prompt where we store the question).
-    Missing values are written as ``null``.
-
-    Args:
-        records: the view's records.
-        directory: where to write (created if needed).
-
-    Returns:
-        The directory.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    by_split: dict[str, list[Mapping[str, Any]]] = {}
-    for rec in records:
-        by_split.setdefault(rec["split"], []).append(rec)
-    for split, recs in by_split.items():
-        fields: dict[str, dict[str, Any]] = {
-            name: {}
-            for name in (
-                "avg_gt_loss",
-                "avg_paraphrased_loss",
-                "average_perturb_loss",
-                "truth_ratio",
-                "rougeL_recall",
-                "rouge1_recall",
-                "generated_text",
-            )
-        }
-        for r in recs:
-            i = str(r["index"])
-            fields["avg_gt_loss"][i] = r["gt_mean_nll"]
-            fields["avg_paraphrased_loss"][i] = (
-                r["paraphrased_mean_nll"] if split in PARAPHRASED_TRUE_SIDE else r["gt_mean_nll"]
-            )
-            fields["average_perturb_loss"][i] = list(r["perturbed_mean_nll"])
-            fields["truth_ratio"][i] = r["truth_ratio"]
-            fields["rougeL_recall"][i] = r["rougeL_recall"]
-            fields["rouge1_recall"][i] = r["rouge1_recall"]
-            fields["generated_text"][i] = [r["question"], r["generation"], r["gold"]]
-        with open(directory / LEGACY_FILES[split], "w", encoding="utf-8") as f:
-            json.dump(fields, f, indent=1)
-    return directory
-
-
 # --------------------------------------------------------------------------- metrics
-
-
-def _per_item(split: str, kind: str, s: SplitScores, compat: str) -> np.ndarray | None:
-    """The per-item values whose mean is ``tofu.<split>_<kind>`` (as ``tofu_numbers`` takes it)."""
-    if kind == "rouge":
-        return s.rougeL_recall
-    if kind == "prob":
-        if s.gt_mean_nll is None:
-            return None
-        if split in NORMALISED_PROB_SPLITS:
-            if s.perturbed_mean_nll is None:
-                return None
-            return normalized_probability(s.gt_mean_nll, s.perturbed_mean_nll, compat)
-        return probability(s.gt_mean_nll)
-    r = s.truth_ratios(compat)
-    if r is None:
-        return None
-    on_forget = split == "forget"
-    return np.array(
-        [truth_ratio_score([x], on_forget=on_forget, compat=compat) for x in r], dtype=np.float64
-    )
 
 
 def _ci(lo_hi: tuple[float, float]) -> tuple[float, float] | None:
@@ -539,53 +395,6 @@ def _mean_metric(
     return metric
 
 
-def hmean_rows(components: np.ndarray) -> np.ndarray:
-    """:func:`~unlearn_audit.scoring.tofu.model_utility` of each row, vectorised.
-
-    Definition: the harmonic mean ``k / sum(1 / x)`` of a row's ``k`` components, 0 when
-    one is 0 (the harmonic mean's limit), as ``model_utility`` (``scipy.stats.hmean``)
-    gives it; two thousand scipy calls per bootstrap would take seconds.
-
-    Args:
-        components: shape ``(rows, k)``, finite and ``>= 0``.
-
-    Returns:
-        Shape ``(rows,)``.
-    """
-    x = np.asarray(components, dtype=np.float64)
-    zero = (x == 0).any(axis=1)
-    with np.errstate(divide="ignore"):
-        hm = x.shape[1] / np.sum(1.0 / x, axis=1)
-    return np.where(zero, 0.0, hm)
-
-
-def _model_utility_ci(
-    per_item: Mapping[str, Mapping[str, np.ndarray]], seed: int
-) -> tuple[float, float] | None:
-    """Stratified percentile bootstrap of model utility.
-
-    Each of the three splits is resampled over its own items (they are different item
-    sets), the nine component means recomputed, and their harmonic mean taken
-    (:func:`hmean_rows`, i.e. ``model_utility``). Replicates where a component has no
-    value are dropped.
-    """
-    rng = np.random.default_rng(seed)
-    comps = []
-    for split in ("retain", "real_authors", "world_facts"):
-        mat = np.column_stack([per_item[split][kind] for kind in _KINDS])  # (n, 3)
-        idx = rng.integers(0, mat.shape[0], size=(N_RESAMPLES, mat.shape[0]))
-        with warnings.catch_warnings():
-            # An all-nan column of a replicate ("mean of empty slice") is dropped below.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            comps.append(np.nanmean(mat[idx], axis=1))  # (B, 3)
-    reps = np.concatenate(comps, axis=1)  # (B, 9), COMPONENT_NAMES order
-    values = hmean_rows(reps[np.isfinite(reps).all(axis=1)])
-    if values.size < 2:
-        return None
-    lo, hi = np.quantile(values, [0.025, 0.975])
-    return (float(lo), float(hi))
-
-
 def _metrics(
     numbers: Mapping[str, TofuNumber],
     splits: Mapping[str, SplitScores],
@@ -598,7 +407,7 @@ def _metrics(
 ) -> list[Metric]:
     recs_of = {s: [r for r in records if r["split"] == s] for s in SPLITS}
     per_item = {
-        s: {kind: _per_item(s, kind, splits[s], compat) for kind in _KINDS} for s in splits
+        s: {kind: per_item_values(s, kind, splits[s], compat) for kind in KINDS} for s in splits
     }
     out = []
     for name, num in numbers.items():
@@ -619,7 +428,7 @@ def _metrics(
 def _split_kind(name: str) -> tuple[str, str]:
     """``tofu.real_authors_truth_ratio`` -> ``("real_authors", "truth_ratio")``."""
     stem = name.removeprefix("tofu.")
-    for kind in _KINDS:
+    for kind in KINDS:
         if stem.endswith("_" + kind):
             return stem[: -len(kind) - 1], kind
     raise ValueError(f"not a per-split TOFU metric name: {name!r}")
@@ -650,9 +459,7 @@ def _forget_quality_metric(
         )
     extra: dict[str, Any] = {"retain_source": retain_source, "ci_note": _FQ_CI_NOTE, **num.extra}
     if num.value is not None:
-        a = splits["forget"].truth_ratios(compat)
-        a, b = a[~np.isnan(a)], retain_r[~np.isnan(retain_r)]
-        extra["ks_statistic"] = float(_sps.ks_2samp(a, b).statistic)
+        extra["ks_statistic"] = ks_statistic(splits["forget"].truth_ratios(compat), retain_r)
     reason = num.reason + (f" ({retain_source})" if num.value is not None else "")
     return Metric(
         "tofu.forget_quality", num.value, n=num.n, excluded=num.excluded, reason=reason, extra=extra
@@ -678,8 +485,8 @@ def _model_utility_metric(
             "nine components and their harmonic mean recomputed)"
         ),
     }
-    ready = all(per_item[s][k] is not None for s in mu_splits for k in _KINDS)
-    ci = _model_utility_ci(per_item, seed) if ready else None
+    ready = all(per_item[s][k] is not None for s in mu_splits for k in KINDS)
+    ci = model_utility_ci(per_item, seed) if ready else None
     return Metric(
         "tofu.model_utility",
         num.value,
