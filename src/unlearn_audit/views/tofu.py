@@ -194,8 +194,7 @@ class TofuView(View):
         ref = ctx.reference("retain")
         if ref is None:
             return None, ""
-        # The retain model compares with itself; asking ctx.result for it here would
-        # re-enter this very run.
+        # The retain model compares with itself (a result cannot need itself).
         records = own_records if ref == label else ctx.result(self.name, ref).records
         return forget_truth_ratios(records, compat), f"retain model {ref!r}"
 
