@@ -212,7 +212,7 @@ def test_prefix_shared_by_all_prompts_runs_once(loaded, chat):
 
 
 def test_log_prob_helper_matches_float64_log_softmax():
-    from unlearn_audit.model._engine import _log_prob_of
+    from unlearn_audit.model._logits import _log_prob_of
 
     gen = torch.Generator().manual_seed(0)
     logits = (

@@ -45,6 +45,7 @@ import numpy as np
 from unlearn_audit.model._cache import CACHE_VERSION, ResultCache, request_key
 from unlearn_audit.model._format import PromptFormat
 from unlearn_audit.model._load import LoadedModel, load_model
+from unlearn_audit.model._logits import _compute_dtype, _gather
 from unlearn_audit.model._scores import (
     _copy_scores,
     _empty_scores,
@@ -62,10 +63,6 @@ from unlearn_audit.model._types import (
 
 # Below this many batches a progress bar is noise.
 _PROGRESS_MIN_BATCHES = 4
-# Rows of log-softmax computed at once, bounding its extra memory at ~rows x vocab x 8 B.
-_LOGSOFTMAX_CHUNK = 1024
-# Rows of vocabulary statistics at once: they hold two float64 rows x vocab products.
-_STATS_CHUNK = 256
 # What one extra forward call costs, in padded tokens it would have to save to pay off:
 # small on a CPU (tiny models are compute-bound), large on a GPU (launch-bound).
 _CALL_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 2048}
@@ -413,7 +410,7 @@ class Engine:
             rows += [i] * len(r.cont_ids)
             cols += range(start, start + len(r.cont_ids))
             targets += r.cont_ids
-        return self._gather(out.logits, rows, cols, targets, [len(r.cont_ids) for r in batch],
+        return _gather(out.logits, rows, cols, targets, [len(r.cont_ids) for r in batch],
                             [r.vocab_stats for r in batch])
 
     def _score_prefix_shared(self, batch: list[_ScoreRow]) -> list[tuple[np.ndarray, Any]]:
@@ -469,7 +466,7 @@ class Engine:
                 targets += batch[i].cont_ids
             lengths = [len(batch[i].cont_ids) for i in idx]
             wants = [batch[i].vocab_stats for i in idx]
-            for i, got in zip(idx, self._gather(logits, rows, cols, targets, lengths, wants), strict=True):
+            for i, got in zip(idx, _gather(logits, rows, cols, targets, lengths, wants), strict=True):
                 out[i] = got
         return out
 
@@ -500,52 +497,6 @@ class Engine:
             return out.logits, lefts
         real = mask.sum(dim=1) if state is None else past_real + mask.sum(dim=1)
         return out.past_key_values, attn, real
-
-    def _gather(self, logits, rows, cols, targets, lengths, wants=None) -> list[tuple[np.ndarray, Any]]:
-        """log p(target) = logit[target] - logsumexp(logits), accumulated in float64.
-
-        The exponentials of the max-shifted logits are taken in float32 and summed in
-        float64: within ~1e-8 of a full float64 log-softmax of the same logits (tested),
-        at a third of its cost on a CPU, where this step otherwise rivals the model itself.
-
-        Returns:
-            Per row ``(logprobs, stats)``; ``stats`` is ``(vocab_mean, vocab_std, top_ids)``
-            (:func:`_vocab_stats`) for rows whose ``wants`` flag is set, else ``None``.
-        """
-        import torch
-
-        dev = logits.device
-        wants = wants or [False] * len(lengths)
-        rows_t = torch.tensor(rows, device=dev)
-        cols_t = torch.tensor(cols, device=dev)
-        tgt_t = torch.tensor(targets, device=dev)
-        parts = []
-        for s in range(0, len(rows), _LOGSOFTMAX_CHUNK):
-            chunk = slice(s, s + _LOGSOFTMAX_CHUNK)
-            parts.append(_log_prob_of(logits[rows_t[chunk], cols_t[chunk]], tgt_t[chunk]))
-        flat = torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
-        # Vocabulary statistics only at the positions of rows that asked for them.
-        flat_want = np.repeat(np.asarray(wants, dtype=bool), lengths)
-        stats = None
-        if flat_want.any():
-            sel = torch.as_tensor(np.flatnonzero(flat_want), device=dev)
-            pieces = [
-                _vocab_stats(logits[rows_t[sel[s : s + _STATS_CHUNK]], cols_t[sel[s : s + _STATS_CHUNK]]])
-                for s in range(0, len(sel), _STATS_CHUNK)
-            ]
-            stats = [torch.cat([p[j] for p in pieces]).cpu().numpy() for j in range(3)]
-        out, at, st_at = [], 0, 0
-        for n, want in zip(lengths, wants, strict=True):
-            lp = np.asarray(flat[at : at + n], dtype=np.float64)
-            got = None
-            if want:
-                mean, std, top = (a[st_at : st_at + n] for a in stats)
-                got = (np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64),
-                       [int(t) for t in top])
-                st_at += n
-            out.append((lp, got))
-            at += n
-        return out
 
     # --- generation -------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenRequest]) -> list[list[str]]:
@@ -1113,55 +1064,6 @@ def _common_prefix_len(seqs: list[list[int]]) -> int:
         if any(x[i] != t for x in seqs):
             return i
     return n
-
-
-def _log_prob_of(logits, targets):
-    """float64 ``log_softmax(logits)[target]`` per row, exponentials in float32.
-
-    ``exp(x - max)`` lies in (0, 1]; its float32 relative error (~6e-8) is all the
-    shortcut costs, while the sum, the log and the subtraction run in float64.
-    """
-    import torch
-
-    x = logits.float()
-    top = x.max(dim=-1, keepdim=True).values
-    sum_exp = (x - top).exp().sum(dim=-1, dtype=torch.float64)
-    target = x.gather(1, targets[:, None])[:, 0].double()
-    return target - top[:, 0].double() - sum_exp.log()
-
-
-def _vocab_stats(logits):
-    """Mean and spread of ``log p`` over the vocabulary, and the argmax, per row.
-
-    Definition: with ``p = softmax(logits)`` and ``z = logits - max``, ``log p = z - log Z``,
-    so ``E_p[log p] = E_p[z] - log Z`` and ``Var_p[log p] = E_p[z^2] - E_p[z]^2``. The
-    exponentials are float32 (as in :func:`_log_prob_of`), the products and sums float64.
-    These are the ``mu`` and ``sigma`` of Min-K%++ (Zhang et al. 2024, eq. 3) and of
-    open-unlearning's ``MinKPlusPlusAttack`` (which takes the variance from the full
-    log-softmax); the argmax is the greedy prediction exact memorisation compares with.
-
-    Returns:
-        ``(mean, std, argmax)`` tensors of shape ``(rows,)``; mean and std in float64.
-    """
-    import torch
-
-    x = logits.float()
-    top = x.max(dim=-1, keepdim=True).values
-    z = x - top
-    e = z.exp()
-    total = e.sum(dim=-1, dtype=torch.float64)
-    ez = e.double() * z.double()
-    mean_z = ez.sum(dim=-1) / total
-    mean_z2 = (ez * z.double()).sum(dim=-1) / total
-    var = (mean_z2 - mean_z.square()).clamp(min=0.0)
-    return mean_z - total.log(), var.sqrt(), x.argmax(dim=-1)
-
-
-def _compute_dtype(param):
-    import torch
-
-    # Quantized heads keep int8/uint8 storage; activations then run in the compute dtype.
-    return param.dtype if param.dtype.is_floating_point else torch.float16
 
 
 def _plan_by_length(
