@@ -45,6 +45,7 @@ from unlearn_audit.model._cache import CACHE_VERSION, ResultCache, request_key
 from unlearn_audit.model._format import PromptFormat
 from unlearn_audit.model._load import LoadedModel, load_model
 from unlearn_audit.model._logits import _compute_dtype, _gather
+from unlearn_audit.model._resources import _default_budget, _limit_threads_for_small_cpu_model
 from unlearn_audit.model._sampling import _PerRowSampler, _sample_seed
 from unlearn_audit.model._scores import (
     _copy_scores,
@@ -878,17 +879,7 @@ class Engine:
         return getattr(self.device, "type", str(self.device))
 
     def _default_budget(self) -> int:
-        """Padded tokens per forward: bounded by logits memory (vocab) and free GPU memory."""
-        text_cfg = self._text_config()
-        vocab = int(getattr(text_cfg, "vocab_size", 32000))
-        hidden = int(getattr(text_cfg, "hidden_size", 1024))
-        per_token = vocab * 12 + hidden * 48  # logits (+ float64 chunk) and activations
-        if self._device_type() == "cuda":
-            import torch
-
-            free, _ = torch.cuda.mem_get_info(self.device)
-            return int(min(max(free * 0.3 / per_token, 256), 65536))
-        return int(min(max((1 << 30) / per_token, 256), 8192))
+        return _default_budget(self._text_config(), self._device_type(), self.device)
 
     def _run_planned(
         self,
@@ -933,28 +924,6 @@ class Engine:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-SMALL_MODEL_PARAMS = 50_000_000
-
-
-def _limit_threads_for_small_cpu_model(model, device_type: str) -> None:
-    """Run a small model on one CPU thread.
-
-    Its matrices are too small for a second thread to pay off, and when the machine has
-    other work (CI, a test runner beside the audit) OpenMP's spin-waiting made the tiny
-    world's generation 14x slower on two threads than on one (1.5 s against 21 s, measured).
-    Large models keep torch's default. ``UNLEARN_AUDIT_THREADS`` overrides either way.
-    """
-    import os
-
-    import torch
-
-    forced = os.environ.get("UNLEARN_AUDIT_THREADS")
-    if forced:
-        torch.set_num_threads(int(forced))
-    elif device_type == "cpu" and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
-        torch.set_num_threads(1)
 
 
 def _positions(mask):
