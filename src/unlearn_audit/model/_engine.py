@@ -7,7 +7,7 @@ What it guarantees, and how:
   carries an attention mask *and* explicit ``position_ids`` computed from the real tokens
   only, so left or right padding (the tokenizer's ``padding_side`` is honoured) gives the
   same positions as scoring one request alone. Log-probabilities are a log-softmax of
-  the logits at the continuation positions, accumulated in float64 (see ``_log_prob_of``).
+  the logits at the continuation positions, accumulated in float64 (see :mod:`._logits`).
 * **Shared prompts are computed once.** A TOFU item is scored as its paraphrased answer
   plus five perturbed answers after the *same* prompt, and every chat prompt starts with
   the same system block. Requests are deduplicated by ``(prompt, continuation,
@@ -24,7 +24,13 @@ What it guarantees, and how:
 * **Sampling does not depend on batch composition.** Each sample (request, index) draws
   from its own ``torch.Generator`` seeded from ``(request.seed, index)``, inside a logits
   processor; ``model.generate`` then only picks that token. A request's samples are thus
-  the same alone or in any batch, and sample ``i`` is the same whatever ``n`` is.
+  the same alone or in any batch, and sample ``i`` is the same whatever ``n`` is
+  (:mod:`._sampling`).
+
+This module is the :class:`Engine` and its forward passes. Batch planning lives in
+:mod:`._batching`, log-prob and vocabulary-statistic math in :mod:`._logits`, the sampler in
+:mod:`._sampling`, thread and token-budget policy in :mod:`._resources`, and TokenScores'
+cache form in :mod:`._scores`.
 """
 
 from __future__ import annotations
