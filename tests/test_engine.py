@@ -212,7 +212,7 @@ def test_prefix_shared_by_all_prompts_runs_once(loaded, chat):
 
 
 def test_log_prob_helper_matches_float64_log_softmax():
-    from unlearn_audit.model._engine import _log_prob_of
+    from unlearn_audit.model._logits import _log_prob_of
 
     gen = torch.Generator().manual_seed(0)
     logits = (
@@ -386,7 +386,7 @@ def test_per_row_sampler_draws_from_the_tempered_nucleus(top_p, expected):
     """One step for 4000 rows with their own seeds: token counts follow the distribution."""
     from scipy.stats import chisquare
 
-    from unlearn_audit.model._engine import _PerRowSampler
+    from unlearn_audit.model._sampling import _PerRowSampler
 
     n = 4000
     scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(n, 1) * 2.0
@@ -634,7 +634,7 @@ def test_sampled_tokens_survive_float_rounding_of_the_logits():
     the spread measured between ATEN_CPU_CAPABILITY=default, avx2 and avx512): the same seed
     draws the same token in every row. An inverse-CDF draw over the same vocabulary fails
     this (a draw that lands near one of 3,000 CDF boundaries flips)."""
-    from unlearn_audit.model._engine import _PerRowSampler
+    from unlearn_audit.model._sampling import _PerRowSampler
 
     n, vocab = 500, 3000
     gen = torch.Generator().manual_seed(0)

@@ -7,7 +7,7 @@ What it guarantees, and how:
   carries an attention mask *and* explicit ``position_ids`` computed from the real tokens
   only, so left or right padding (the tokenizer's ``padding_side`` is honoured) gives the
   same positions as scoring one request alone. Log-probabilities are a log-softmax of
-  the logits at the continuation positions, accumulated in float64 (see ``_log_prob_of``).
+  the logits at the continuation positions, accumulated in float64 (see :mod:`._logits`).
 * **Shared prompts are computed once.** A TOFU item is scored as its paraphrased answer
   plus five perturbed answers after the *same* prompt, and every chat prompt starts with
   the same system block. Requests are deduplicated by ``(prompt, continuation,
@@ -24,7 +24,13 @@ What it guarantees, and how:
 * **Sampling does not depend on batch composition.** Each sample (request, index) draws
   from its own ``torch.Generator`` seeded from ``(request.seed, index)``, inside a logits
   processor; ``model.generate`` then only picks that token. A request's samples are thus
-  the same alone or in any batch, and sample ``i`` is the same whatever ``n`` is.
+  the same alone or in any batch, and sample ``i`` is the same whatever ``n`` is
+  (:mod:`._sampling`).
+
+This module is the :class:`Engine` and its forward passes. Batch planning lives in
+:mod:`._batching`, log-prob and vocabulary-statistic math in :mod:`._logits`, the sampler in
+:mod:`._sampling`, thread and token-budget policy in :mod:`._resources`, and TokenScores'
+cache form in :mod:`._scores`.
 """
 
 from __future__ import annotations
@@ -33,18 +39,37 @@ import copy
 import dataclasses
 import gc
 import inspect
-import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from unlearn_audit.model._batching import (
+    _CALL_OVERHEAD_TOKENS,
+    _MIN_SHARED_PREFIX,
+    _common_prefix_len,
+    _GenRow,
+    _length_bands,
+    _plan_by_length,
+    _plan_generate,
+    _plan_score,
+    _reuse_pays,
+    _ScoreRow,
+)
 from unlearn_audit.model._cache import CACHE_VERSION, ResultCache, request_key
 from unlearn_audit.model._format import PromptFormat
 from unlearn_audit.model._load import LoadedModel, load_model
+from unlearn_audit.model._logits import _compute_dtype, _gather
+from unlearn_audit.model._resources import _default_budget, _limit_threads_for_small_cpu_model
+from unlearn_audit.model._sampling import _PerRowSampler, _sample_seed
+from unlearn_audit.model._scores import (
+    _copy_scores,
+    _empty_scores,
+    _scores_from_json,
+    _scores_to_json,
+)
 from unlearn_audit.model._types import (
     FinetuneRequest,
     GenRequest,
@@ -56,34 +81,6 @@ from unlearn_audit.model._types import (
 
 # Below this many batches a progress bar is noise.
 _PROGRESS_MIN_BATCHES = 4
-# Rows of log-softmax computed at once, bounding its extra memory at ~rows x vocab x 8 B.
-_LOGSOFTMAX_CHUNK = 1024
-# Rows of vocabulary statistics at once: they hold two float64 rows x vocab products.
-_STATS_CHUNK = 256
-# What one extra forward call costs, in padded tokens it would have to save to pay off:
-# small on a CPU (tiny models are compute-bound), large on a GPU (launch-bound).
-_CALL_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 2048}
-# A prefix shared by every prompt of a batch gets its own pass only when at least this
-# long; shorter, the extra forward call costs more than it saves.
-_MIN_SHARED_PREFIX = 8
-
-
-@dataclass
-class _ScoreRow:
-    key: str
-    prompt_ids: tuple[int, ...]
-    cont_ids: list[int]
-    offsets: list[tuple[int, int]]
-    vocab_stats: bool = False
-    truncated_from: int | None = None  # answer tokens before _fit_context cut them
-
-
-@dataclass
-class _GenRow:
-    req_index: int
-    sample_index: int
-    prompt_ids: list[int]
-    request: GenRequest
 
 
 class Engine:
@@ -322,48 +319,7 @@ class Engine:
         return rows
 
     def _plan_score(self, rows: list[_ScoreRow], budget: int) -> list[list[_ScoreRow]]:
-        max_rows = self.batch_size or 1 << 30
-        if not self.share_prefix:
-            return _plan_by_length(
-                rows, lambda r: len(r.prompt_ids) + len(r.cont_ids) - 1, budget, max_rows
-            )
-        groups: dict[tuple[int, ...], list[_ScoreRow]] = {}
-        for r in rows:
-            groups.setdefault(r.prompt_ids, []).append(r)
-        ordered = sorted(
-            groups.items(), key=lambda g: (len(g[0]), max(len(r.cont_ids) for r in g[1]))
-        )
-        batches: list[list[_ScoreRow]] = []
-        cur: list[_ScoreRow] = []
-        n_prompts = lp_max = lc_max = 0
-        for prompt, members in ordered:
-            members = sorted(members, key=lambda r: len(r.cont_ids))
-            lp = len(prompt) - 1
-            while members:
-                # Take as many rows of this prompt as fit beside what the batch holds.
-                take = 0
-                for k in range(1, len(members) + 1):
-                    nlp = max(lp_max, lp)
-                    nlc = max(lc_max, len(members[k - 1].cont_ids))
-                    rows_now = len(cur) + k
-                    cost = (n_prompts + 1) * nlp + rows_now * nlc
-                    if rows_now > max_rows or cost > budget or rows_now * (nlp + nlc) > 2 * budget:
-                        break
-                    take = k
-                if take == 0:
-                    if cur:
-                        batches.append(cur)
-                        cur, n_prompts, lp_max, lc_max = [], 0, 0, 0
-                        continue
-                    take = 1  # one row over budget still has to run
-                chunk, members = members[:take], members[take:]
-                cur.extend(chunk)
-                n_prompts += 1
-                lp_max = max(lp_max, lp)
-                lc_max = max(lc_max, max(len(r.cont_ids) for r in chunk))
-        if cur:
-            batches.append(cur)
-        return batches
+        return _plan_score(rows, budget, self.batch_size or 1 << 30, self.share_prefix)
 
     def _score_batch(self, batch: list[_ScoreRow]) -> dict[str, TokenScores]:
         import torch
@@ -407,7 +363,7 @@ class Engine:
             rows += [i] * len(r.cont_ids)
             cols += range(start, start + len(r.cont_ids))
             targets += r.cont_ids
-        return self._gather(out.logits, rows, cols, targets, [len(r.cont_ids) for r in batch],
+        return _gather(out.logits, rows, cols, targets, [len(r.cont_ids) for r in batch],
                             [r.vocab_stats for r in batch])
 
     def _score_prefix_shared(self, batch: list[_ScoreRow]) -> list[tuple[np.ndarray, Any]]:
@@ -463,7 +419,7 @@ class Engine:
                 targets += batch[i].cont_ids
             lengths = [len(batch[i].cont_ids) for i in idx]
             wants = [batch[i].vocab_stats for i in idx]
-            for i, got in zip(idx, self._gather(logits, rows, cols, targets, lengths, wants), strict=True):
+            for i, got in zip(idx, _gather(logits, rows, cols, targets, lengths, wants), strict=True):
                 out[i] = got
         return out
 
@@ -494,52 +450,6 @@ class Engine:
             return out.logits, lefts
         real = mask.sum(dim=1) if state is None else past_real + mask.sum(dim=1)
         return out.past_key_values, attn, real
-
-    def _gather(self, logits, rows, cols, targets, lengths, wants=None) -> list[tuple[np.ndarray, Any]]:
-        """log p(target) = logit[target] - logsumexp(logits), accumulated in float64.
-
-        The exponentials of the max-shifted logits are taken in float32 and summed in
-        float64: within ~1e-8 of a full float64 log-softmax of the same logits (tested),
-        at a third of its cost on a CPU, where this step otherwise rivals the model itself.
-
-        Returns:
-            Per row ``(logprobs, stats)``; ``stats`` is ``(vocab_mean, vocab_std, top_ids)``
-            (:func:`_vocab_stats`) for rows whose ``wants`` flag is set, else ``None``.
-        """
-        import torch
-
-        dev = logits.device
-        wants = wants or [False] * len(lengths)
-        rows_t = torch.tensor(rows, device=dev)
-        cols_t = torch.tensor(cols, device=dev)
-        tgt_t = torch.tensor(targets, device=dev)
-        parts = []
-        for s in range(0, len(rows), _LOGSOFTMAX_CHUNK):
-            chunk = slice(s, s + _LOGSOFTMAX_CHUNK)
-            parts.append(_log_prob_of(logits[rows_t[chunk], cols_t[chunk]], tgt_t[chunk]))
-        flat = torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
-        # Vocabulary statistics only at the positions of rows that asked for them.
-        flat_want = np.repeat(np.asarray(wants, dtype=bool), lengths)
-        stats = None
-        if flat_want.any():
-            sel = torch.as_tensor(np.flatnonzero(flat_want), device=dev)
-            pieces = [
-                _vocab_stats(logits[rows_t[sel[s : s + _STATS_CHUNK]], cols_t[sel[s : s + _STATS_CHUNK]]])
-                for s in range(0, len(sel), _STATS_CHUNK)
-            ]
-            stats = [torch.cat([p[j] for p in pieces]).cpu().numpy() for j in range(3)]
-        out, at, st_at = [], 0, 0
-        for n, want in zip(lengths, wants, strict=True):
-            lp = np.asarray(flat[at : at + n], dtype=np.float64)
-            got = None
-            if want:
-                mean, std, top = (a[st_at : st_at + n] for a in stats)
-                got = (np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64),
-                       [int(t) for t in top])
-                st_at += n
-            out.append((lp, got))
-            at += n
-        return out
 
     # --- generation -------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenRequest]) -> list[list[str]]:
@@ -591,17 +501,7 @@ class Engine:
         return [list(results[k]) for k in keys]
 
     def _plan_generate(self, rows: list[_GenRow], budget: int) -> list[list[_GenRow]]:
-        # Generation memory is mostly KV cache (logits only for the last position), so
-        # a batch may hold more tokens than a scoring pass on a GPU.
-        gen_budget = budget * (4 if self._device_type() == "cuda" else 1)
-        ordered = sorted(rows, key=lambda r: (r.request.max_new_tokens, len(r.prompt_ids)))
-        return _plan_by_length(
-            ordered,
-            lambda r: len(r.prompt_ids) + r.request.max_new_tokens,
-            gen_budget,
-            self.batch_size or 1 << 30,
-            presorted=True,
-        )
+        return _plan_generate(rows, budget, self.batch_size or 1 << 30, self._device_type())
 
     def _generate_batch(self, batch: list[_GenRow]) -> list[str]:
         import torch
@@ -921,17 +821,7 @@ class Engine:
         return getattr(self.device, "type", str(self.device))
 
     def _default_budget(self) -> int:
-        """Padded tokens per forward: bounded by logits memory (vocab) and free GPU memory."""
-        text_cfg = self._text_config()
-        vocab = int(getattr(text_cfg, "vocab_size", 32000))
-        hidden = int(getattr(text_cfg, "hidden_size", 1024))
-        per_token = vocab * 12 + hidden * 48  # logits (+ float64 chunk) and activations
-        if self._device_type() == "cuda":
-            import torch
-
-            free, _ = torch.cuda.mem_get_info(self.device)
-            return int(min(max(free * 0.3 / per_token, 256), 65536))
-        return int(min(max((1 << 30) / per_token, 256), 8192))
+        return _default_budget(self._text_config(), self._device_type(), self.device)
 
     def _run_planned(
         self,
@@ -975,222 +865,12 @@ class Engine:
             bar.close()
 
 
-class _PerRowSampler:
-    """A logits processor that samples each row from its own generator.
-
-    ``generate`` runs greedy (``do_sample=False``); this processor draws the sampled rows'
-    tokens itself (temperature, then top-p) and leaves only that token finite, so argmax
-    picks it. Greedy rows (temperature 0) pass through.
-
-    Sampling is the Gumbel-max trick: ``argmax(logits / T + g)`` with ``g`` standard Gumbel
-    noise, one value per vocabulary entry drawn from the row's seeded ``torch.Generator``,
-    which samples exactly from ``softmax(logits / T)``. Chosen for portability: logits differ
-    across CPU kernel paths (AVX2, AVX-512, default) by float rounding (about 1e-7), and an
-    inverse-CDF draw flips whenever ``u`` lies that close to any of the vocabulary's CDF
-    boundaries (on the tiny world, one best-of-N sample in a few thousand changed between
-    kernel paths), while Gumbel-max flips only when the top two perturbed scores tie that
-    closely, as rarely as a greedy answer does. All rows at once: ``torch.multinomial``
-    called row by row was 40% of best_of_n's time on the tiny world.
-    """
-
-    def __init__(self, temperatures, top_ps, seeds, device):
-        import torch
-
-        self.temps = temperatures
-        self.top_ps = top_ps
-        self.sampled = [i for i, t in enumerate(temperatures) if t > 0]
-        self.generators = {}
-        for i in self.sampled:
-            g = torch.Generator(device=device)
-            g.manual_seed(seeds[i])
-            self.generators[i] = g
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        if not self.sampled:
-            return scores
-        idx = torch.tensor(self.sampled, device=scores.device)
-        temps = torch.tensor([self.temps[i] for i in self.sampled], device=scores.device, dtype=torch.float64)
-        scaled = scores[idx].double() / temps[:, None]
-        top_p = torch.tensor([self.top_ps[i] for i in self.sampled], device=scores.device, dtype=torch.float64)
-        if bool((top_p < 1.0).any()):
-            probs = torch.softmax(scaled, dim=-1)
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            before = sorted_p.cumsum(dim=-1) - sorted_p  # mass strictly above each token
-            drop_sorted = before >= top_p[:, None]
-            drop_sorted[:, 0] = False  # always keep the most likely token
-            drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
-            scaled = scaled.masked_fill(drop, -math.inf)
-        u = torch.stack([torch.rand(scores.shape[-1], generator=self.generators[i], device=scores.device,
-                                    dtype=torch.float64) for i in self.sampled])
-        gumbel = -torch.log(-torch.log(u.clamp(min=1e-300, max=1.0 - 1e-16)))
-        chosen = (scaled + gumbel).argmax(dim=-1)
-        out = scores.clone()
-        out[idx] = -math.inf
-        out[idx, chosen] = 0.0
-        return out
-
-
 # --- helpers ----------------------------------------------------------------------------------
-
-
-SMALL_MODEL_PARAMS = 50_000_000
-
-
-def _limit_threads_for_small_cpu_model(model, device_type: str) -> None:
-    """Run a small model on one CPU thread.
-
-    Its matrices are too small for a second thread to pay off, and when the machine has
-    other work (CI, a test runner beside the audit) OpenMP's spin-waiting made the tiny
-    world's generation 14x slower on two threads than on one (1.5 s against 21 s, measured).
-    Large models keep torch's default. ``UNLEARN_AUDIT_THREADS`` overrides either way.
-    """
-    import os
-
-    import torch
-
-    forced = os.environ.get("UNLEARN_AUDIT_THREADS")
-    if forced:
-        torch.set_num_threads(int(forced))
-    elif device_type == "cpu" and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
-        torch.set_num_threads(1)
 
 
 def _positions(mask):
     """Position ids counting real tokens only, so padding never shifts a position."""
     return (mask.cumsum(dim=1) - 1).clamp(min=0)
-
-
-def _reuse_pays(batch: list[_ScoreRow]) -> bool:
-    """Whether the cached-prefix passes save work here (else one full pass is cheaper)."""
-    if min(len(r.prompt_ids) for r in batch) < 2:
-        return False  # a one-token prompt leaves no prefix to cache
-    distinct = {r.prompt_ids for r in batch}
-    if len(distinct) < len(batch):
-        return True  # some prompt feeds several continuations
-    if len(distinct) == 1:
-        return False
-    return _common_prefix_len([list(p[:-1]) for p in distinct]) >= _MIN_SHARED_PREFIX
-
-
-def _length_bands(lengths: list[int], overhead: int) -> list[tuple[int, int]]:
-    """Cut sorted ``lengths`` into contiguous bands minimising padded tokens + calls.
-
-    Cost of a band = rows x its longest length; each band adds ``overhead``. Exact dynamic
-    programme over the positions where the length changes (few distinct lengths).
-    """
-    n = len(lengths)
-    cuts = [0] + [i for i in range(1, n) if lengths[i] != lengths[i - 1]] + [n]
-    best = {0: (0, None)}  # cut position -> (cost, previous cut)
-    for j in range(1, len(cuts)):
-        end = cuts[j]
-        options = []
-        for i in range(j):
-            start = cuts[i]
-            cost = best[start][0] + (end - start) * lengths[end - 1] + overhead
-            options.append((cost, start))
-        best[end] = min(options)
-    bands, end = [], n
-    while end:
-        start = best[end][1]
-        bands.append((start, end))
-        end = start
-    return bands[::-1]
-
-
-def _common_prefix_len(seqs: list[list[int]]) -> int:
-    n = min(len(x) for x in seqs)
-    first = seqs[0]
-    for i in range(n):
-        t = first[i]
-        if any(x[i] != t for x in seqs):
-            return i
-    return n
-
-
-def _log_prob_of(logits, targets):
-    """float64 ``log_softmax(logits)[target]`` per row, exponentials in float32.
-
-    ``exp(x - max)`` lies in (0, 1]; its float32 relative error (~6e-8) is all the
-    shortcut costs, while the sum, the log and the subtraction run in float64.
-    """
-    import torch
-
-    x = logits.float()
-    top = x.max(dim=-1, keepdim=True).values
-    sum_exp = (x - top).exp().sum(dim=-1, dtype=torch.float64)
-    target = x.gather(1, targets[:, None])[:, 0].double()
-    return target - top[:, 0].double() - sum_exp.log()
-
-
-def _vocab_stats(logits):
-    """Mean and spread of ``log p`` over the vocabulary, and the argmax, per row.
-
-    Definition: with ``p = softmax(logits)`` and ``z = logits - max``, ``log p = z - log Z``,
-    so ``E_p[log p] = E_p[z] - log Z`` and ``Var_p[log p] = E_p[z^2] - E_p[z]^2``. The
-    exponentials are float32 (as in :func:`_log_prob_of`), the products and sums float64.
-    These are the ``mu`` and ``sigma`` of Min-K%++ (Zhang et al. 2024, eq. 3) and of
-    open-unlearning's ``MinKPlusPlusAttack`` (which takes the variance from the full
-    log-softmax); the argmax is the greedy prediction exact memorisation compares with.
-
-    Returns:
-        ``(mean, std, argmax)`` tensors of shape ``(rows,)``; mean and std in float64.
-    """
-    import torch
-
-    x = logits.float()
-    top = x.max(dim=-1, keepdim=True).values
-    z = x - top
-    e = z.exp()
-    total = e.sum(dim=-1, dtype=torch.float64)
-    ez = e.double() * z.double()
-    mean_z = ez.sum(dim=-1) / total
-    mean_z2 = (ez * z.double()).sum(dim=-1) / total
-    var = (mean_z2 - mean_z.square()).clamp(min=0.0)
-    return mean_z - total.log(), var.sqrt(), x.argmax(dim=-1)
-
-
-def _empty_scores(vocab_stats: bool) -> TokenScores:
-    empty = np.zeros(0, dtype=np.float64)
-    if not vocab_stats:
-        return TokenScores(empty, [], [])
-    return TokenScores(empty, [], [], empty.copy(), empty.copy(), [])
-
-
-def _compute_dtype(param):
-    import torch
-
-    # Quantized heads keep int8/uint8 storage; activations then run in the compute dtype.
-    return param.dtype if param.dtype.is_floating_point else torch.float16
-
-
-def _plan_by_length(
-    rows: list, length: Callable[[Any], int], budget: int, max_rows: int, presorted: bool = False
-) -> list[list]:
-    """Sort by length and cut batches whose padded size (rows x longest) fits the budget."""
-    ordered = rows if presorted else sorted(rows, key=length)
-    batches: list[list] = []
-    cur: list = []
-    longest = 0
-    for r in ordered:
-        n = length(r)
-        if cur and (len(cur) + 1 > max_rows or (len(cur) + 1) * max(longest, n) > budget):
-            batches.append(cur)
-            cur, longest = [], 0
-        cur.append(r)
-        longest = max(longest, n)
-    if cur:
-        batches.append(cur)
-    return batches
-
-
-def _sample_seed(seed: int, index: int) -> int:
-    """A well-mixed 63-bit seed for sample ``index`` of a request seeded ``seed``."""
-    return int(
-        np.random.SeedSequence([int(seed) & (2**63 - 1), index]).generate_state(1, np.uint64)[0]
-        >> 1
-    )
 
 
 def _check_gen_request(i: int, r: Any) -> None:
@@ -1211,38 +891,3 @@ def _check_gen_request(i: int, r: Any) -> None:
         raise ValueError(f"GenRequest {i}: top_p must be in (0, 1]; got {r.top_p}")
 
 
-def _scores_to_json(s: TokenScores) -> dict:
-    d = {
-        "logprobs": [float(x) for x in s.logprobs],
-        "token_ids": list(s.token_ids),
-        "offsets": [list(o) for o in s.offsets],
-    }
-    if s.vocab_mean is not None:
-        d["vocab_mean"] = [float(x) for x in s.vocab_mean]
-        d["vocab_std"] = [float(x) for x in s.vocab_std]
-        d["top_ids"] = [int(t) for t in s.top_ids]
-    if s.truncated_from is not None:  # absent otherwise: entries written before stay valid
-        d["truncated_from"] = int(s.truncated_from)
-    return d
-
-
-def _scores_from_json(d: dict) -> TokenScores:
-    s = TokenScores(
-        np.asarray(d["logprobs"], dtype=np.float64),
-        list(d["token_ids"]),
-        [tuple(o) for o in d["offsets"]],
-        truncated_from=d.get("truncated_from"),
-    )
-    if "vocab_mean" in d:
-        s.vocab_mean = np.asarray(d["vocab_mean"], dtype=np.float64)
-        s.vocab_std = np.asarray(d["vocab_std"], dtype=np.float64)
-        s.top_ids = list(d["top_ids"])
-    return s
-
-
-def _copy_scores(s: TokenScores) -> TokenScores:
-    # Duplicated requests must not share one mutable array.
-    out = TokenScores(s.logprobs.copy(), list(s.token_ids), list(s.offsets), truncated_from=s.truncated_from)
-    if s.vocab_mean is not None:
-        out.vocab_mean, out.vocab_std, out.top_ids = s.vocab_mean.copy(), s.vocab_std.copy(), list(s.top_ids)
-    return out
