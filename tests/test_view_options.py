@@ -148,3 +148,15 @@ def test_a_bad_view_option_stops_the_run_before_anything_runs(pytester):
     result = pytester.runpytest(*ISOLATED, "--model=cand=mock", "--view-option", "knobs.factor=lots")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--view-option: knobs.factor: expected a number, got 'lots'*"])
+
+
+def test_the_views_command_lists_each_view_with_its_options(capsys):
+    from unlearn_audit.cli import main
+
+    assert main(["views", "--json"]) == 0
+    views = {v["view"]: v for v in json.loads(capsys.readouterr().out)}
+    assert views["masked_probe"]["module"].endswith("views/masked_probe.py")
+    assert {o["name"] for o in views["rtt"]["options"]} == {"epochs", "lr", "batch_size", "lora", "lora_from_params"}
+    assert "tofu.forget_quality" in views["tofu"]["metrics"]
+    assert main(["views"]) == 0
+    assert "masked_probe.kind" in capsys.readouterr().out

@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "world-stats": ("world_stats", "Fact recall of each tiny-world model on forget and retain authors."),
     "rescore": ("rescore", "Compute TOFU and leak numbers from stored per-item logs, no model needed."),
     "diff": ("diff", "Markdown table of what moved between two results.json files."),
+    "views": ("views", "Every audit view: its module, metrics and --view-option options."),
 }
 
 
