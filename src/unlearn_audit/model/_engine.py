@@ -695,16 +695,9 @@ class Engine:
             return head(x).to(torch.float32).cpu().numpy()
 
     def _final_norm(self):
-        decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
-        for name in ("norm", "final_layernorm", "ln_f", "final_layer_norm"):
-            mod = getattr(decoder, name, None)
-            if mod is not None:
-                return mod
-        raise NotImplementedError(
-            f"Cannot find the final norm of {type(self.model).__name__} (looked for "
-            "norm, final_layernorm, ln_f, final_layer_norm on its decoder); the logit lens "
-            "needs it."
-        )
+        from unlearn_audit.model._lens import final_norm
+
+        return final_norm(self.model, "the logit lens")
 
     # --- probes -----------------------------------------------------------------------------
     def fit_probes(self, request: ProbeRequest) -> ProbeAnswer:

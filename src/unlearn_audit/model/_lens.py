@@ -26,16 +26,22 @@ __all__ = ["Readout", "fit_and_predict", "fit_probe"]
 _PREDICT_CHUNK = 512
 
 
-def _final_norm(model):
-    """The decoder's final norm module (looked up the way the engine's logit lens does)."""
+def final_norm(model, needed_by: str, fix: str = ""):
+    """The decoder's final norm module, for the logit lens and the probes' readout.
+
+    Raises:
+        NotImplementedError: an architecture whose norm has none of the usual names; the
+            message says who needed it (``needed_by``) and ``fix``, if any.
+    """
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
-    for name in ("norm", "final_layernorm", "ln_f", "final_layer_norm"):
+    names = ("norm", "final_layernorm", "ln_f", "final_layer_norm")
+    for name in names:
         mod = getattr(decoder, name, None)
         if mod is not None:
             return mod
     raise NotImplementedError(
-        f"Cannot find the final norm of {type(model).__name__}; the tuned probe needs it. "
-        "Fix: --view-option masked_probe.kind=restricted."
+        f"Cannot find the final norm of {type(model).__name__} (looked for {', '.join(names)} "
+        f"on its decoder); {needed_by} needs it.{' Fix: ' + fix if fix else ''}"
     )
 
 
@@ -62,7 +68,8 @@ class Readout:
         self.weight = head.weight.detach().to(device=device, dtype=torch.float32)
         bias = getattr(head, "bias", None)
         self.bias = None if bias is None else bias.detach().to(device=device, dtype=torch.float32)
-        self.norm = copy.deepcopy(_final_norm(model)).to(device=device, dtype=torch.float32)
+        norm = final_norm(model, "the tuned probe", "--view-option masked_probe.kind=restricted.")
+        self.norm = copy.deepcopy(norm).to(device=device, dtype=torch.float32)
         self.norm.requires_grad_(False)
         d = self.weight.shape[1]
         with torch.no_grad():

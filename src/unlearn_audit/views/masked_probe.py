@@ -63,7 +63,7 @@ layer. The logit lens: nostalgebraist, "interpreting GPT: the logit lens" (2020)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -86,32 +86,15 @@ _PREDICT_CHUNK = 512
 
 
 @dataclass(frozen=True)
-class ProbeSettings:
-    """How the per-layer probe is fit; every field can be set through ``config.extra``.
+class ProbeSettings(ProbeFit):
+    """How the per-layer probe is fit (:class:`~unlearn_audit.model.ProbeFit`: ``kind``,
+    ``ridge``, ``steps``, ``lr``, ``weight_decay``, ``batch_tokens``) plus the view's memory
+    bound; every field is a typed option of the view (:data:`OPTIONS`).
 
     Attributes:
-        kind: ``lstsq`` (closed-form least-squares translator read out through the model's
-            head), ``tuned`` (the same affine translator fit by Adam on cross-entropy) or
-            ``restricted`` (logistic regression over the token ids seen in training).
-        ridge: ``lstsq`` only: ridge penalty on each side of the closed form, relative to
-            the mean eigenvalue of that side's Gram matrix.
-        steps: Adam steps per layer (``tuned``, ``restricted``).
-        lr: Adam learning rate.
-        weight_decay: L2 penalty on the probe's parameters (the translator's offsets
-            from identity).
-        batch_tokens: minibatch size (capped so a minibatch's logits stay near 1 GiB);
-            full batch when the retain set is smaller.
         max_gib: memory for hidden states held at once; layers are read in groups that fit.
     """
 
-    kind: str = "lstsq"
-    # Strong enough to keep the translator near the logit lens when the retain set holds
-    # far fewer tokens than the translator has entries (the tiny world: 1.1k vs 16k).
-    ridge: float = 0.1
-    steps: int = 200
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_tokens: int = 4096
     max_gib: float = 2.0
 
     @classmethod
@@ -125,8 +108,7 @@ class ProbeSettings:
 
     def fit(self) -> ProbeFit:
         """What the engine needs to fit the probes (everything but ``max_gib``)."""
-        return ProbeFit(kind=self.kind, ridge=self.ridge, steps=self.steps, lr=self.lr,
-                        weight_decay=self.weight_decay, batch_tokens=self.batch_tokens)
+        return ProbeFit(**{f.name: getattr(self, f.name) for f in fields(ProbeFit)})
 
 
 _POSITIVE = {"check": lambda v: v > 0, "expect": "a number > 0"}
