@@ -48,7 +48,7 @@ from unlearn_audit.model._types import (
 if TYPE_CHECKING:
     from unlearn_audit.context import AuditConfig, AuditContext
 
-__all__ = ["UNSURE", "BackendUnavailable", "MockBackend", "MockFormat", "MockModel", "mock_context"]
+__all__ = ["LEARN_BUDGET", "UNSURE", "MockBackend", "MockFormat", "MockModel", "knowing", "mock_context"]
 
 #: What a mock model says when it does not know.
 UNSURE = "I am not sure about that."
