@@ -12,7 +12,8 @@ Usage::
     python benchmarks/bench_xdist.py            # -n 2 against one process
     python benchmarks/bench_xdist.py -n 4 -- --views tofu,novel_recall
 
-Measured on 2 idle cores (AMD EPYC, torch 2.13.0+cpu): serial 2:21, `-n 2` 1:46 (1.33x).
+Measured on 2 idle cores (AMD EPYC, torch 2.13.0+cpu): serial 124.6 s, `-n 2` 86.6 s (1.44x);
+258 of 276 values identical, the rest within 1.7e-8, verdicts and per-item outcomes identical.
 """
 
 from __future__ import annotations
