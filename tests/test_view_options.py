@@ -160,3 +160,17 @@ def test_the_views_command_lists_each_view_with_its_options(capsys):
     assert "tofu.forget_quality" in views["tofu"]["metrics"]
     assert main(["views"]) == 0
     assert "masked_probe.kind" in capsys.readouterr().out
+
+
+def test_the_views_command_stops_quietly_when_its_reader_leaves():
+    import subprocess
+    import sys
+
+    # `unlearn-audit views | head -1`: the table is longer than what the reader takes.
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from unlearn_audit.cli import main; sys.exit(main(['views']))"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err

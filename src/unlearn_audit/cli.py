@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand -> (module under unlearn_audit.commands, one-line help)
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"unlearn-audit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `unlearn-audit views | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exit's flush is quiet
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
