@@ -198,13 +198,6 @@ class AuditContext:
         engine = self._engines.get(label)
         return engine.fingerprint if engine is not None else None
 
-    @staticmethod
-    def missing_reference(role: str) -> str:
-        """The text of a skip for a reference model this run lacks (the kind that tells the
-        report it is expected is :attr:`Skip.MISSING_REFERENCE <unlearn_audit.views.Skip>`)."""
-        flag = "--retain-model or --retain-logs" if role == "retain" else f"--{role}-model"
-        return f"missing reference: no {role} model given ({flag})"
-
     # --- data -----------------------------------------------------------------------------
     def items(self, split: str, *, limit: int | None | bool = True,
               require: tuple[str, ...] = ()) -> list[Item]:

@@ -55,7 +55,7 @@ class SharedResults:
     """Finished results shared by the processes of one run, in one directory.
 
     ``<view>--<model>.json`` holds a result, ``.lock`` guards its computation, and
-    ``computed.jsonl`` logs one line per computation: ``{view, model, worker, seconds}``.
+    ``computed.jsonl`` logs one line per computation: ``{view, model, worker}``.
     """
 
     LOG = "computed.jsonl"
@@ -97,17 +97,15 @@ class SharedResults:
         with FileLock(str(self._path(view, model, ".lock"))):
             if done.exists():
                 return ViewResult.loads(done.read_text(encoding="utf-8"))
-            start = time.perf_counter()
             result = compute()
-            seconds = time.perf_counter() - start
             tmp = done.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(result.dumps(), encoding="utf-8")
             os.replace(tmp, done)  # readers never see half a file
-            self.log(view, model, seconds)
+            self.log(view, model)
         return result
 
-    def log(self, view: str, model: str, seconds: float) -> None:
-        line = json.dumps({"view": view, "model": model, "worker": worker_id(), "seconds": round(seconds, 3)})
+    def log(self, view: str, model: str) -> None:
+        line = json.dumps({"view": view, "model": model, "worker": worker_id()})
         with open(self.dir / self.LOG, "a", encoding="utf-8") as f:  # one short append per line
             f.write(line + "\n")
 
@@ -138,7 +136,7 @@ class Runner:
         self._done: dict[tuple[str, str], ViewResult] = {}
         self._stack: list[tuple[str, str]] = []  # results being computed, outermost first
         self._allowed: list[set[tuple[str, str]]] = []  # declared needs of each on the stack
-        #: ``{view, model, worker, seconds}`` per computation in this process.
+        #: ``{view, model, worker}`` per computation in this process.
         self.computed: list[dict[str, Any]] = []
 
     def result(self, view: str, model: str) -> ViewResult:
@@ -180,20 +178,18 @@ class Runner:
 
     def _compute(self, v: Any, view: str, model: str) -> ViewResult:
         if self.shared is not None:
-            return self.shared.get_or_compute(view, model, lambda: self._timed(v, view, model))
-        return self._timed(v, view, model)
+            return self.shared.get_or_compute(view, model, lambda: self._run(v, view, model))
+        return self._run(v, view, model)
 
-    def _timed(self, v: Any, view: str, model: str) -> ViewResult:
+    def _run(self, v: Any, view: str, model: str) -> ViewResult:
         from unlearn_audit.model._types import BackendUnavailable
         from unlearn_audit.views import Skip
 
-        start = time.perf_counter()
         try:
             result = v.run(self.ctx, model)
         except BackendUnavailable as e:  # a typed skip: the audit did not fully run here
             result = v.skipped(model, f"the backend of {model} cannot run {view}: {e}", Skip.BACKEND_UNAVAILABLE)
-        self.computed.append({"view": view, "model": model, "worker": worker_id(),
-                              "seconds": round(time.perf_counter() - start, 3)})
+        self.computed.append({"view": view, "model": model, "worker": worker_id()})
         return result
 
     def results(self) -> list[ViewResult]:

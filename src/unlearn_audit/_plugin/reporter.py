@@ -19,7 +19,6 @@ class Reporter:
         self.config = config
         self.error = ""
         self.incomplete: list[str] = []
-        self.owns_run_dir = False
 
     @property
     def is_worker(self) -> bool:
@@ -57,7 +56,6 @@ class Reporter:
             from unlearn_audit.runner import SharedResults
 
             s.run_dir = SharedResults.create(s.config.cache_dir or default_cache_dir()).dir
-            self.owns_run_dir = True
         node.workerinput[RUN_DIR_KEY] = str(s.run_dir)
 
     @pytest.hookimpl(tryfirst=True)
@@ -76,7 +74,7 @@ class Reporter:
         if self.incomplete and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         run_dir = session_of(self.config).run_dir
-        if self.owns_run_dir and run_dir is not None:  # its log is in results.json now
+        if run_dir is not None:  # the controller made it (workers returned above); its log is in results.json now
             from unlearn_audit.runner import SharedResults
 
             SharedResults(run_dir).remove()

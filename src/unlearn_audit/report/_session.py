@@ -160,7 +160,7 @@ class AuditSession:
         return self._ctx
 
     def computed(self) -> list[dict[str, Any]]:
-        """Every (view, model) computation of this run, ``{view, model, worker, seconds}``:
+        """Every (view, model) computation of this run, ``{view, model, worker}``:
         from the shared run directory under pytest-xdist (all workers), else from this
         process's runner."""
         if self.run_dir is not None:

@@ -151,7 +151,7 @@ class RunReport:
         planned: the (view, model) pairs the session collected tests for; a pair without
             an outcome did not run (an interrupted or crashed run).
         interrupted: the run was stopped (Ctrl-C / SIGINT) before every test ran.
-        computed: each (view, model) computation, ``{view, model, worker, seconds}``
+        computed: each (view, model) computation, ``{view, model, worker}``
             (see :mod:`unlearn_audit.runner`).
     """
 
@@ -318,9 +318,8 @@ def build_results(run: RunReport, rows: list[MetricRow] | None = None) -> dict[s
         },
         # Each (view, model) the run computed, in order, and by which process: under
         # pytest-xdist every result is computed once across the workers and listed once.
-        # (No durations: two identical runs write identical files, `created` aside.)
-        "computed": [{"view": c["view"], "model": c["model"], "worker": c.get("worker", "main")}
-                     for c in run.computed],
+        # (No durations, so two identical runs write identical files, `created` aside.)
+        "computed": [dict(c) for c in run.computed],
     }
 
 
