@@ -346,3 +346,17 @@ def test_session_measures_judges_and_writes(session):
     assert {m: v.status for m, v in session.verdicts.items()} == {
         # uncorrected_rate was skipped for a reason other than a missing reference
         "npo": "INCOMPLETE", "laundered": "FAIL", "broken": "INCOMPLETE", "full": "INCOMPLETE"}
+
+
+def test_a_views_warnings_reach_report_md_and_results_json():
+    from unlearn_audit.views import ViewResult
+
+    result = ViewResult.loads(ViewResult("tofu", "npo", [], warnings=["3 rows dropped"]).dumps())
+    assert result.warnings == ["3 rows dropped"]  # survives the xdist hand-over
+    run = run_report({"npo": [leak_row("npo", 0.05)]}, {"npo": "candidate"})
+    run.outcomes[0].warnings.append("2 of 40 prompts were longer than the context")
+    assert ViewOutcome.from_payload(run.outcomes[0].to_payload()).warnings == run.outcomes[0].warnings
+    md = render_markdown(run)
+    assert "**Warnings**" in md and "- npo: 2 of 40 prompts were longer than the context" in md
+    assert build_results(run)["warnings"] == [
+        {"view": "novel_recall", "model": "npo", "text": "2 of 40 prompts were longer than the context"}]

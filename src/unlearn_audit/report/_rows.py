@@ -116,6 +116,8 @@ class ViewOutcome:
         error: why the view could not run (then ``rows`` hold ``error`` outcomes).
         golden_new: metrics that had no golden value (tiny world).
         golden_skipped: why golden values were not compared, if they were not.
+        warnings: the view's plain-text warnings (``ViewResult.warnings``), shown in
+            report.md under the view's table and in results.json.
         engine: what the model's engine did to inputs so far (``{"truncated": n,
             "max_positions": m}`` when sequences were cut to the context), for the report.
     """
@@ -132,6 +134,7 @@ class ViewOutcome:
     golden_new: list[str] = field(default_factory=list)
     golden_skipped: str = ""
     engine: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_payload(self) -> dict[str, Any]:
         return jsonable(
@@ -148,6 +151,7 @@ class ViewOutcome:
                 "golden_new": list(self.golden_new),
                 "golden_skipped": self.golden_skipped,
                 "engine": dict(self.engine),
+                "warnings": list(self.warnings),
             }
         )
 

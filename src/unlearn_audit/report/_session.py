@@ -308,6 +308,7 @@ class AuditSession:
             # A view's plots as data (views.Plot); anything else becomes a note in report.md.
             plots=jsonable([p.to_json() if hasattr(p, "to_json") else {"kind": f"<{type(p).__name__}>", "caption": str(p)}
                             for p in result.plots or ()]),
+            warnings=[str(w) for w in getattr(result, "warnings", None) or ()],
         )
         notes = getattr(ctx, "engine_notes", None)  # fake contexts in tests may lack it
         if callable(notes):

@@ -320,6 +320,10 @@ def build_results(run: RunReport, rows: list[MetricRow] | None = None) -> dict[s
         # pytest-xdist every result is computed once across the workers and listed once.
         # (No durations, so two identical runs write identical files, `created` aside.)
         "computed": [dict(c) for c in run.computed],
+        # Each view's warnings per model (rows dropped, too few items, inputs cut, ...).
+        "warnings": [
+            {"view": o.view, "model": o.model, "text": w} for o in run.sorted_outcomes() for w in o.warnings
+        ],
     }
 
 
@@ -537,6 +541,9 @@ def _view_section(
         ]
         lines += [f"**{metric} by family**", ""]
         lines += [tabulate(fam_table, headers=["family", *models], tablefmt="github", disable_numparse=True), ""]
+    warned = [(o.model, w) for o in run.sorted_outcomes() if o.view == view for w in o.warnings]
+    if warned:
+        lines += ["**Warnings**", ""] + [f"- {model}: {text}" for model, text in warned] + [""]
     lines += _extra_section(rows, (*candidates, *references))
     for model in (*candidates, *references):
         for caption, rel in plots.get((view, model), []):

@@ -155,6 +155,9 @@ class ViewResult:
     metrics: list[Metric]
     records: list[dict] = field(default_factory=list)  # per-item, JSON-serialisable
     plots: list[Plot] = field(default_factory=list)  # drawn by the report writer
+    #: Plain-text notes a reader of the report must see beside the numbers (rows dropped,
+    #: too few items, inputs cut to the context, ...). Untrusted text: the report escapes it.
+    warnings: list[str] = field(default_factory=list)
 
     def metric(self, name: str) -> Metric:
         for m in self.metrics:
@@ -171,7 +174,8 @@ class ViewResult:
         return json.dumps({"view": self.view, "model": self.model,
                            "metrics": [m.to_json() for m in self.metrics],
                            "records": self.records,
-                           "plots": [p.to_json() for p in self.plots]},
+                           "plots": [p.to_json() for p in self.plots],
+                           "warnings": list(self.warnings)},
                           default=_to_builtins, allow_nan=True)
 
     @classmethod
@@ -179,7 +183,8 @@ class ViewResult:
         d = json.loads(text)
         return cls(d["view"], d["model"], [Metric.from_json(m) for m in d["metrics"]],
                    records=list(d.get("records") or []),
-                   plots=[Plot.from_json(p) for p in d.get("plots") or []])
+                   plots=[Plot.from_json(p) for p in d.get("plots") or []],
+                   warnings=[str(w) for w in d.get("warnings") or []])
 
 
 class View:
