@@ -653,3 +653,32 @@ def test_md_text_cuts_long_text_and_keeps_plain_names_readable():
 @given(st.text(max_size=40) | st.text(alphabet="|\\`*_~[]()<>!#&$:;=+-.1 \n\r\tab/\u2028\x1b", max_size=40))
 def test_md_text_renders_any_text_literally(s):
     _assert_literal_everywhere(s)
+
+
+def test_the_terminal_summary_strips_escapes_and_line_breaks_from_labels(monkeypatch):
+    from types import SimpleNamespace
+
+    from unlearn_audit._plugin import reporter
+    from unlearn_audit.report import Verdict
+
+    hostile = "npo\x1b[2K\x1b[1A\rPASS\n\x1b]0;owned\x07\u2028x"
+    session = SimpleNamespace(
+        written={"report.md": f"/tmp/{hostile}/report.md"},
+        verdicts={hostile: Verdict("FAIL", "")},
+        golden_notes=[f"golden: not compared ({hostile})"],
+    )
+    monkeypatch.setattr(reporter, "session_of", lambda config: session)
+    r = reporter.Reporter(SimpleNamespace())
+    r.error = f"could not write the report to {hostile}"
+    r.incomplete = [f"{hostile}: INCOMPLETE", f"  gate g did not run (skipped): {hostile}"]
+    lines: list[str] = []
+    out = SimpleNamespace(write_sep=lambda *a, **k: None, write_line=lambda line, **k: lines.append(line))
+    r.pytest_terminal_summary(out)
+    assert lines == [
+        "could not write the report to npo PASS x",
+        "report: /tmp/npo PASS x/report.md",
+        "  npo PASS x: FAIL",
+        "npo PASS x: INCOMPLETE",
+        "  gate g did not run (skipped): npo PASS x",
+        "golden: not compared (npo PASS x)",
+    ]
