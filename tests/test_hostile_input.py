@@ -242,7 +242,46 @@ def test_an_existing_path_holding_an_equals_sign_stays_a_path(tmp_path):
     ckpt = tmp_path / "lr=1e-5"
     ckpt.mkdir()
     (planned,) = plan_models([("candidate", str(ckpt))])
-    assert planned.source == str(ckpt) and planned.label == "lr=1e-5"
+    # the label follows the label rules, as an explicit one must ("=" is not in them)
+    assert planned.source == str(ckpt) and planned.label == "lr-1e-5"
+
+
+def test_labels_from_hostile_directory_names_follow_the_label_rules_and_stay_distinct(tmp_path):
+    import re
+
+    from unlearn_audit.plugin import plan_models
+
+    names = [t.replace("/", "_") for t in HOSTILE_TEXT] + ["a b", "a-b", "a\x1b[31mb", "..hidden", "x" * 80]
+    dirs = []
+    for name in names:
+        (tmp_path / name).mkdir()
+        dirs.append(str(tmp_path / name))
+    planned = plan_models([("candidate", d) for d in dirs])
+    labels = [p.label for p in planned]
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", label) for label in labels), labels
+    assert len(set(labels)) == len(labels), labels
+    assert [p.source for p in planned] == dirs
+    # still the directory's name, as far as it can be ("a|b", "a b" and "a-b" meet: parent, number)
+    assert labels[0].endswith("-a-b") and labels[1] == "x-Injected" and labels[2] == "img-src-x-onerror-alert-1"
+
+
+def test_a_derived_label_never_takes_one_already_given():
+    from unlearn_audit.plugin import plan_models
+
+    # a hub id's name meeting an earlier number, and an explicit label: each its own label
+    labels = [p.label for p in plan_models([("candidate", "m-2"), ("candidate", "m"), ("candidate", "m"),
+                                            ("candidate", "own/npo"), ("retain", "npo=org/retain")])]
+    assert len(set(labels)) == len(labels) == 5, labels
+    assert labels[4] == "npo"
+
+
+def test_a_directory_name_with_no_label_characters_asks_for_an_explicit_label(tmp_path):
+    from unlearn_audit.plugin import plan_models
+
+    ckpt = tmp_path / "模型"
+    ckpt.mkdir()
+    with pytest.raises(pytest.UsageError, match=r"no model label can be made from '模型'.*Fix: --model LABEL="):
+        plan_models([("candidate", str(ckpt))])
 
 
 # --- tiny checkpoints for the model cases (8, 9, 11, 13) ---------------------------------------------
