@@ -382,3 +382,11 @@ def test_extras_and_gate_names_cannot_end_their_code_spans():
     assert "k`|[x](y) = " in text and "text = ok` <i>x</i>" in text
     (note,) = [ln for ln in md.splitlines() if "odd" in ln and ln.startswith("- npo")]
     assert "odd\\`metric" in note and "`odd" not in note
+
+
+def test_a_value_that_is_not_a_number_cannot_shift_its_row():
+    """A malformed payload's value is shown as text, and its "|" cannot add a cell."""
+    row = MetricRow("npo", "novel_recall", "novel_recall.leak_rate", "1|<b>2</b>", outcome="info")
+    md = render_markdown(run_report({"npo": [row]}, {"npo": "candidate"}))
+    (line,) = [ln for ln in md.splitlines() if ln.startswith("| npo") and "leak_rate" in ln]
+    assert line.replace("\\|", "").count("|") == 10 and "1\\|&lt;b&gt;2&lt;/b&gt;" in line

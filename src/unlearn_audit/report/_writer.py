@@ -62,7 +62,7 @@ def _missing(value: float | None) -> str | None:
     try:
         f = float(value)
     except (TypeError, ValueError):  # a malformed payload must not cost the whole report
-        return str(value)
+        return md_text(value, limit=40)  # nor shape it: this lands in a table cell
     if math.isnan(f):
         return "NaN"
     if math.isinf(f):
