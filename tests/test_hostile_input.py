@@ -280,7 +280,7 @@ def test_a_directory_name_with_no_label_characters_asks_for_an_explicit_label(tm
 
     ckpt = tmp_path / "模型"
     ckpt.mkdir()
-    with pytest.raises(pytest.UsageError, match=r"no model label can be made from '模型'.*Fix: --model LABEL="):
+    with pytest.raises(pytest.UsageError, match=r"no model label can be made from '模型'.*Fix: --model 'LABEL=/"):
         plan_models([("candidate", str(ckpt))])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 from typing import TYPE_CHECKING
 
 import pytest
@@ -82,7 +83,7 @@ def plan_models(entries: list[tuple[str, str]]) -> list[PlannedModel]:
         if not label:
             raise pytest.UsageError(
                 f"{flag} {source!r}: no model label can be made from {parts[-1]!r}. {LABEL_RULES} "
-                f"Fix: {flag} LABEL={source} with such a label."
+                f"Fix: {flag} {shlex.quote('LABEL=' + source)} with such a label."
             )
         bases.append(label)
     # Explicit labels are the user's: a derived one that meets one (or another derived one)
