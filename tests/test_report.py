@@ -360,3 +360,33 @@ def test_a_views_warnings_reach_report_md_and_results_json():
     assert "**Warnings**" in md and "- npo: 2 of 40 prompts were longer than the context" in md
     assert build_results(run)["warnings"] == [
         {"view": "novel_recall", "model": "npo", "text": "2 of 40 prompts were longer than the context"}]
+
+
+def test_extras_and_gate_names_cannot_end_their_code_spans():
+    """Metric.extra keys and values, and metric names, are a view's text: a backtick or a
+    "|" in them shows as itself, the JSON stays one code span and no link forms."""
+    from markdown_it import MarkdownIt
+
+    said = {"said": "``a`|b [x](javascript:alert(1)) <b>"}
+    row = leak_row("npo", 0.05, extra={"k`|[x](y)": said, "text": "ok` <i>x</i>"})
+    run = run_report({"npo": [row, MetricRow("npo", "novel_recall", "odd`metric", None, outcome="error",
+                                             reason="boom")]}, {"npo": "candidate"})
+    md = render_markdown(run)
+    (line,) = [ln for ln in md.splitlines() if ln.startswith("- npo · `novel_recall.leak_rate`:")]
+    (inline,) = [t for t in MarkdownIt("commonmark").parse(line) if t.type == "inline"]
+    kinds = [c.type for c in inline.children]
+    assert kinds.count("code_inline") == 2 and not {"link_open", "html_inline"} & set(kinds), kinds
+    codes = [c.content for c in inline.children if c.type == "code_inline"]
+    assert codes == ["novel_recall.leak_rate", json.dumps(said, separators=(",", ":"))]
+    text = "".join(c.content for c in inline.children if c.type == "text")
+    assert "k`|[x](y) = " in text and "text = ok` <i>x</i>" in text
+    (note,) = [ln for ln in md.splitlines() if "odd" in ln and ln.startswith("- npo")]
+    assert "odd\\`metric" in note and "`odd" not in note
+
+
+def test_a_value_that_is_not_a_number_cannot_shift_its_row():
+    """A malformed payload's value is shown as text, and its "|" cannot add a cell."""
+    row = MetricRow("npo", "novel_recall", "novel_recall.leak_rate", "1|<b>2</b>", outcome="info")
+    md = render_markdown(run_report({"npo": [row]}, {"npo": "candidate"}))
+    (line,) = [ln for ln in md.splitlines() if ln.startswith("| npo") and "leak_rate" in ln]
+    assert line.replace("\\|", "").count("|") == 10 and "1\\|&lt;b&gt;2&lt;/b&gt;" in line
