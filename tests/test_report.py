@@ -360,3 +360,31 @@ def test_a_views_warnings_reach_report_md_and_results_json():
     assert "**Warnings**" in md and "- npo: 2 of 40 prompts were longer than the context" in md
     assert build_results(run)["warnings"] == [
         {"view": "novel_recall", "model": "npo", "text": "2 of 40 prompts were longer than the context"}]
+
+
+# --- no PASS on nothing -------------------------------------------------------------------------------
+def test_a_candidate_whose_only_gates_need_a_missing_reference_is_incomplete_not_pass():
+    # the probe: a gates file whose only gate is relative to full, run without full, ended
+    # "PASS: 0 gate(s) passed"
+    from unlearn_audit.report import evaluate_gate
+
+    g = evaluate_gate(UTILITY, 0.5, reference_label=None)
+    row = MetricRow("npo", "tofu", "tofu.model_utility", 0.5, threshold=g.threshold, outcome=g.outcome,
+                    reason=g.reason, skip=g.skip)
+    run = run_report({"npo": [row]}, {"npo": "candidate"}, gates={"tofu.model_utility": UTILITY})
+    v = verdicts(run)["npo"]
+    assert v.status == "INCOMPLETE"
+    assert v.summary.startswith("no gate could be evaluated: tofu.model_utility (missing reference: the gate is "
+                                "relative to full and no full model is in this run)")
+    assert v.not_run == [{"metric": "tofu.model_utility", "outcome": "skipped", "reason": g.reason}]
+    # one decided gate beside it is a PASS, as before: a missing reference alone is expected
+    run = run_report({"npo": [row, leak_row("npo", 0.05)]}, {"npo": "candidate"},
+                     gates={"tofu.model_utility": UTILITY, "novel_recall.leak_rate": LEAK})
+    assert verdicts(run)["npo"].status == "PASS"
+
+
+def test_a_candidate_with_no_gate_at_all_is_incomplete_not_pass():
+    run = run_report({"npo": [leak_row("npo", 0.05, "info")]}, {"npo": "candidate"}, gates={})
+    v = verdicts(run)["npo"]
+    assert (v.status, v.summary) == ("INCOMPLETE", "no gate could be evaluated: no gate in the gates file "
+                                                   "applies to what ran")
