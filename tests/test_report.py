@@ -366,8 +366,6 @@ def test_a_views_warnings_reach_report_md_and_results_json():
 def test_a_candidate_whose_only_gates_need_a_missing_reference_is_incomplete_not_pass():
     # the probe: a gates file whose only gate is relative to full, run without full, ended
     # "PASS: 0 gate(s) passed"
-    from unlearn_audit.report import evaluate_gate
-
     g = evaluate_gate(UTILITY, 0.5, reference_label=None)
     row = MetricRow("npo", "tofu", "tofu.model_utility", 0.5, threshold=g.threshold, outcome=g.outcome,
                     reason=g.reason, skip=g.skip)
@@ -388,3 +386,11 @@ def test_a_candidate_with_no_gate_at_all_is_incomplete_not_pass():
     v = verdicts(run)["npo"]
     assert (v.status, v.summary) == ("INCOMPLETE", "no gate could be evaluated: no gate in the gates file "
                                                    "applies to what ran")
+
+
+@pytest.mark.parametrize("ref", [float("nan"), float("inf"), float("-inf")])
+def test_a_relative_gate_against_a_non_finite_reference_is_an_error_not_a_verdict(ref):
+    # NaN made every comparison false (a FAIL of any value); inf made `>=` a gate no value fails
+    for gate in (UTILITY, Gate("tofu.model_utility", "<=", "r", "g.yaml", relative_to="full")):
+        g = evaluate_gate(gate, 0.5, reference_label="full", reference_value=ref)
+        assert g.outcome == "error" and "cannot be decided" in g.message and g.threshold is None
