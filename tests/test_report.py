@@ -394,3 +394,19 @@ def test_a_relative_gate_against_a_non_finite_reference_is_an_error_not_a_verdic
     for gate in (UTILITY, Gate("tofu.model_utility", "<=", "r", "g.yaml", relative_to="full")):
         g = evaluate_gate(gate, 0.5, reference_label="full", reference_value=ref)
         assert g.outcome == "error" and "cannot be decided" in g.message and g.threshold is None
+
+
+def test_the_probe_end_to_end_only_a_relative_gate_and_no_reference_fails_the_run(pytester):
+    # the probe of main: this session ended "npo: PASS (0 gate(s) passed)" and exit 0
+    from test_plugin import ISOLATED, MODELS, VIEWS, make_project
+
+    gates = ("schema_version: 1\ngates:\n  - {metric: tofu.model_utility, op: '>=', relative_to: full, factor: 0.8,\n"
+             "     rationale: keep 80% of full's utility}\n")
+    make_project(pytester, gates=gates, models={"npo": MODELS["npo"]},
+                 views={v: {"npo": t["npo"]} for v, t in VIEWS.items()})
+    result = pytester.runpytest(*ISOLATED, "--model", "npo")
+    out = json.loads((pytester.path / "audit-report" / "results.json").read_text())
+    assert out["verdicts"]["npo"]["status"] == "INCOMPLETE", out["verdicts"]
+    assert "no gate could be evaluated: tofu.model_utility (missing reference" in out["verdicts"]["npo"]["summary"]
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert pytester.runpytest(*ISOLATED, "--model", "npo", "--allow-incomplete").ret == pytest.ExitCode.OK
