@@ -31,7 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unlearn_audit.report._golden_items import DuplicateKeyError, GoldenItems, load_golden_items, loads_strict
+from unlearn_audit.report._golden_items import (
+    DuplicateKeyError,
+    GoldenItems,
+    load_golden_items,
+    loads_strict,
+)
 from unlearn_audit.views import VIEW_MODULES
 
 __all__ = [
