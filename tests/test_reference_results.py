@@ -385,3 +385,12 @@ def test_duplicate_keys_in_golden_files_are_refused_with_their_line(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match=r"golden_items\.json: expected a JSON object"):
         load_golden_items(path, "golden_items.json")
+
+
+def test_two_paper_checkpoints_differing_only_in_case_are_refused(tmp_path):
+    # looked up case-insensitively, so the second silently replaced the first
+    path = write(tmp_path, "paper.yaml", "checkpoints:\n  Org/X:\n    metrics: {novel_recall.leak_rate: 0.1}\n"
+                                         "  org/x:\n    metrics: {novel_recall.leak_rate: 0.5}\n")
+    with pytest.raises(ReferenceResultsError, match=r"paper\.yaml: checkpoints\.org/x: the same checkpoint as "
+                                                    r"checkpoints\.Org/X \(hub ids ignore case\)"):
+        load_paper(path, tmp_path)

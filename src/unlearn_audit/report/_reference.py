@@ -503,6 +503,9 @@ def load_paper(path: Path, root: Path | None = None, extra_views: Iterable[str] 
             ck.metric(m, f"{key}.metrics.{m}", extra_views): ck.number(v, f"{key}.metrics.{m}")
             for m, v in ck.mapping(entry.get("metrics") or {}, f"{key}.metrics").items()
         }
+        if str(hub_id).lower() in out:  # hub ids are looked up case-insensitively: one would hide the other
+            raise ck.fail(key, f"the same checkpoint as checkpoints.{out[str(hub_id).lower()].source} "
+                               "(hub ids ignore case); keep one")
         out[str(hub_id).lower()] = PaperCheckpoint(str(hub_id), role, metrics, dict(refs))
     return out
 
