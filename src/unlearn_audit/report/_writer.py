@@ -249,7 +249,9 @@ def verdicts(run: RunReport, rows: list[MetricRow] | None = None) -> dict[str, V
 
     FAIL when any gate failed. INCOMPLETE when nothing failed but some view errored or some
     number was skipped for a reason other than a missing reference model: a release must
-    not PASS on an audit that did not fully run. PASS otherwise.
+    not PASS on an audit that did not fully run. INCOMPLETE too when no gate passed (every
+    gate skipped for a missing reference, or none applies): never a PASS on nothing.
+    PASS otherwise.
     """
     rows = run.rows() if rows is None else rows
     unrun_views: dict[str, list[str]] = {}
@@ -282,6 +284,13 @@ def verdicts(run: RunReport, rows: list[MetricRow] | None = None) -> dict[str, V
             out[model] = Verdict(status, "; ".join(parts) or fallback)
             continue
         status = "FAIL" if failed else "INCOMPLETE" if incomplete else "PASS"
+        if status == "PASS" and not passed:
+            # A PASS must rest on a decided gate: gates all skipped for a missing reference
+            # (or none at all) are an audit that checked nothing.
+            status = "INCOMPLETE"
+            why = [f"{r.metric} ({r.reason or r.outcome})" for r in mine if r.metric in run.gates]
+            parts.append("no gate could be evaluated: "
+                         + (", ".join(why) or "no gate in the gates file applies to what ran"))
         if status == "PASS":
             parts.append(f"{passed} gate(s) passed")
         not_run = [
