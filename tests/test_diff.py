@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
@@ -186,3 +187,16 @@ def test_a_directory_or_binary_file_is_an_error_not_a_traceback(tmp_path, capsys
     for bad, message in ((tmp_path, "cannot be read"), (tmp_path / "bin.json", "not UTF-8 text")):
         assert main(["diff", str(bad), str(good)]) == 2
         assert f"{bad}: {message}" in capsys.readouterr().err
+
+
+def test_labels_from_the_compared_files_cannot_shape_the_diffs_markdown():
+    hostile = "a|b\n# injected <img src=x onerror=alert(1)>"
+    old = results((hostile, "novel_recall.leak_rate", 0.1, "pass"))
+    new = results((hostile, "novel_recall.leak_rate", 0.5, "fail"))
+    md = render_diff(diff_results(old, new), "old.json", "new.json")
+    # GFM splits cells on unescaped pipes only
+    rows = [[c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+            for line in md.splitlines() if line.startswith("|")]
+    assert len(rows[2]) == len(rows[0]) == 6  # the pipe did not add a column
+    assert rows[2][2:4] == ["10.00%", "50.00%"]
+    assert "\n# injected" not in md and "<img" not in md

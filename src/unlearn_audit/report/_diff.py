@@ -156,16 +156,19 @@ def render_diff(diff: Diff, old_name: str = "old", new_name: str = "new") -> str
     """The diff as markdown: a table of what moved, the unchanged count, what was added or removed."""
     from tabulate import tabulate
 
-    lines = [f"## What moved: {old_name} → {new_name}", ""]
+    from unlearn_audit.report._markdown import md_code, md_text
+
+    # Labels, metric names and outcomes come from the files compared: text, never markup.
+    lines = [f"## What moved: {md_text(old_name)} → {md_text(new_name)}", ""]
     if diff.moved:
         table = [
             [
-                c.model,
-                c.metric,
+                md_text(c.model),
+                md_text(c.metric),
                 format_value(c.metric, c.old),
                 format_value(c.metric, c.new),
                 "—" if c.delta is None else format_delta(c.metric, c.delta),
-                c.new_outcome if c.old_outcome == c.new_outcome else f"{c.old_outcome} → {c.new_outcome}",
+                md_text(c.new_outcome if c.old_outcome == c.new_outcome else f"{c.old_outcome} → {c.new_outcome}"),
             ]
             for c in diff.moved
         ]
@@ -176,8 +179,8 @@ def render_diff(diff: Diff, old_name: str = "old", new_name: str = "new") -> str
     lines.append(f"{diff.unchanged} unchanged (tolerance {diff.tolerance:g}).")
     if diff.unmeasured:
         lines.append(f"NaN in both runs, so not compared ({len(diff.unmeasured)}): "
-                     + ", ".join(f"{m} · `{k}`" for m, k in diff.unmeasured))
+                     + ", ".join(f"{md_text(m)} · {md_code(k)}" for m, k in diff.unmeasured))
     for title, pairs in (("Added", diff.added), ("Removed", diff.removed)):
         if pairs:
-            lines.append(f"{title} ({len(pairs)}): " + ", ".join(f"{m} · `{k}`" for m, k in pairs))
+            lines.append(f"{title} ({len(pairs)}): " + ", ".join(f"{md_text(m)} · {md_code(k)}" for m, k in pairs))
     return "\n".join(lines) + "\n"
