@@ -305,6 +305,44 @@ def test_disk_cache_second_call_computes_nothing(loaded, chat, tmp_path, monkeyp
     assert other.stats["forward_calls"] > 0
 
 
+def test_a_tampered_cache_entry_is_recomputed_with_one_warning(loaded, chat, tmp_path):
+    # Edited payloads that stay valid JSON (a 75 % leak made 0 % that way) are caught by the
+    # checksum over key and value: the file is moved aside and the numbers recomputed.
+    import json
+    import sqlite3
+    import warnings
+
+    reqs = [ScoreRequest(p, c) for p in PROMPTS[:2] for c in CONTINUATIONS[:3]]
+    gens = [GenRequest(p, max_new_tokens=8) for p in PROMPTS[:2]]
+    first = Engine(loaded, chat, tmp_path, progress=False)
+    s1, g1 = first.score(reqs), first.generate(gens)
+    db = first.cache.path
+    first.cache.close()
+    with sqlite3.connect(db) as conn:
+        for key, value in conn.execute("SELECT key, value FROM results").fetchall():
+            d = json.loads(value)
+            if isinstance(d, dict):
+                d["logprobs"] = [0.0] * len(d["logprobs"])  # a model sure of every answer
+            else:
+                d = ["I do not know."] * len(d)  # a model that forgot
+            conn.execute("UPDATE results SET value = ? WHERE key = ?", (json.dumps(d), key))
+    second = Engine(loaded, chat, tmp_path, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s2, g2 = second.score(reqs), second.generate(gens)
+    said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(said) == 1, said  # once per damaged file, not per entry
+    assert said[0].startswith(f"engine cache {db} held 6 entries whose checksum")
+    assert f"moved it to {db.name}.corrupt-1" in said[0]
+    assert (tmp_path / f"{db.name}.corrupt-1").is_file()
+    assert second.stats["forward_calls"] > 0 and g2 == g1
+    for a, b in zip(s1, s2, strict=True):
+        np.testing.assert_array_equal(a.logprobs, b.logprobs)
+    third = Engine(loaded, chat, tmp_path, progress=False)  # the rebuilt file is trusted again
+    third.score(reqs)
+    assert third.cache.hits == len(reqs) and third.stats["forward_calls"] == 0
+
+
 def test_interrupted_run_resumes(loaded, chat, tmp_path, monkeypatch):
     reqs = [ScoreRequest(p, c) for p in PROMPTS for c in CONTINUATIONS[:2]]
     engine = Engine(loaded, chat, tmp_path, batch_size=2, progress=False)
