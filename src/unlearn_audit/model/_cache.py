@@ -167,8 +167,8 @@ class ResultCache:
             mine = False
         if mine:  # else another worker has moved it aside already (and said so)
             try:
-                self._move_aside(f"held {bad} entr{'y' if bad == 1 else 'ies'} whose checksum over key "
-                                 "and value did not match (edited or damaged), so none of it is trusted")
+                self._move_aside(f"held {bad} entr{'y' if bad == 1 else 'ies'} (of those read) whose checksum "
+                                 "over key and value did not match (edited or damaged), so none of it is trusted")
             except OSError as e:  # cannot move it: never read it again this session
                 self._disable(e)
             self._damage_said = True
