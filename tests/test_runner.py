@@ -149,6 +149,20 @@ def test_a_tampered_shared_result_is_recomputed_with_one_warning(tmp_path):
     assert [c["model"] for c in shared.computed()] == ["npo", "npo", "npo"]
 
 
+def test_a_shared_result_of_other_weights_under_the_same_label_is_an_error(tmp_path):
+    from unlearn_audit.runner import SharedResultError
+
+    shared = SharedResults(tmp_path)
+    leak = ViewResult("novel_recall", "npo", [Metric("novel_recall.leak_rate", 0.75)])
+    shared.get_or_compute("novel_recall", "npo", lambda: leak, fingerprint=lambda: "fp-a")
+    assert shared.fingerprints == {"npo": "fp-a"}
+    reader = SharedResults(tmp_path)  # another worker, which loaded other weights
+    with pytest.raises(SharedResultError, match=r"fingerprint fp-a, this one loaded fp-b .* changed during the run"):
+        reader.get_or_compute("novel_recall", "npo", lambda: leak, fingerprint=lambda: "fp-b")
+    assert reader.get_or_compute("novel_recall", "npo", lambda: leak).model == "npo"  # not loaded: no conflict
+    assert reader.fingerprints == {"npo": "fp-a"}
+
+
 class LazyMockContext(AuditContext):
     """A mock context whose backends are built on first use, as real engines are: a model
     whose results all came from another worker is never loaded in this one."""
