@@ -157,7 +157,7 @@ def test_a_shared_result_of_other_weights_under_the_same_label_is_an_error(tmp_p
     shared.get_or_compute("novel_recall", "npo", lambda: leak, fingerprint=lambda: "fp-a")
     assert shared.fingerprints == {"npo": "fp-a"}
     reader = SharedResults(tmp_path)  # another worker, which loaded other weights
-    with pytest.raises(SharedResultError, match=r"fingerprint fp-a, this one loaded fp-b .* changed during the run"):
+    with pytest.raises(SharedResultError, match=r"fingerprint fp-a, while this worker has fp-b .* changed during the run"):
         reader.get_or_compute("novel_recall", "npo", lambda: leak, fingerprint=lambda: "fp-b")
     assert reader.get_or_compute("novel_recall", "npo", lambda: leak).model == "npo"  # not loaded: no conflict
     assert reader.fingerprints == {"npo": "fp-a"}

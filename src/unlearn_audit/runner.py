@@ -183,9 +183,9 @@ class SharedResults:
                 if mine is not None and theirs is not None and mine != theirs:
                     raise SharedResultError(
                         f"{view} on {model}: another worker computed it on a model with fingerprint "
-                        f"{theirs}, this one loaded {mine} from the same source, so the checkpoint "
-                        "changed during the run. Fix: keep the model files unchanged while auditing, "
-                        "and run again."
+                        f"{theirs}, while this worker has {mine} for the same label and source, so "
+                        "the checkpoint changed during the run. Fix: keep the model files unchanged "
+                        "while auditing, and run again."
                     )
                 if theirs is not None:
                     self.fingerprints.setdefault(model, theirs)
