@@ -38,7 +38,11 @@ def _warm_imports():
 
 
 @pytest.fixture(autouse=True)
-def _no_step_summary(monkeypatch):
+def _isolated_registry(monkeypatch):
+    """The fake views register in process (see test_plugin); each test gets its own registry."""
+    from unlearn_audit.views import _base
+
+    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
 

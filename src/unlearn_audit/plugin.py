@@ -117,7 +117,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # else once audit tests are collected (the reporter's collection_finish).
     distributed = getattr(config.option, "dist", "no") != "no" or bool(getattr(config.option, "numprocesses", None))
     if not hasattr(config, "workerinput") and (Options(config).raw("report-dir")[0] is not None or distributed):
-        check_report_dir_or_fail(config)
+        from unlearn_audit.report._writer import SUMMARY_PLOT
+
+        check_report_dir_or_fail(config, [SUMMARY_PLOT])
 
 
 # --- collection ---------------------------------------------------------------------------------------
