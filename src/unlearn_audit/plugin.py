@@ -29,7 +29,12 @@ import pytest
 
 from unlearn_audit import __version__
 from unlearn_audit._plugin.models import default_context, plan_models, tiny_world_plan
-from unlearn_audit._plugin.options import Options, add_options, read_audit_config, resolve_view_options
+from unlearn_audit._plugin.options import (
+    Options,
+    add_options,
+    read_audit_config,
+    resolve_view_options,
+)
 from unlearn_audit._plugin.reporter import Reporter, check_report_dir_or_fail
 from unlearn_audit._plugin.state import PAYLOAD_KEY, RUN_DIR_KEY, SESSION_KEY, VIEW_KEY, session_of
 from unlearn_audit.report._reference import KNOWN_VIEWS, ReferenceResultsError

@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import stat
 import tempfile
 import time
@@ -250,12 +251,12 @@ class ReportFiles:
     def commit(self) -> None:
         """Stage the plot manifest, then rename every staged file into place: plots first,
         report.md last, so a reader never sees a report linking a plot not yet there."""
-        if self.plots or self.manifest or (self._plots_fd is not None and _lstat(PLOTS_MANIFEST, self._plots_fd)):
-            if not self._plots_problem:
-                name = self._stage_name(PLOTS_MANIFEST, True)
-                body = json.dumps({"files": dict(sorted(self.plots.items()))}, indent=1) + "\n"
-                self._write_new(name, body.encode("utf-8"))
-                self._staged.append((name, PLOTS_MANIFEST, True))
+        had = self.manifest or (self._plots_fd is not None and _lstat(PLOTS_MANIFEST, self._plots_fd))
+        if (self.plots or had) and not self._plots_problem:
+            name = self._stage_name(PLOTS_MANIFEST, True)
+            body = json.dumps({"files": dict(sorted(self.plots.items()))}, indent=1) + "\n"
+            self._write_new(name, body.encode("utf-8"))
+            self._staged.append((name, PLOTS_MANIFEST, True))
         order = sorted(self._staged, key=lambda s: (not s[2], s[1] == "report.md"))
         # Checked before any rename, so a directory in a target's place costs nothing already there.
         for _, target, in_plots in order:
@@ -263,10 +264,11 @@ class ReportFiles:
             if st is not None and stat.S_ISDIR(st.st_mode):
                 where = self.dir / PLOTS_DIR / target if in_plots else self.dir / target
                 raise IsADirectoryError(f"{where} is a directory; the report writes a file there")
-        for staged, target, in_plots in order:
-            # os.replace on a symlink replaces the link, never the file it points to.
-            os.replace(staged, target, src_dir_fd=self._stage_fd,
-                       dst_dir_fd=self._plots_fd if in_plots else self._dir_fd)
+        with _signals_held():  # a Ctrl-C/SIGTERM now would leave half old, half new files
+            for staged, target, in_plots in order:
+                # os.replace on a symlink replaces the link, never the file it points to.
+                os.replace(staged, target, src_dir_fd=self._stage_fd,
+                           dst_dir_fd=self._plots_fd if in_plots else self._dir_fd)
         for fd in (self._plots_fd, self._dir_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -293,9 +295,9 @@ class ReportFiles:
         cutoff = time.time() - 3600  # not one a concurrent run is still filling
         with contextlib.suppress(OSError):
             for entry in os.scandir(self._dir_fd):
-                if entry.name.startswith(_STAGE_PREFIX) and entry.is_dir(follow_symlinks=False):
-                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                        shutil.rmtree(self.dir / entry.name, ignore_errors=True)
+                if (entry.name.startswith(_STAGE_PREFIX) and entry.is_dir(follow_symlinks=False)
+                        and entry.stat(follow_symlinks=False).st_mtime < cutoff):
+                    shutil.rmtree(self.dir / entry.name, ignore_errors=True)
 
     def close(self) -> None:
         shutil.rmtree(self._stage, ignore_errors=True)
@@ -310,6 +312,21 @@ class ReportFiles:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait (are delivered after the block) while the files are renamed."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, OSError, ValueError):  # no pthread_sigmask here: rename anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def append_no_follow(path: str, text: str) -> None:

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unlearn_audit.report._files import PLOTS_DIR, PLOTS_MANIFEST, ReportFiles, append_no_follow, check_report_dir
+from unlearn_audit.report._files import (
+    PLOTS_DIR,
+    PLOTS_MANIFEST,
+    ReportFiles,
+    append_no_follow,
+    check_report_dir,
+)
 from unlearn_audit.report._gates import MISSING_REFERENCE
 from unlearn_audit.report._reference import KNOWN_VIEWS, Gate, view_of
 from unlearn_audit.report._rows import ROLE_ORDER, MetricRow, ViewOutcome
