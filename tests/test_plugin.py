@@ -212,7 +212,7 @@ def test_results_json_has_the_contract_shape(pytester):
     run(pytester, "--model", "npo", "--model", "laundered", "--full-model", "full")
     data = results(pytester)
     assert set(data) == {"schema_version", "package_version", "created", "config", "models", "metrics",
-                         "verdicts", "computed", "warnings"}
+                         "verdicts", "computed", "warnings", "not_run"}
     assert data["verdicts"]["laundered"]["status"] == "FAIL" and data["verdicts"]["full"]["status"] == "REFERENCE"
     assert data["schema_version"] == 1
     assert data["models"]["npo"] == {"source": "mock:npo", "role": "candidate",
@@ -576,3 +576,88 @@ def test_junitxml_gets_plain_metric_properties_not_the_payload(pytester):
     xml = (pytester.path / "junit.xml").read_text()
     assert '<property name="novel_recall.leak_rate" value="0.05"' in xml
     assert 'name="unlearn_audit"' not in xml
+
+
+# --- nothing computed is lost: SIGTERM, an interrupt at the first test, a dead xdist worker ---------
+SIGNALLING_CONFTEST = CONFTEST.replace(
+    '            if entry == "raise":',
+    '            if entry in ("SIGTERM", "SIGINT"):\n'
+    '                import os, signal\n'
+    # A background CI step inherits SIGINT ignored and Python keeps it so: restore the
+    # default handler first (SIGTERM is left as the plugin set it).
+    '                if entry == "SIGINT":\n'
+    '                    signal.signal(signal.SIGINT, signal.default_int_handler)\n'
+    '                os.kill(os.getpid(), getattr(signal, entry))  # what Ctrl-C or a CI timeout sends\n'
+    '            if entry == "die":\n'
+    '                import os\n'
+    '                os._exit(1)  # the process vanishes (OOM killer, segfault): no report, no teardown\n'
+    '            if entry == "raise":',
+)
+
+
+def _pairs_section(md: str) -> str:
+    return md[md.index("## Not run"):]
+
+
+def test_sigterm_writes_the_partial_report_as_sigint_does(pytester):
+    views = json.loads(json.dumps(VIEWS))
+    views["tofu"]["laundered"] = "SIGTERM"
+    make_project(pytester, views=views)
+    pytester.makeconftest(SIGNALLING_CONFTEST)
+    # A real process: SIGTERM's default action would end it (and this session) at once.
+    result = pytester.runpytest_subprocess(*ISOLATED, "--model", "npo", "--model", "laundered",
+                                           "--full-model", "full", timeout=300)
+    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
+    md = report_md(pytester)
+    section = _pairs_section(md)
+    assert "the run was interrupted (SIGINT or SIGTERM" in section
+    for pair in ("tofu · laundered", "novel_recall · full", "tofu · full"):
+        assert f"- {pair}" in section
+    assert "- novel_recall · npo" not in section  # what ran before the signal is kept
+    data = results(pytester)
+    assert row(data, "npo", "novel_recall.leak_rate")["value"] == 0.05
+    assert {(p["view"], p["model"]) for p in data["not_run"]} == {("tofu", "laundered"), ("novel_recall", "full"),
+                                                                  ("tofu", "full")}
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_during_the_first_test_still_leaves_a_report(pytester, sig):
+    views = json.loads(json.dumps(VIEWS))
+    views["novel_recall"]["npo"] = sig  # the first test of the session
+    make_project(pytester, views=views)
+    pytester.makeconftest(SIGNALLING_CONFTEST)
+    result = pytester.runpytest_subprocess(*ISOLATED, "--model", "npo", "--model", "laundered",
+                                           "--full-model", "full", timeout=300)
+    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
+    md = report_md(pytester)
+    section = _pairs_section(md)
+    for view in ("novel_recall", "tofu"):
+        for model in ("npo", "laundered", "full"):
+            assert f"- {view} · {model}" in section
+    data = results(pytester)
+    assert data["metrics"] == [] or all(r["value"] is None for r in data["metrics"])
+    assert {v["status"] for v in data["verdicts"].values()} == {"INCOMPLETE"}
+
+
+def test_a_dead_xdist_workers_pairs_are_listed_as_not_run_and_the_verdict_is_incomplete(pytester):
+    views = json.loads(json.dumps(VIEWS))
+    views["novel_recall"]["npo"] = "die"
+    views["tofu"]["npo"] = "die"
+    make_project(pytester, views=views)
+    pytester.makeconftest(SIGNALLING_CONFTEST)
+    # No --model: the tiny world's mode, where a model is known only from what reported.
+    result = run(pytester, "-n", "2")
+    out = result.stdout.str()
+    assert result.ret != pytest.ExitCode.OK, out
+    md = report_md(pytester)
+    (npo,) = [line for line in md.splitlines() if line.startswith("- **npo**")]
+    assert "**INCOMPLETE**" in npo and "did not run: tofu, novel_recall (worker gw" in npo, npo
+    section = _pairs_section(md)
+    assert "- novel_recall · npo" in section and "- tofu · npo" in section
+    assert "died" in section
+    data = results(pytester)
+    assert data["verdicts"]["npo"]["status"] == "INCOMPLETE"
+    dead = {(p["view"], p["model"]): p["reason"] for p in data["not_run"]}
+    assert set(dead) == {("novel_recall", "npo"), ("tofu", "npo")}
+    assert all(r.startswith("worker gw") and "died" in r for r in dead.values()), dead
+    assert data["verdicts"]["laundered"]["status"] == "FAIL"  # the other models' numbers are all there

@@ -29,8 +29,13 @@ import pytest
 
 from unlearn_audit import __version__
 from unlearn_audit._plugin.models import default_context, plan_models, tiny_world_plan
-from unlearn_audit._plugin.options import add_options, read_audit_config, resolve_view_options
-from unlearn_audit._plugin.reporter import Reporter
+from unlearn_audit._plugin.options import (
+    Options,
+    add_options,
+    read_audit_config,
+    resolve_view_options,
+)
+from unlearn_audit._plugin.reporter import Reporter, check_report_dir_or_fail
 from unlearn_audit._plugin.state import PAYLOAD_KEY, RUN_DIR_KEY, SESSION_KEY, VIEW_KEY, session_of
 from unlearn_audit.report._reference import KNOWN_VIEWS, ReferenceResultsError
 from unlearn_audit.report._session import AuditSession, PlannedModel
@@ -112,6 +117,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line("markers", "audit(view): an audit test of one view (added automatically)")
     config.pluginmanager.register(Reporter(config), "unlearn-audit-reporter")
+    # A report directory that cannot take the report is found now, not after the audit ran:
+    # here when it was asked for or under pytest-xdist (whose controller collects nothing),
+    # else once audit tests are collected (the reporter's collection_finish).
+    distributed = getattr(config.option, "dist", "no") != "no" or bool(getattr(config.option, "numprocesses", None))
+    if not hasattr(config, "workerinput") and (Options(config).raw("report-dir")[0] is not None or distributed):
+        from unlearn_audit.report._writer import SUMMARY_PLOT
+
+        check_report_dir_or_fail(config, [SUMMARY_PLOT])
 
 
 # --- collection ---------------------------------------------------------------------------------------

@@ -134,6 +134,8 @@ class AuditSession:
         # report names every pair that did not run instead of reading as complete.
         self.planned: list[tuple[str, str]] = []
         self.interrupted = False
+        # (view, model) -> why it has no outcome, where known (its xdist worker died).
+        self.not_run_reasons: dict[tuple[str, str], str] = {}
 
     # --- lazily built state ------------------------------------------------------------------
     def plan(self) -> list[PlannedModel]:
@@ -380,11 +382,14 @@ class AuditSession:
             planned=tuple(dict.fromkeys(self.planned)),
             interrupted=self.interrupted,
             computed=self.computed(),
+            not_run_reasons=dict(self.not_run_reasons),
         )
 
     def finish(self) -> dict[str, Path]:
-        """Write the report (and golden values when asked); no-op when no audit ran."""
-        if not self.outcomes:
+        """Write the report (and golden values when asked); no-op when no audit ran. A run
+        stopped before its first outcome (interrupted, a worker died) still gets its report,
+        listing every pair that did not run."""
+        if not self.outcomes and not (self.planned and (self.interrupted or self.not_run_reasons)):
             return {}
         run = self.run_report()
         self.written = write_report(run, self.config.report_dir)

@@ -7,7 +7,6 @@ the same models give byte-identical numbers and can be diffed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -17,6 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unlearn_audit.report._files import (
+    PLOTS_DIR,
+    PLOTS_MANIFEST,
+    ReportFiles,
+    append_no_follow,
+    check_report_dir,
+)
 from unlearn_audit.report._gates import MISSING_REFERENCE
 from unlearn_audit.report._markdown import md_code, md_json, md_link_target, md_text
 from unlearn_audit.report._reference import KNOWN_VIEWS, Gate, view_of
@@ -24,6 +30,7 @@ from unlearn_audit.report._rows import ROLE_ORDER, MetricRow, ViewOutcome
 
 __all__ = [
     "LEAK_METRICS",
+    "PLOTS_MANIFEST",
     "RESULTS_SCHEMA_VERSION",
     "RunReport",
     "Verdict",
@@ -45,6 +52,8 @@ LEAK_METRICS = (
     "best_of_n.leak_rate",
     "chain_of_clues.final_turn_leak_rate",
 )
+#: The summary plot's file name under ``plots/``.
+SUMMARY_PLOT = "leak_by_view_and_family.png"
 _OUTCOME_CELL = {"pass": "PASS", "fail": "**FAIL**", "info": "info", "skipped": "skipped", "error": "**ERROR**"}
 _OP_CELL = {"<=": "≤", "<": "<", ">=": "≥", ">": ">"}
 
@@ -151,7 +160,9 @@ class RunReport:
         selected_views: the views this run was asked for (``None``: all).
         planned: the (view, model) pairs the session collected tests for; a pair without
             an outcome did not run (an interrupted or crashed run).
-        interrupted: the run was stopped (Ctrl-C / SIGINT) before every test ran.
+        interrupted: the run was stopped (Ctrl-C / SIGINT, or SIGTERM) before every test ran.
+        not_run_reasons: (view, model) -> why that pair has no outcome, where known
+            (a pytest-xdist worker that died while running it).
         computed: each (view, model) computation, ``{view, model, worker}``
             (see :mod:`unlearn_audit.runner`).
     """
@@ -166,6 +177,7 @@ class RunReport:
     planned: tuple[tuple[str, str], ...] = ()
     interrupted: bool = False
     computed: list[dict[str, Any]] = field(default_factory=list)
+    not_run_reasons: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def model_order(self) -> list[str]:
         def key(label: str) -> tuple[int, str]:
@@ -210,9 +222,25 @@ class RunReport:
 
     def not_run_reason(self) -> str:
         """Why planned pairs have no outcome, as the report words it."""
+        known = [self.not_run_reasons[p] for p in self.not_run() if p in self.not_run_reasons]
+        parts = list(dict.fromkeys(known))
+        if len(known) < len(self.not_run()) or not parts:
+            if self.interrupted:
+                parts.append("the run was interrupted (SIGINT or SIGTERM: Ctrl-C, a CI timeout) before they ran")
+            elif parts:
+                parts.append("the others never reported (the session stopped early)")
+            else:
+                parts.append("their tests recorded nothing (skipped before measuring, or the session stopped "
+                             "early, e.g. -x)")
+        return "; ".join(parts)
+
+    def pair_not_run_reason(self, pair: tuple[str, str]) -> str:
+        """Why one planned pair has no outcome."""
+        if pair in self.not_run_reasons:
+            return self.not_run_reasons[pair]
         if self.interrupted:
-            return "the run was interrupted (SIGINT, Ctrl-C) before they ran"
-        return "their tests recorded nothing (skipped before measuring, or the session stopped early, e.g. -x)"
+            return "the run was interrupted (SIGINT or SIGTERM) before it ran"
+        return "its test recorded nothing (skipped before measuring, or the session stopped early)"
 
     def candidates(self) -> list[str]:
         return [m for m in self.model_order() if self.models[m].get("role") == "candidate"]
@@ -330,6 +358,9 @@ def build_results(run: RunReport, rows: list[MetricRow] | None = None) -> dict[s
         # pytest-xdist every result is computed once across the workers and listed once.
         # (No durations, so two identical runs write identical files, `created` aside.)
         "computed": [dict(c) for c in run.computed],
+        # The planned (view, model) pairs with no numbers, each with why (interrupted, a
+        # worker that died): a model none of whose pairs ran is still listed here.
+        "not_run": [{"view": v, "model": m, "reason": run.pair_not_run_reason((v, m))} for v, m in run.not_run()],
         # Each view's warnings per model (rows dropped, too few items, inputs cut, ...).
         "warnings": [
             {"view": o.view, "model": o.model, "text": w} for o in run.sorted_outcomes() for w in o.warnings
@@ -392,13 +423,14 @@ def _plot_name(view: str, model: str, index: int) -> str:
 
 
 def _draw_plots(
-    run: RunReport, plots_dir: Path
+    run: RunReport, files: ReportFiles
 ) -> tuple[dict[tuple[str, str], list[tuple[str, str]]], dict[tuple[str, str], list[str]]]:
-    """Draw each view's plots (their data, see ``report/_plots.py``) into ``plots/``.
+    """Draw each view's plots (their data, see ``report/_plots.py``), staged for ``plots/``.
 
     Returns (view, model) -> [(caption, relative path)] of the plots drawn, and
-    (view, model) -> notes on the ones that could not be (an unknown kind, bad data):
-    one plot that cannot be drawn never costs the others or the report.
+    (view, model) -> notes on the ones that could not be (an unknown kind, bad data, a
+    file of the user's at its name): one plot that cannot be drawn never costs the
+    others or the report.
     """
     from unlearn_audit.report._plots import UnknownPlotKind, draw_plot
 
@@ -408,41 +440,27 @@ def _draw_plots(
         for i, plot in enumerate(o.plots, 1):
             caption = str(plot.get("caption") or f"{o.view} plot {i}")
             name = _plot_name(o.view, o.model, i)
+            problem = files.plot_problem(name)
+            if problem:
+                notes.setdefault((o.view, o.model), []).append(f"plot \"{caption}\" not drawn: {problem}")
+                continue
             try:
-                draw_plot(str(plot.get("kind")), plot.get("data") or {}, plots_dir / name)
+                draw_plot(str(plot.get("kind")), plot.get("data") or {}, files.draw_path(name))
+                files.add_drawn(name)
             except UnknownPlotKind as e:
                 notes.setdefault((o.view, o.model), []).append(f"plot \"{caption}\" not drawn: {e.args[0]}")
             except Exception as e:  # a plot is never worth the report
                 notes.setdefault((o.view, o.model), []).append(
                     f"plot \"{caption}\" not drawn ({type(e).__name__}: {e})")
             else:
-                drawn.setdefault((o.view, o.model), []).append((caption, f"plots/{name}"))
+                drawn.setdefault((o.view, o.model), []).append((caption, f"{PLOTS_DIR}/{name}"))
     return drawn, notes
 
 
-#: The plot files the package wrote or linked last time, so that only those are ever
-#: removed as stale; any other file under ``plots/`` belongs to the user and is kept.
-PLOTS_MANIFEST = ".unlearn-audit-plots.json"
-
-
-def _read_manifest(plots_dir: Path) -> set[str]:
-    try:
-        names = json.loads((plots_dir / PLOTS_MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return set()  # no manifest (first run, or written by hand): nothing is ours to remove
-    # Plain file names only: a hand-edited manifest must never reach outside plots/.
-    return {n for n in names if isinstance(n, str) and n == Path(n).name and n.endswith(".png")}
-
-
-def _prune_stale_plots(plots_dir: Path, keep: set[str]) -> None:
-    """Remove the plots the last report linked and this one does not; record this one's."""
-    for name in sorted(_read_manifest(plots_dir) - keep):
-        # A stale plot left behind is harmless; the report is what matters.
-        with contextlib.suppress(OSError):
-            (plots_dir / name).unlink(missing_ok=True)
-    if keep or (plots_dir / PLOTS_MANIFEST).exists():
-        plots_dir.mkdir(parents=True, exist_ok=True)
-        (plots_dir / PLOTS_MANIFEST).write_text(json.dumps(sorted(keep), indent=0) + "\n", encoding="utf-8")
+def planned_plot_names(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """The plot names a run of these (view, model) pairs is sure to claim if it draws:
+    each pair's first plot, and the summary plot (checked before the run)."""
+    return [SUMMARY_PLOT, *(_plot_name(view, model, 1) for view, model in pairs)]
 
 
 # --- report.md -------------------------------------------------------------------------------------
@@ -658,48 +676,54 @@ def write_report(run: RunReport, report_dir: Path) -> dict[str, Path]:
     """Write report.md, results.json, items.jsonl and plots/ under ``report_dir``.
 
     The views' plots are drawn here from their data (``report/_plots.py``), as
-    ``plots/<view>_<model>.png``. The data files go first and a plot that cannot be
-    drawn becomes a note in report.md, so a run always leaves its numbers behind. Under ``plots/`` only files this package
-    linked from its previous report are ever removed (see :data:`PLOTS_MANIFEST`).
-    Also appends report.md to ``$GITHUB_STEP_SUMMARY`` when that is set (GitHub Actions).
-    Returns name -> path of what was written.
+    ``plots/<view>_<model>.png``; a plot that cannot be drawn becomes a note in report.md.
+    All or nothing (see :mod:`unlearn_audit.report._files`): every file is staged in full
+    first and only then renamed into place, so a failure (full disk, ``ulimit -f``) leaves
+    the previous report untouched; symlinks inside ``report_dir`` are never written
+    through; under ``plots/`` only unchanged files this package recorded in its manifest
+    are ever removed or replaced. Also appends report.md to ``$GITHUB_STEP_SUMMARY`` when
+    that is set (GitHub Actions). Returns name -> path of what was written.
+
+    Raises:
+        ReportDirError: ``report_dir`` is not a directory one can write a report into.
     """
     report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    plots_dir = report_dir / "plots"
+    check_report_dir(report_dir)
     rows = run.rows()
-    paths = {
-        "report.md": report_dir / "report.md",
-        "results.json": report_dir / "results.json",
-        "items.jsonl": report_dir / "items.jsonl",
-    }
-    paths["results.json"].write_text(
-        json.dumps(build_results(run, rows), indent=2, sort_keys=True) + "\n", encoding="utf-8"
-    )
-    with paths["items.jsonl"].open("w", encoding="utf-8") as fh:
-        for o in run.sorted_outcomes():
-            for rec in o.records:
-                fh.write(json.dumps({**rec, "model": o.model, "view": o.view}, sort_keys=True) + "\n")
-    plots: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    plot_notes: dict[tuple[str, str], list[str]] = {}
-    summary_plot = None
-    plot_problem = ""
-    try:
-        plots, plot_notes = _draw_plots(run, plots_dir)
-        if plot_leak_by_view_and_family(run, rows, plots_dir / "leak_by_view_and_family.png"):
-            summary_plot = "plots/leak_by_view_and_family.png"
-        linked = {Path(rel).name for items in plots.values() for _, rel in items}
-        _prune_stale_plots(plots_dir, linked | ({Path(summary_plot).name} if summary_plot else set()))
-    except Exception as e:  # a plot is never worth the report
-        plot_problem = md_text(f"Plots could not be written ({type(e).__name__}: {e}); the numbers above are complete.")
-    markdown = render_markdown(run, rows, plots, summary_plot, plot_notes)
-    if plot_problem:
-        markdown += f"\n{plot_problem}\n"
-    paths["report.md"].write_text(markdown, encoding="utf-8")
+    paths = {name: report_dir / name for name in ("report.md", "results.json", "items.jsonl")}
+    with ReportFiles(report_dir) as files:
+        files.add("results.json", json.dumps(build_results(run, rows), indent=2, sort_keys=True) + "\n")
+        files.add("items.jsonl", "".join(
+            json.dumps({**rec, "model": o.model, "view": o.view}, sort_keys=True) + "\n"
+            for o in run.sorted_outcomes() for rec in o.records))
+        plots: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        plot_notes: dict[tuple[str, str], list[str]] = {}
+        summary_plot = None
+        plot_problem = ""
+        try:
+            plots, plot_notes = _draw_plots(run, files)
+            blocked = files.plot_problem(SUMMARY_PLOT)
+            if blocked:
+                if any(r.metric in LEAK_METRICS and r.by_family for r in rows):
+                    plot_problem = md_text(f"The leak-by-view-and-family plot was not drawn: {blocked}.")
+            elif plot_leak_by_view_and_family(run, rows, files.draw_path(SUMMARY_PLOT)):
+                files.add_drawn(SUMMARY_PLOT)
+                summary_plot = f"{PLOTS_DIR}/{SUMMARY_PLOT}"
+        except Exception as e:  # a plot is never worth the report
+            plot_problem = md_text(f"Plots could not be written ({type(e).__name__}: {e}); the numbers above are complete.")
+        markdown = render_markdown(run, rows, plots, summary_plot, plot_notes)
+        if plot_problem:
+            markdown += f"\n{plot_problem}\n"
+        files.add("report.md", markdown)
+        files.commit()
+        files.prune(files.plots)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(markdown + "\n")
+        try:
+            append_no_follow(summary, markdown + "\n")
+        except OSError as e:
+            raise OSError(f"report written to {report_dir}, but not appended to $GITHUB_STEP_SUMMARY "
+                          f"({summary}): {e.strerror or e}") from None
     return paths
 
 
