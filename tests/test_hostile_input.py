@@ -473,3 +473,76 @@ def test_the_report_states_how_many_sequences_were_cut(tiny_dir, tmp_path, monke
     md = session.finish()["report.md"].read_text()
     assert ("- npo: 1 scored sequence(s) of prompt + answer were longer than its context (512 positions) "
             "and were cut to it, as TOFU and open-unlearning truncate to max_length") in md
+
+
+# --- degradation probe, cases 4-6: a bad data file is one line naming file, split, row and the fix ----
+PERTURBED_ROW = {**GOOD_ROW, "paraphrased_question": "Where is Elena Marwick from?",
+                 "paraphrased_answer": "Port Aldric.", "perturbed_answer": ["In Ostrel.", "In Vey."]}
+
+
+def _one_line_error(tmp_path, split: str, **kw) -> str:
+    from unlearn_audit.data import DatasetError, load_split
+
+    with pytest.raises(DatasetError) as e:
+        load_split(tmp_path, split, **kw)
+    message = str(e.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_non_utf8_json_lines_name_the_file_split_row_line_and_the_fix(tmp_path):
+    rows = [json.dumps({**GOOD_ROW, "question": f"Q{i}?"}).encode() for i in range(4)]
+    rows[2] = rows[2].replace(b"Q2?", b"Q2 caf\xe9?")  # Latin-1, not UTF-8
+    (tmp_path / "forget10.json").write_bytes(b"\n".join(rows) + b"\n")
+    message = _one_line_error(tmp_path, "forget10")
+    assert message.startswith(f"{tmp_path / 'forget10.json'}, split 'forget10', row 2, line 3 (byte ")
+    assert "not UTF-8 (byte 0xe9)" in message and "re-encode the file as UTF-8" in message
+
+
+def test_non_utf8_json_array_names_the_line_of_the_byte(tmp_path):
+    text = json.dumps([GOOD_ROW, {**GOOD_ROW, "answer": "In Port Aldric, caf\u00e9."}], indent=1,
+                      ensure_ascii=False)
+    (tmp_path / "forget10.json").write_bytes(text.encode("latin-1"))
+    message = _one_line_error(tmp_path, "forget10")
+    line = text[: text.index("\u00e9")].count("\n") + 1
+    assert f"split 'forget10', line {line} (byte " in message and "UTF-8" in message
+
+
+def test_a_byte_order_mark_is_not_part_of_the_data(tmp_path):
+    from unlearn_audit.data import load_split
+
+    (tmp_path / "forget10.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD_ROW).encode() + b"\n")
+    (item,) = load_split(tmp_path, "forget10")
+    assert item.question == GOOD_ROW["question"]
+
+
+def test_an_empty_paraphrased_answer_names_file_row_and_field_without_a_bogus_split(tmp_path):
+    rows = [PERTURBED_ROW, PERTURBED_ROW, {**PERTURBED_ROW, "paraphrased_answer": ""}]
+    (tmp_path / "forget10_perturbed.json").write_text(json.dumps(rows))
+    message = _one_line_error(tmp_path, "forget10_perturbed", require=("paraphrased_answer",))
+    assert "_perturbed_perturbed" not in message
+    assert message.startswith(f"{tmp_path / 'forget10_perturbed.json'}, split 'forget10_perturbed': "
+                              "1 item(s) lack 'paraphrased_answer' (first: row 2), empty")
+    assert "Fix: give each of those rows its paraphrased_answer" in message
+
+
+@pytest.mark.parametrize(("row", "says"), [
+    ({**GOOD_ROW, "answer": "  "}, "row 1: field 'answer' is empty. Fix:"),
+    ({**GOOD_ROW, "question": ""}, "row 1: field 'question' is empty. Fix:"),
+    ({**PERTURBED_ROW, "perturbed_answer": ["In Vey.", ""]}, "row 1: perturbed_answer[1] is empty. Fix:"),
+    (["a", "list"], "row 1: expected an object with question and answer, got a list. Fix:"),
+])
+def test_an_empty_answer_or_a_non_object_row_is_a_schema_error(tmp_path, row, says):
+    _split_file(tmp_path, [GOOD_ROW, row])
+    message = _one_line_error(tmp_path, "forget10")
+    assert message.startswith(f"{tmp_path / 'forget10.json'}, split 'forget10', {says}"), message
+
+
+def test_a_bad_json_line_and_a_damaged_parquet_name_file_split_and_row(tmp_path):
+    (tmp_path / "forget10.json").write_text(json.dumps(GOOD_ROW) + "\n\n" + '{"question": "Q?",\n')
+    message = _one_line_error(tmp_path, "forget10")
+    assert message.startswith(f"{tmp_path / 'forget10.json'}, split 'forget10', row 1, line 3: not valid JSON")
+    (tmp_path / "forget05.parquet").write_bytes(b"not parquet at all")
+    message = _one_line_error(tmp_path, "forget05")
+    assert message.startswith(f"{tmp_path / 'forget05.parquet'}, split 'forget05': not a readable parquet file")
+    assert "Fix:" in message
