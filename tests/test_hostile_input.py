@@ -546,3 +546,21 @@ def test_a_bad_json_line_and_a_damaged_parquet_name_file_split_and_row(tmp_path)
     message = _one_line_error(tmp_path, "forget05")
     assert message.startswith(f"{tmp_path / 'forget05.parquet'}, split 'forget05': not a readable parquet file")
     assert "Fix:" in message
+
+
+# --- degradation probe, case 3: a number option that is not finite, or out of range, is a usage error --
+@pytest.mark.parametrize(("args", "message"), [
+    (["--temperature", "inf"], "*--temperature: expected a finite number > 0, got 'inf'*"),
+    (["--temperature", "nan"], "*--temperature: expected a finite number > 0, got 'nan'*"),
+    (["--temperature", "0"], "*--temperature: expected a finite number > 0, got '0'*"),
+    (["--top-p", "nan"], "*--top-p: expected a number in (0, 1], got 'nan'*"),
+    (["--leak-threshold", "inf"], "*--leak-threshold: expected a fraction in (0, 1], got 'inf'*"),
+    (["--samples", "0"], "*--samples: expected a positive whole number of samples, got '0'*"),
+    (["--max-new-tokens", "-1"], "*--max-new-tokens: expected a positive whole number of tokens, got '-1'*"),
+    (["--seed", "-3"], "*--seed: expected a whole number >= 0, got '-3'*"),
+])
+def test_a_number_option_out_of_range_or_not_finite_is_a_usage_error(pytester, args, message):
+    make_project(pytester)
+    result = _run(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    result.stderr.fnmatch_lines([message])

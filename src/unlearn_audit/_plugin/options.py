@@ -9,6 +9,7 @@ when the value came from there).
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import warnings
@@ -200,7 +201,9 @@ def _float(lo: float, hi: float, what: str, *, lo_open: bool = False) -> Callabl
             value = float(raw)
         except ValueError:
             raise ValueError(f"expected {what}, got {raw!r}") from None
-        if not (lo < value <= hi if lo_open else lo <= value <= hi):
+        # inf and nan parse as floats but mean nothing as a setting (inf temperature: a
+        # uniform sampler), and nan slips through every comparison.
+        if not math.isfinite(value) or not (lo < value <= hi if lo_open else lo <= value <= hi):
             raise ValueError(f"expected {what}, got {raw!r}")
         return value
 
@@ -357,7 +360,7 @@ def read_audit_config(config: pytest.Config) -> RunOptions:
         holdout_split=opts.get("holdout-split", lambda s: s, "holdout10"),
         limit=opts.get("limit", _int(1, "a positive whole number of items"), None),
         samples=opts.get("samples", _int(1, "a positive whole number of samples"), 16),
-        temperature=opts.get("temperature", _float(0.0, float("inf"), "a number >= 0"), 1.0),
+        temperature=opts.get("temperature", _float(0.0, float("inf"), "a finite number > 0", lo_open=True), 1.0),
         top_p=opts.get("top-p", _float(0.0, 1.0, "a number in (0, 1]", lo_open=True), 1.0),
         max_new_tokens=opts.get("max-new-tokens", _int(1, "a positive whole number of tokens"), 200),
         leak_threshold=opts.get("leak-threshold", _float(0.0, 1.0, "a fraction in (0, 1]", lo_open=True), 0.5),

@@ -24,6 +24,7 @@ is handed the registry's lookup, which imports only the views it is asked about.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,8 @@ class Option:
         want = self.expect or (f"one of {', '.join(self.choices)}" if self.choices else
                                {int: "a whole number", float: "a number", bool: "true or false",
                                 str: "text"}.get(self.type, self.type.__name__))
+        if self.type is float and "finite" not in want:  # inf and nan are floats, never settings
+            want = want.replace("a number", "a finite number", 1)
         try:
             if self.type is bool:
                 if isinstance(raw, bool):
@@ -83,6 +86,8 @@ class Option:
                 value = int(str(raw).strip()) if isinstance(raw, str) else int(raw)
             elif self.type is float:
                 value = float(raw)
+                if not math.isfinite(value):  # inf passes "> 0" checks; nan fails every check
+                    raise ValueError
             else:
                 value = str(raw).strip()
         except (TypeError, ValueError):
