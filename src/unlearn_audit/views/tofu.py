@@ -114,6 +114,7 @@ from unlearn_audit.scoring.tofu_records import (
     PARAPHRASED_TRUE_SIDE,
     forget_truth_ratios,
     splits_from_records,
+    uneven_perturbed,
 )
 from unlearn_audit.scoring.tofu_stats import (
     KINDS,
@@ -180,7 +181,7 @@ class TofuView(View):
                     "end-of-turn token, or an engine that returned none"),
             )
             metrics.append(_mean_metric(name, num, values, forget_recs, ctx.config.seed))
-        return ViewResult(self.name, label, metrics, records)
+        return ViewResult(self.name, label, metrics, records, warnings=_warnings(records, metrics))
 
     def _retain_truth_ratios(
         self, ctx: AuditContext, label: str, own_records: list[dict]
@@ -352,6 +353,38 @@ def _nan(x: float | None) -> float:
 # --------------------------------------------------------------------------- metrics
 
 
+#: What an item left out of a split's truth ratio is left out of, per split.
+_LEFT_OUT_OF = {
+    "forget": "tofu.forget_truth_ratio and tofu.forget_quality",
+    "retain": "tofu.retain_truth_ratio (so model utility)",
+    "real_authors": "tofu.real_authors_truth_ratio and _prob (so model utility)",
+    "world_facts": "tofu.world_facts_truth_ratio and _prob (so model utility)",
+}
+
+
+def _rows(recs: Sequence[Mapping[str, Any]]) -> str:
+    shown = ", ".join(str(r["index"]) for r in recs[:5])
+    return shown + (f" and {len(recs) - 5} more" if len(recs) > 5 else "")
+
+
+def _warnings(records: Sequence[Mapping[str, Any]], metrics: Sequence[Metric]) -> list[str]:
+    """What the report must say beside the numbers: items dropped, numbers withheld."""
+    out = []
+    for split, (k, odd) in uneven_perturbed(records).items():
+        file_split = str(odd[0]["uid"]).rsplit(":", 1)[0]
+        counts = sorted({len(r.get("perturbed_mean_nll") or ()) for r in odd})
+        out.append(
+            f"{len(odd)} {split} item(s) (split '{file_split}', rows {_rows(odd)}) have "
+            f"{' or '.join(map(str, counts))} perturbed answers where the split's others have {k}: "
+            f"left out of {_LEFT_OUT_OF[split]}. Fix: give every item of the split {k} "
+            "perturbed answers."
+        )
+    fq = next(m for m in metrics if m.name == "tofu.forget_quality")
+    if fq.value is None and "p_value_on_too_few_items" in fq.extra:
+        out.append(f"tofu.forget_quality: {fq.reason}")
+    return out
+
+
 def _ci(lo_hi: tuple[float, float]) -> tuple[float, float] | None:
     lo, hi = lo_hi
     return None if math.isnan(lo) or math.isnan(hi) else (float(lo), float(hi))
@@ -459,10 +492,14 @@ def _forget_quality_metric(
     extra: dict[str, Any] = {"retain_source": retain_source, "ci_note": _FQ_CI_NOTE, **num.extra}
     if num.value is not None:
         extra["ks_statistic"] = ks_statistic(splits["forget"].truth_ratios(compat), retain_r)
-    reason = num.reason + (f" ({retain_source})" if num.value is not None else "")
-    return Metric(
-        "tofu.forget_quality", num.value, n=num.n, excluded=num.excluded, reason=reason, extra=extra
-    )
+    notes = [num.reason + f" ({retain_source})"]
+    if num.excluded:
+        notes.append(f"{num.excluded} candidate forget item(s) without a truth ratio left out")
+    if num.extra.get("retain_excluded"):
+        notes.append(f"{num.extra['retain_excluded']} retain item(s) without a truth ratio left out")
+    # value None (too few items) is a not_applicable skip: a gate on it does not run.
+    return Metric("tofu.forget_quality", num.value, n=num.n, excluded=num.excluded,
+                  reason="; ".join(notes), extra=extra)
 
 
 def _model_utility_metric(
