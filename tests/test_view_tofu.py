@@ -425,3 +425,59 @@ def test_a_retain_item_with_a_missing_perturbed_answer_is_counted_and_stated(dat
     assert any(w.startswith("1 retain item(s) (split 'retain_perturbed', rows 1) have 1 perturbed answers "
                             "where the split's others have 2: left out of tofu.retain_truth_ratio")
                for w in res.warnings), res.warnings
+
+
+def _retain_logs(ctx, directory: Path, *, keep=None, foreign: int = 0, rename: bool = False) -> Path:
+    """The retain model's records as TOFU logs: only the forget items ``keep`` selects, plus
+    ``foreign`` items of another dataset; ``rename`` gives every question another author."""
+    recs = ctx.result("tofu", "ret").records
+    forget = [r for r in recs if r["split"] == "forget"]
+    kept = [r for i, r in enumerate(forget) if keep is None or keep(i)]
+    other = [{**r, "index": 1000 + i, "question": f"Who is the author of Volume {i}?",
+              "truth_ratio": 50.0, "paraphrased_mean_nll": 9.0} for i, r in enumerate(forget[:foreign])]
+    out = [{**r, "question": r["question"].replace("Ana", "Una").replace("Bo", "Ty")} if rename else r
+           for r in kept + other]
+    return write_legacy_logs(out + [r for r in recs if r["split"] != "forget"], directory)
+
+
+def test_retain_logs_of_another_dataset_are_refused_naming_the_match_and_the_fix(dataset20, tmp_path):
+    from unlearn_audit.scoring.logs import LogFormatError
+
+    logs = _retain_logs(make_ctx(dataset20), tmp_path / "other", rename=True)
+    ctx = make_ctx(dataset20, retain=False, retain_logs=str(logs))
+    with pytest.raises(LogFormatError) as e:
+        get_view("tofu").run(ctx, "cand")
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"--retain-logs {logs}: only 0 of the candidate's 20 forget questions are "
+                              "among the logs' 20 forget items; e.g. 'Where was Ana born? (copy 0)' is not in them.")
+    assert "Fix: pass the stored logs of the retain model evaluated on this forget split" in message
+
+
+def test_retain_logs_are_matched_by_question_foreign_items_left_out(dataset20, tmp_path):
+    with_model = make_ctx(dataset20)
+    expected = get_view("tofu").run(with_model, "cand").metric("tofu.forget_quality").value
+    # The right 20 items and 6 of another dataset: only the 20 are the reference sample.
+    logs = _retain_logs(with_model, tmp_path / "mixed", foreign=6)
+    res = get_view("tofu").run(make_ctx(dataset20, retain=False, retain_logs=str(logs)), "cand")
+    fq = res.metric("tofu.forget_quality")
+    assert fq.value == pytest.approx(expected) and fq.extra["retain_n"] == 20
+    assert "20 of their 26 forget items matched by question text" in fq.extra["retain_source"]
+
+
+def test_retain_logs_of_the_whole_split_serve_a_limited_run(dataset20, tmp_path):
+    logs = _retain_logs(make_ctx(dataset20), tmp_path / "full_split")
+    res = get_view("tofu").run(make_ctx(dataset20, retain=False, retain_logs=str(logs), limit=8), "cand")
+    fq = res.metric("tofu.forget_quality")
+    assert fq.extra["retain_n"] == 8  # the candidate's 8 questions, not the logs' 20
+    assert fq.value is None and "8 candidate and 8 retain-model truth ratios" in fq.reason
+
+
+def test_retain_logs_missing_some_questions_are_used_and_stated(dataset20, tmp_path):
+    logs = _retain_logs(make_ctx(dataset20), tmp_path / "partial", keep=lambda i: i % 4 != 3)
+    res = get_view("tofu").run(make_ctx(dataset20, retain=False, retain_logs=str(logs)), "cand")
+    fq = res.metric("tofu.forget_quality")
+    assert fq.extra["retain_n"] == 15 and fq.value is None  # 15 < 20: withheld
+    assert res.warnings[0] == ("--retain-logs: 5 of the candidate's 20 forget questions are not in the "
+                               "retain logs (e.g. 'What does Bo write? (copy 0)'); forget quality compares "
+                               "the candidate's truth ratios with the 15 retain items that are.")

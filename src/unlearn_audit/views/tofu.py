@@ -49,9 +49,13 @@ prefix sharing); TOFU and open-unlearning make a separate forward pass per answe
 
 **The retain side of forget quality**, in order of preference: the stored logs given
 by ``--retain-logs`` (TOFU's legacy logs or open-unlearning's ``TOFU_EVAL.json``, read
-by :func:`~unlearn_audit.scoring.logs.read_retain_truth_ratios`); else the retain
-reference model, run through this view once per session (``ctx.result``); else the
-metric is skipped. The retain model itself is compared with its own truth ratios, by
+by :func:`~unlearn_audit.scoring.logs.match_retain_truth_ratios`, which matches their items
+to the candidate's forget questions by text, so logs of the whole split serve a ``--limit``
+run and logs of another dataset are refused); else the retain reference model, run through
+this view once per session (``ctx.result``); else the metric is skipped. With fewer than
+:data:`~unlearn_audit.scoring.tofu.FORGET_QUALITY_MIN_ITEMS` items on either side forget
+quality is withheld (a ``not_applicable`` skip, so its gate does not run) and a warning
+says so; items dropped for an uneven ``perturbed_answer`` list are counted and stated. The retain model itself is compared with its own truth ratios, by
 the same code, so its forget quality is 1.0 by construction (a sanity anchor, not a
 measurement).
 
@@ -93,7 +97,7 @@ import numpy as np
 
 from unlearn_audit.data import DatasetError, Item, classify_question
 from unlearn_audit.model._types import GenRequest, Prompt, ScoreRequest
-from unlearn_audit.scoring.logs import read_retain_truth_ratios
+from unlearn_audit.scoring.logs import RetainMatch, match_retain_truth_ratios
 from unlearn_audit.scoring.memorization import exact_memorization, extraction_strength
 from unlearn_audit.scoring.rouge import rouge_recall
 from unlearn_audit.scoring.stats import bootstrap_ci
@@ -163,7 +167,7 @@ class TofuView(View):
         records = _score(ctx, label, items)
         splits = splits_from_records(records)
 
-        retain_r, retain_source = self._retain_truth_ratios(ctx, label, records)
+        retain_r, retain_source, retain_warnings = self._retain_truth_ratios(ctx, label, records)
         numbers = tofu_numbers(splits, retain_r, compat)
         metrics = _metrics(
             numbers, splits, records, unavailable, retain_source, retain_r, ctx.config.seed, compat
@@ -181,23 +185,26 @@ class TofuView(View):
                     "end-of-turn token, or an engine that returned none"),
             )
             metrics.append(_mean_metric(name, num, values, forget_recs, ctx.config.seed))
-        return ViewResult(self.name, label, metrics, records, warnings=_warnings(records, metrics))
+        return ViewResult(self.name, label, metrics, records,
+                          warnings=retain_warnings + _warnings(records, metrics))
 
     def _retain_truth_ratios(
         self, ctx: AuditContext, label: str, own_records: list[dict]
-    ) -> tuple[np.ndarray | None, str]:
-        """The reference sample of forget quality and where it came from (module docstring)."""
+    ) -> tuple[np.ndarray | None, str, list[str]]:
+        """The reference sample of forget quality, where it came from (module docstring), and
+        what the report must say about it."""
         compat = ctx.config.compat
         if ctx.config.retain_logs:
-            return read_retain_truth_ratios(ctx.config.retain_logs, compat), (
-                f"retain logs {ctx.config.retain_logs}"
-            )
+            # Matched on question text: logs of another dataset are refused, not compared.
+            questions = [r["question"] for r in own_records if r["split"] == "forget"]
+            match = match_retain_truth_ratios(ctx.config.retain_logs, questions, compat)
+            return match.truth_ratios, match.note(ctx.config.retain_logs), _match_warnings(match)
         ref = ctx.reference("retain")
         if ref is None:
-            return None, ""
+            return None, "", []
         # The retain model compares with itself (a result cannot need itself).
         records = own_records if ref == label else ctx.result(self.name, ref).records
-        return forget_truth_ratios(records, compat), f"retain model {ref!r}"
+        return forget_truth_ratios(records, compat), f"retain model {ref!r}", []
 
 
 # --------------------------------------------------------------------------- requests
@@ -365,6 +372,16 @@ _LEFT_OUT_OF = {
 def _rows(recs: Sequence[Mapping[str, Any]]) -> str:
     shown = ", ".join(str(r["index"]) for r in recs[:5])
     return shown + (f" and {len(recs) - 5} more" if len(recs) > 5 else "")
+
+
+def _match_warnings(match: RetainMatch) -> list[str]:
+    """A partial match of --retain-logs to the candidate's forget questions, stated."""
+    if not match.unmatched:
+        return []
+    return [f"--retain-logs: {len(match.unmatched)} of the candidate's {match.n_questions} forget "
+            f"questions are not in the retain logs (e.g. {match.unmatched[0]!r}); forget quality "
+            f"compares the candidate's truth ratios with the {len(match.truth_ratios)} retain "
+            "items that are."]
 
 
 def _warnings(records: Sequence[Mapping[str, Any]], metrics: Sequence[Metric]) -> list[str]:
