@@ -516,3 +516,19 @@ def test_tofus_real_retain_logs_are_refused_for_the_tiny_worlds_questions(real_l
     own = [p.removeprefix("[INST] ").removesuffix(" [/INST]") for p, _, _ in forget["generated_text"].values()]
     match = match_retain_truth_ratios(real_logs / RETAIN, own[:50])
     assert match.matched == 50 and len(match.truth_ratios) == 50
+
+
+def test_a_legacy_log_with_an_uneven_perturbed_list_drops_that_item_only(tmp_path):
+    # It used to stop the rescore with a ValueError about ragged lists.
+    n = 5
+    log = {"avg_gt_loss": {str(i): 1.0 for i in range(n)},
+           "avg_paraphrased_loss": {str(i): 1.0 for i in range(n)},
+           "average_perturb_loss": {str(i): [2.0, 2.0] for i in range(n)}}
+    log["average_perturb_loss"]["3"] = [2.0, 2.0, 2.0]
+    (tmp_path / "eval_log_forget.json").write_text(json.dumps(log))
+    r = read_retain_truth_ratios(tmp_path / "eval_log_forget.json")
+    assert np.isnan(r[3]) and np.allclose(np.delete(r, 3), math.exp(-1.0))
+    from unlearn_audit.scoring.tofu import tofu_numbers
+
+    tr = tofu_numbers(read_logs(tmp_path).splits)["tofu.forget_truth_ratio"]
+    assert (tr.n, tr.excluded) == (4, 1) and "1 item(s) without a truth ratio left out" in tr.reason

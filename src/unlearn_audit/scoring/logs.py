@@ -153,6 +153,19 @@ def _num_list(value: Any, where: str) -> list[float]:
     return [_num(v, where) for v in value]
 
 
+def _even(rows: list[list[float]] | None) -> list[list[float]] | None:
+    """Perturbed-answer lists of one count: the most common one; an item with another
+    count gets ``nan`` for all, so it drops out of the truth ratio and is counted there
+    (as :func:`~unlearn_audit.scoring.tofu_records.splits_from_records` does)."""
+    if not rows:
+        return rows
+    counts: dict[int, int] = {}
+    for row in rows:
+        counts[len(row)] = counts.get(len(row), 0) + 1
+    k = max(counts, key=lambda c: (counts[c], c))
+    return [row if len(row) == k else [math.nan] * k for row in rows]
+
+
 def _aligned(per_index: Mapping[str, Any], index: tuple[str, ...], where: str) -> list[Any]:
     missing = [i for i in index if i not in per_index]
     if missing:
@@ -210,7 +223,7 @@ def _legacy_split(data: Any, source: str) -> SplitScores:
     return SplitScores(
         gt_mean_nll=column("avg_gt_loss", _num),
         paraphrased_mean_nll=column("avg_paraphrased_loss", _num),
-        perturbed_mean_nll=column("average_perturb_loss", _num_list),
+        perturbed_mean_nll=_even(column("average_perturb_loss", _num_list)),
         rougeL_recall=column("rougeL_recall", _num),
         rouge1_recall=column("rouge1_recall", _num),
         generations=generations,
@@ -325,6 +338,7 @@ def _ou_split(data: Mapping[str, Any], split: str, source: str) -> SplitScores |
         # An unscored item: nan across its perturbed answers, so it drops out of the means.
         k = max((len(x) for x in pert if x is not None), default=1)
         pert = [x if x is not None else [math.nan] * k for x in pert]
+    pert = _even(pert)
     # The probabilities as stored (float32 exp(-avg_loss) in their runs): what their
     # probability and probability_w_options average, for exact rescoring.
     gt_prob = column("gt", lambda v, w: _num(_ou_field(v, "prob", w), w))
