@@ -70,8 +70,6 @@ class Option:
         want = self.expect or (f"one of {', '.join(self.choices)}" if self.choices else
                                {int: "a whole number", float: "a number", bool: "true or false",
                                 str: "text"}.get(self.type, self.type.__name__))
-        if self.type is float and "finite" not in want:  # inf and nan are floats, never settings
-            want = want.replace("a number", "a finite number", 1)
         try:
             if self.type is bool:
                 if isinstance(raw, bool):
@@ -87,9 +85,12 @@ class Option:
             elif self.type is float:
                 value = float(raw)
                 if not math.isfinite(value):  # inf passes "> 0" checks; nan fails every check
-                    raise ValueError
+                    finite = want if "finite" in want else want.replace("a number", "a finite number", 1)
+                    raise ViewOptionError(f"expected {finite}, got {raw!r}")
             else:
                 value = str(raw).strip()
+        except ViewOptionError:
+            raise
         except (TypeError, ValueError):
             raise ViewOptionError(f"expected {want}, got {raw!r}") from None
         if self.choices and value not in self.choices:
