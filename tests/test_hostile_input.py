@@ -564,3 +564,24 @@ def test_a_number_option_out_of_range_or_not_finite_is_a_usage_error(pytester, a
     result = _run(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
     result.stderr.fnmatch_lines([message])
+
+
+# --- degradation probe, case 1: a forget quality on too few items is no pass --------------------------
+def test_a_forget_quality_gate_on_too_few_items_does_not_run_and_the_report_says_why(pytester):
+    from test_runner import AUDITS, CONFTEST, DATASET
+
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_audits=AUDITS.split("\ndef test_novel_recall")[0])  # tofu only
+    ref = pytester.mkdir("reference_results")
+    (ref / "gates.yaml").write_text('schema_version: 1\ngates:\n  - {metric: tofu.forget_quality, op: ">=", '
+                                    'value: 0.05, rationale: "KS test must not reject"}\n')
+    # On 4 items the KS p-value is >= 0.029 whatever the models: the gate used to pass.
+    result = _run(pytester, f"--rootdir={pytester.path}", f"--dataset={DATASET}", "--limit=4",
+                  f"--cache-dir={pytester.path / 'cache'}", "--model=npo=mock")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()  # INCOMPLETE is not a pass
+    data = results(pytester)
+    (row,) = [r for r in data["metrics"] if r["model"] == "npo" and r["metric"] == "tofu.forget_quality"]
+    assert row["value"] is None and row["outcome"] == "skipped" and row["skip"] == "not_applicable"
+    assert row["reason"].startswith("forget quality not measured: 4 candidate and 4 retain-model truth ratios")
+    assert data["verdicts"]["npo"]["status"] == "INCOMPLETE"
+    assert "forget quality not measured" in report_md(pytester)
