@@ -557,7 +557,8 @@ def test_a_bad_json_line_and_a_damaged_parquet_name_file_split_and_row(tmp_path)
     (["--leak-threshold", "inf"], "*--leak-threshold: expected a fraction in (0, 1], got 'inf'*"),
     (["--samples", "0"], "*--samples: expected a positive whole number of samples, got '0'*"),
     (["--max-new-tokens", "-1"], "*--max-new-tokens: expected a positive whole number of tokens, got '-1'*"),
-    (["--seed", "-3"], "*--seed: expected a whole number >= 0, got '-3'*"),
+    (["--seed", "-3"], "*--seed: expected a whole number from 0 to 4294967295, got '-3'*"),
+    (["--seed", str(2**64 + 5)], f"*--seed: expected a whole number from 0 to 4294967295, got '{2**64 + 5}'*"),
 ])
 def test_a_number_option_out_of_range_or_not_finite_is_a_usage_error(pytester, args, message):
     make_project(pytester)

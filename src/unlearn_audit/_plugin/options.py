@@ -33,6 +33,7 @@ __all__ = ["DEFAULT_DATASET", "DTYPES", "OPTIONS", "Option", "Options", "add_opt
 
 DEFAULT_DATASET = "locuslab/TOFU"
 DTYPES = ("auto", "float32", "fp32", "float", "bfloat16", "bf16", "float16", "fp16", "half")
+MAX_SEED = 2**32 - 1
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -182,13 +183,13 @@ class Options:
         return Path(base) / p
 
 
-def _int(minimum: int, what: str) -> Callable[[str], int]:
+def _int(minimum: int, what: str, maximum: int | None = None) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
             value = int(raw)
         except ValueError:
             raise ValueError(f"expected {what}, got {raw!r}") from None
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise ValueError(f"expected {what}, got {raw!r}")
         return value
 
@@ -367,7 +368,9 @@ def read_audit_config(config: pytest.Config) -> RunOptions:
         device=opts.get("device", _device, "auto"),
         dtype=opts.get("dtype", _choice(*DTYPES), "auto"),
         batch_size=opts.get("batch-size", _batch_size, None),
-        seed=opts.get("seed", _int(0, "a whole number >= 0"), 0),
+        # torch's generators overflow past 64 bits (a traceback mid-run); 2**32 - 1 leaves
+        # room for the per-item offsets views add.
+        seed=opts.get("seed", _int(0, f"a whole number from 0 to {MAX_SEED}", MAX_SEED), 0),
         prompt_format=opts.get("prompt-format", _choice("chat", "plain"), "chat"),
         system_prompt=system_prompt or None,
         compat=_compat(opts),
