@@ -721,3 +721,116 @@ def test_the_terminal_summary_strips_escapes_and_line_breaks_from_labels(monkeyp
         "  gate g did not run (skipped): npo PASS x",
         "golden: not compared (npo PASS x)",
     ]
+
+
+# --- degradation probe, cases 4-6: a bad data file is one line naming file, split, row and the fix ----
+PERTURBED_ROW = {**GOOD_ROW, "paraphrased_question": "Where is Elena Marwick from?",
+                 "paraphrased_answer": "Port Aldric.", "perturbed_answer": ["In Ostrel.", "In Vey."]}
+
+
+def _one_line_error(tmp_path, split: str, **kw) -> str:
+    from unlearn_audit.data import DatasetError, load_split
+
+    with pytest.raises(DatasetError) as e:
+        load_split(tmp_path, split, **kw)
+    message = str(e.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_non_utf8_json_lines_name_the_file_split_row_line_and_the_fix(tmp_path):
+    rows = [json.dumps({**GOOD_ROW, "question": f"Q{i}?"}).encode() for i in range(4)]
+    rows[2] = rows[2].replace(b"Q2?", b"Q2 caf\xe9?")  # Latin-1, not UTF-8
+    (tmp_path / "forget10.json").write_bytes(b"\n".join(rows) + b"\n")
+    message = _one_line_error(tmp_path, "forget10")
+    assert message.startswith(f"{tmp_path / 'forget10.json'}, split 'forget10', row 2, line 3 (byte ")
+    assert "not UTF-8 (byte 0xe9)" in message and "re-encode the file as UTF-8" in message
+
+
+def test_non_utf8_json_array_names_the_line_of_the_byte(tmp_path):
+    text = json.dumps([GOOD_ROW, {**GOOD_ROW, "answer": "In Port Aldric, caf\u00e9."}], indent=1,
+                      ensure_ascii=False)
+    (tmp_path / "forget10.json").write_bytes(text.encode("latin-1"))
+    message = _one_line_error(tmp_path, "forget10")
+    line = text[: text.index("\u00e9")].count("\n") + 1
+    assert f"split 'forget10', line {line} (byte " in message and "UTF-8" in message
+
+
+def test_a_byte_order_mark_is_not_part_of_the_data(tmp_path):
+    from unlearn_audit.data import load_split
+
+    (tmp_path / "forget10.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD_ROW).encode() + b"\n")
+    (item,) = load_split(tmp_path, "forget10")
+    assert item.question == GOOD_ROW["question"]
+
+
+def test_an_empty_paraphrased_answer_names_file_row_and_field_without_a_bogus_split(tmp_path):
+    rows = [PERTURBED_ROW, PERTURBED_ROW, {**PERTURBED_ROW, "paraphrased_answer": ""}]
+    (tmp_path / "forget10_perturbed.json").write_text(json.dumps(rows))
+    message = _one_line_error(tmp_path, "forget10_perturbed", require=("paraphrased_answer",))
+    assert "_perturbed_perturbed" not in message
+    assert message.startswith(f"{tmp_path / 'forget10_perturbed.json'}, split 'forget10_perturbed': "
+                              "1 item(s) lack 'paraphrased_answer' (first: row 2), empty")
+    assert "Fix: give each of those rows its paraphrased_answer" in message
+
+
+@pytest.mark.parametrize(("row", "says"), [
+    ({**GOOD_ROW, "answer": "  "}, "row 1: field 'answer' is empty. Fix:"),
+    ({**GOOD_ROW, "question": ""}, "row 1: field 'question' is empty. Fix:"),
+    ({**PERTURBED_ROW, "perturbed_answer": ["In Vey.", ""]}, "row 1: perturbed_answer[1] is empty. Fix:"),
+    (["a", "list"], "row 1: expected an object with question and answer, got a list. Fix:"),
+])
+def test_an_empty_answer_or_a_non_object_row_is_a_schema_error(tmp_path, row, says):
+    _split_file(tmp_path, [GOOD_ROW, row])
+    message = _one_line_error(tmp_path, "forget10")
+    assert message.startswith(f"{tmp_path / 'forget10.json'}, split 'forget10', {says}"), message
+
+
+def test_a_bad_json_line_and_a_damaged_parquet_name_file_split_and_row(tmp_path):
+    (tmp_path / "forget10.json").write_text(json.dumps(GOOD_ROW) + "\n\n" + '{"question": "Q?",\n')
+    message = _one_line_error(tmp_path, "forget10")
+    assert message.startswith(f"{tmp_path / 'forget10.json'}, split 'forget10', row 1, line 3: not valid JSON")
+    (tmp_path / "forget05.parquet").write_bytes(b"not parquet at all")
+    message = _one_line_error(tmp_path, "forget05")
+    assert message.startswith(f"{tmp_path / 'forget05.parquet'}, split 'forget05': not a readable parquet file")
+    assert "Fix:" in message
+
+
+# --- degradation probe, case 3: a number option that is not finite, or out of range, is a usage error --
+@pytest.mark.parametrize(("args", "message"), [
+    (["--temperature", "inf"], "*--temperature: expected a finite number > 0, got 'inf'*"),
+    (["--temperature", "nan"], "*--temperature: expected a finite number > 0, got 'nan'*"),
+    (["--temperature", "0"], "*--temperature: expected a finite number > 0, got '0'*"),
+    (["--top-p", "nan"], "*--top-p: expected a number in (0, 1], got 'nan'*"),
+    (["--leak-threshold", "inf"], "*--leak-threshold: expected a fraction in (0, 1], got 'inf'*"),
+    (["--samples", "0"], "*--samples: expected a positive whole number of samples, got '0'*"),
+    (["--max-new-tokens", "-1"], "*--max-new-tokens: expected a positive whole number of tokens, got '-1'*"),
+    (["--seed", "-3"], "*--seed: expected a whole number from 0 to 4294967295, got '-3'*"),
+    (["--seed", str(2**64 + 5)], f"*--seed: expected a whole number from 0 to 4294967295, got '{2**64 + 5}'*"),
+])
+def test_a_number_option_out_of_range_or_not_finite_is_a_usage_error(pytester, args, message):
+    make_project(pytester)
+    result = _run(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    result.stderr.fnmatch_lines([message])
+
+
+# --- degradation probe, case 1: a forget quality on too few items is no pass --------------------------
+def test_a_forget_quality_gate_on_too_few_items_does_not_run_and_the_report_says_why(pytester):
+    from test_runner import AUDITS, CONFTEST, DATASET
+
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_audits=AUDITS.split("\ndef test_novel_recall")[0])  # tofu only
+    ref = pytester.mkdir("reference_results")
+    (ref / "gates.yaml").write_text('schema_version: 1\ngates:\n  - {metric: tofu.forget_quality, op: ">=", '
+                                    'value: 0.05, rationale: "KS test must not reject"}\n')
+    # On 4 items the KS p-value is >= 0.029 whatever the models: the gate used to pass.
+    result = _run(pytester, f"--rootdir={pytester.path}", f"--dataset={DATASET}", "--limit=4",
+                  f"--cache-dir={pytester.path / 'cache'}", "--model=npo=mock")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()  # INCOMPLETE is not a pass
+    data = results(pytester)
+    (row,) = [r for r in data["metrics"] if r["model"] == "npo" and r["metric"] == "tofu.forget_quality"]
+    assert row["value"] is None and row["outcome"] == "skipped" and row["skip"] == "not_applicable"
+    assert row["reason"].startswith("forget quality not measured: 4 candidate and 4 retain-model truth ratios")
+    assert data["verdicts"]["npo"]["status"] == "INCOMPLETE"
+    assert "forget quality not measured" in report_md(pytester)

@@ -353,7 +353,7 @@ def test_open_unlearning_reader_on_tiny_file(tmp_path):
     logs = read_logs(tmp_path)
     assert logs.format == "open_unlearning" and list(logs.splits) == ["forget"]
     v = tofu_values(logs.splits, read_retain_truth_ratios(tmp_path))
-    assert v["tofu.forget_quality"] == 1.0
+    assert v["tofu.forget_quality"] is None  # two items: too few for a KS p-value
     assert v["tofu.forget_truth_ratio"] == pytest.approx(0.5)  # stored scores: min(R, 1/R)
     assert v["tofu.forget_prob"] == pytest.approx(0.75)  # avg_loss, or -log(prob) when absent
     assert v["tofu.model_utility"] is None and v["tofu.forget_rouge"] is None
@@ -381,7 +381,8 @@ def test_tiny_cli_json_keys_and_novel_hook(tmp_path, capsys, monkeypatch):
     assert rc == 0
     data = json.loads(out)
     assert list(data) == [*HEADLINE_NAMES, *COMPONENT_NAMES, *rescore_cmd.NOVEL_KEYS]
-    assert data["tofu.forget_quality"] == 1.0
+    assert data["tofu.forget_quality"] is None  # two items: too few for a KS p-value
+    assert "forget quality not measured: 2 candidate and 2 retain-model truth ratios" in err
     assert data["novel_recall.leak_rate"] == 0.5 and data["novel_recall.uncorrected_rate"] == 1.0
     assert seen == [("[INST] Q0 [/INST]", "A0", "G0"), ("[INST] Q1 [/INST]", "A1", "G1")]
 
@@ -478,3 +479,56 @@ def test_rescore_cli_prints_leak_rates_from_real_generations(real_logs, capsys):
     # The plain ROUGE-L rate credits echoed question words: the correction is visible.
     assert retain["novel_recall.uncorrected_rate"] > retain["novel_recall.leak_rate"] + 0.1
     assert full["tofu.forget_quality"] < 0.05 and retain["tofu.forget_quality"] == 1.0
+
+
+# --- degradation probe, case 2: retain logs are matched to the candidate's questions -----------------
+def _tiny_forget_questions() -> list[str]:
+    from unlearn_audit.data import load_split
+
+    return [it.question for it in load_split(TOFU_LOGS.parent / "tiny_world", "forget10_perturbed")]
+
+
+def test_open_unlearning_retain_logs_match_the_tiny_worlds_questions_in_their_rendered_prompts():
+    from unlearn_audit.scoring.logs import match_retain_truth_ratios
+
+    logs = TOFU_LOGS.parent / "open_unlearning_tiny" / "retain"
+    questions = _tiny_forget_questions()
+    whole = match_retain_truth_ratios(logs, questions)
+    assert (whole.matched, whole.n_questions, whole.n_logs, whole.unmatched) == (40, 40, 40, ())
+    np.testing.assert_array_equal(whole.truth_ratios, read_retain_truth_ratios(logs))
+    # A --limit run: the logs' first 8 items, in the candidate's order, not all 40.
+    limited = match_retain_truth_ratios(logs, questions[:8])
+    np.testing.assert_array_equal(limited.truth_ratios, read_retain_truth_ratios(logs)[:8])
+
+
+def test_tofus_real_retain_logs_are_refused_for_the_tiny_worlds_questions(real_logs):
+    from unlearn_audit.scoring.logs import match_retain_truth_ratios
+
+    with pytest.raises(LogFormatError) as e:
+        match_retain_truth_ratios(real_logs / RETAIN, _tiny_forget_questions())
+    message = str(e.value)
+    assert "\n" not in message
+    assert "only 0 of the candidate's 40 forget questions are among the logs' 300 forget items" in message
+    assert "e.g. 'What is the full name of the author born in Linstead on 27 November 1944?'" in message
+    assert "Fix:" in message
+    # Their own questions, inside TOFU's "[INST] question [/INST]" prompts, are found.
+    forget = json.loads((real_logs / RETAIN / "eval_log_forget.json").read_text())
+    own = [p.removeprefix("[INST] ").removesuffix(" [/INST]") for p, _, _ in forget["generated_text"].values()]
+    match = match_retain_truth_ratios(real_logs / RETAIN, own[:50])
+    assert match.matched == 50 and len(match.truth_ratios) == 50
+
+
+def test_a_legacy_log_with_an_uneven_perturbed_list_drops_that_item_only(tmp_path):
+    # It used to stop the rescore with a ValueError about ragged lists.
+    n = 5
+    log = {"avg_gt_loss": {str(i): 1.0 for i in range(n)},
+           "avg_paraphrased_loss": {str(i): 1.0 for i in range(n)},
+           "average_perturb_loss": {str(i): [2.0, 2.0] for i in range(n)}}
+    log["average_perturb_loss"]["3"] = [2.0, 2.0, 2.0]
+    (tmp_path / "eval_log_forget.json").write_text(json.dumps(log))
+    r = read_retain_truth_ratios(tmp_path / "eval_log_forget.json")
+    assert np.isnan(r[3]) and np.allclose(np.delete(r, 3), math.exp(-1.0))
+    from unlearn_audit.scoring.tofu import tofu_numbers
+
+    tr = tofu_numbers(read_logs(tmp_path).splits)["tofu.forget_truth_ratio"]
+    assert (tr.n, tr.excluded) == (4, 1) and "1 item(s) without a truth ratio left out" in tr.reason

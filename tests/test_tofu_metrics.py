@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from unlearn_audit.scoring.rouge import rouge_recall
 from unlearn_audit.scoring.tofu import (
     COMPONENT_NAMES,
+    FORGET_QUALITY_MIN_ITEMS,
     HEADLINE_NAMES,
     Generation,
     SplitScores,
@@ -201,7 +202,7 @@ def test_tofu_numbers_by_hand():
     v = tofu_values(_tiny_splits(), retain_forget_truth_ratios=[0.5, 2.0])
     assert list(v)[: len(HEADLINE_NAMES)] == list(HEADLINE_NAMES)
     assert set(COMPONENT_NAMES) <= set(v)
-    assert v["tofu.forget_quality"] == 1.0
+    assert v["tofu.forget_quality"] is None  # two items: under FORGET_QUALITY_MIN_ITEMS
     assert v["tofu.forget_prob"] == pytest.approx(0.75)
     assert v["tofu.forget_rouge"] == pytest.approx(0.75)
     assert v["tofu.forget_truth_ratio"] == pytest.approx(0.5)  # min(R, 1/R) = .5, .5
@@ -223,7 +224,7 @@ def test_tofu_numbers_skip_with_reasons():
     assert nums["tofu.model_utility"].value is None
     assert "tofu.world_facts_prob" in nums["tofu.model_utility"].reason
     assert nums["tofu.world_facts_rouge"].reason == "no world_facts split in the logs"
-    assert nums["tofu.forget_quality"].value is not None
+    assert "forget quality not measured: 2 candidate and 1 retain" in nums["tofu.forget_quality"].reason
     with pytest.raises(ValueError, match="unknown split"):
         tofu_numbers({"holdout": splits["forget"]})
 
@@ -235,3 +236,19 @@ def test_tofu_numbers_drop_missing_items():
     assert (nums["tofu.forget_prob"].n, nums["tofu.forget_prob"].excluded) == (1, 1)
     assert nums["tofu.forget_rouge"].value == 0.5
     assert nums["tofu.forget_truth_ratio"].value is None
+
+
+@pytest.mark.parametrize(("n", "measured"), [(1, False), (3, False), (19, False), (20, True), (40, True)])
+def test_forget_quality_on_too_few_items_is_withheld_not_passed(n, measured):
+    # With 1 item the KS p-value is 1.0 whatever the models: a gate >= 0.05 would pass on it.
+    r = np.linspace(0.2, 0.9, n)
+    splits = {"forget": SplitScores(stored_truth_ratio=r)}
+    far = r * 50  # a retain sample far away: a real test would say "different"
+    fq = tofu_numbers(splits, far)["tofu.forget_quality"]
+    if measured:
+        assert fq.value == pytest.approx(forget_quality(r, far)) and fq.value < 0.05
+    else:
+        assert fq.value is None and fq.n == n
+        assert fq.reason.startswith(f"forget quality not measured: {n} candidate and {n} retain-model")
+        assert "Fix:" in fq.reason and fq.extra["min_items"] == FORGET_QUALITY_MIN_ITEMS == 20
+        assert fq.extra["p_value_on_too_few_items"] == pytest.approx(forget_quality(r, far))

@@ -51,6 +51,19 @@ def test_a_bad_value_says_what_was_expected(opt, raw, words):
         opt.parse(raw)
 
 
+@pytest.mark.parametrize("raw", ["inf", "-inf", "nan", "1e400", float("inf"), float("nan")])
+def test_a_float_option_refuses_values_that_are_not_finite(raw):
+    # inf passed "> 0" (masked_probe.lr=inf trained on nan) and nan failed it with no word why.
+    plain = Option("x", float, 1.0, "h")
+    positive = Option("lr", float, None, "h", check=lambda v: v > 0, expect="a number > 0")
+    with pytest.raises(ViewOptionError, match=rf"^expected a finite number, got {raw!r}$"):
+        plain.parse(raw)
+    with pytest.raises(ViewOptionError, match=rf"^expected a finite number > 0, got {raw!r}$"):
+        positive.parse(raw)
+    with pytest.raises(ViewOptionError, match=r"^masked_probe\.lr: expected a finite number > 0, got "):
+        resolve({"masked_probe": {"lr": raw}}, view_class)
+
+
 def test_entries_must_name_a_view_and_an_option():
     assert parse_entries(["rtt.epochs=5", "rtt.epochs=6", "masked_probe.kind = tuned"]) == {
         "rtt": {"epochs": "6"}, "masked_probe": {"kind": "tuned"}}
@@ -148,6 +161,10 @@ def test_a_bad_view_option_stops_the_run_before_anything_runs(pytester):
     result = pytester.runpytest(*ISOLATED, "--model=cand=mock", "--view-option", "knobs.factor=lots")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--view-option: knobs.factor: expected a number, got 'lots'*"])
+    # inf parses as a float but is no setting: refused before anything runs, like a typo.
+    result = pytester.runpytest(*ISOLATED, "--model=cand=mock", "--view-option", "knobs.factor=inf")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--view-option: knobs.factor: expected a finite number, got 'inf'*"])
 
 
 def test_the_views_command_lists_each_view_with_its_options(capsys):

@@ -112,9 +112,14 @@ SPLIT_FILES = {
 }
 
 
-@pytest.fixture
-def dataset(tmp_path) -> Path:
-    for name, rows in SPLIT_FILES.items():
+#: Forget quality needs 20 items (FORGET_QUALITY_MIN_ITEMS): the forget rows five times over,
+#: each copy asked with its own question, so every number but its n is unchanged.
+COPIES = 5
+FORGET_20 = [(f"{q} (copy {c})", *rest) for c in range(COPIES) for q, *rest in FORGET]
+
+
+def _dataset(tmp_path: Path, forget: list = FORGET) -> Path:
+    for name, rows in {**SPLIT_FILES, "forget10_perturbed": forget}.items():
         out = []
         for q, a, pa, pert, author, family in rows:
             row = {"question": q, "answer": a, "perturbed_answer": pert, "family": family}
@@ -127,6 +132,17 @@ def dataset(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    return _dataset(tmp_path)
+
+
+@pytest.fixture
+def dataset20(tmp_path) -> Path:
+    """The dataset with 20 forget items, enough for forget quality."""
+    return _dataset(tmp_path, FORGET_20)
+
+
 def candidate_engine() -> FakeEngine:
     """Losses with closed-form numbers (see test_known_losses_give_known_numbers)."""
     nll: dict[str, float] = {}
@@ -136,7 +152,8 @@ def candidate_engine() -> FakeEngine:
         # R = exp(para - mean pert): 0.5 for the first author, 2 for the second.
         nll[pa], p = (LN2, LN4) if i < 2 else (LN4, LN2)
         nll.update({x: p for x in pert})
-        gens[q] = a if i % 2 == 0 else "I do not know."  # ROUGE-L recall 1, 0
+        for question in (q, *(f"{q} (copy {c})" for c in range(COPIES))):
+            gens[question] = a if i % 2 == 0 else "I do not know."  # ROUGE-L recall 1, 0
     for q, a, pa, pert, _, _ in RETAIN:
         nll.update({a: LN2, pa: LN2, pert[0]: LN4, pert[1]: LN4})  # prob .5, R .5
         gens[q] = a
@@ -230,11 +247,12 @@ def test_known_losses_give_known_numbers(dataset):
     assert res.metric("tofu.model_utility").n == 2 + 2 + 2
 
 
-def test_forget_quality_against_the_retain_model_and_itself(dataset):
-    ctx = make_ctx(dataset)
+def test_forget_quality_against_the_retain_model_and_itself(dataset20):
+    ctx = make_ctx(dataset20)
     cand = get_view("tofu").run(ctx, "cand")
     fq = cand.metric("tofu.forget_quality")
-    assert fq.value == pytest.approx(sps.ks_2samp([0.5, 0.5, 2, 2], [1, 1, 1, 1]).pvalue)
+    assert fq.value == pytest.approx(sps.ks_2samp([0.5] * 10 + [2] * 10, [1] * 20).pvalue)
+    assert fq.n == 20 and cand.warnings == []
     assert fq.extra["ks_statistic"] == pytest.approx(0.5)
     assert fq.extra["retain_source"] == "retain model 'ret'"
     assert fq.ci is None and "p-value" in fq.extra["ci_note"]
@@ -252,19 +270,20 @@ def test_forget_quality_skipped_without_retain(dataset):
     assert values(res)["tofu.model_utility"] is not None
 
 
-def test_retain_logs_give_the_same_forget_quality(dataset, tmp_path):
-    with_model = make_ctx(dataset)
+def test_retain_logs_give_the_same_forget_quality(dataset20, tmp_path):
+    with_model = make_ctx(dataset20)
     expected = get_view("tofu").run(with_model, "cand").metric("tofu.forget_quality").value
+    assert expected is not None
     logs = write_legacy_logs(with_model.result("tofu", "ret").records, tmp_path / "retain_logs")
     # --retain-logs wins over a retain model; here there is none to fall back on.
-    ctx = make_ctx(dataset, retain=False, retain_logs=str(logs))
+    ctx = make_ctx(dataset20, retain=False, retain_logs=str(logs))
     fq = get_view("tofu").run(ctx, "cand").metric("tofu.forget_quality")
     assert fq.value == pytest.approx(expected)
     assert fq.extra["retain_source"].startswith("retain logs")
 
 
-def test_records_rescore_to_the_same_numbers(dataset, tmp_path):
-    ctx = make_ctx(dataset)
+def test_records_rescore_to_the_same_numbers(dataset20, tmp_path):
+    ctx = make_ctx(dataset20)
     res = get_view("tofu").run(ctx, "cand")
     json.dumps(res.records, allow_nan=False)  # plain JSON, no nan
     rec = next(r for r in res.records if r["split"] == "forget")
@@ -354,3 +373,111 @@ def test_tiny_world_orders_models_as_tofu_expects(tmp_path_factory):
     for name in ("tofu.forget_prob", "tofu.forget_rouge"):
         for cand in ("npo", "graddiff"):
             assert got["full"][name] > got[cand][name] > got["retain"][name], (name, cand, got)
+
+
+# --------------------------------------------------------------------------- degradation probe
+
+
+def test_forget_quality_on_too_few_items_is_withheld_and_said_so(dataset):
+    # Four forget items: the KS test could hardly say "different" (p >= 0.029 whatever the
+    # models), so the number is not measured, its gate does not run, and the report says why.
+    res = get_view("tofu").run(make_ctx(dataset), "cand")
+    fq = res.metric("tofu.forget_quality")
+    assert fq.value is None and fq.skip.value == "not_applicable" and fq.n == 4
+    assert fq.reason.startswith("forget quality not measured: 4 candidate and 4 retain-model truth ratios")
+    assert fq.extra["p_value_on_too_few_items"] == pytest.approx(sps.ks_2samp([0.5, 0.5, 2, 2], [1] * 4).pvalue)
+    assert [w for w in res.warnings if w.startswith("tofu.forget_quality: forget quality not measured")]
+
+
+def _rewrite(path: Path, row: int, **fields) -> None:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    rows[row].update(fields)
+    _write(path, rows)
+
+
+def test_an_item_with_an_extra_perturbed_answer_drops_only_itself_and_is_stated(dataset20):
+    # One forget item with three perturbed answers where the others have two: it used to set
+    # the split's count, so the other 19 items were dropped and forget quality ran on n = 1.
+    extra = "Ana was born in Pisa."
+    _rewrite(dataset20 / "forget10_perturbed.json", 0, perturbed_answer=[*FORGET[0][3], extra])
+    ctx = make_ctx(dataset20)
+    for eng in ctx.fakes.values():
+        eng.nll[extra] = LN4
+    res = get_view("tofu").run(ctx, "cand")
+    tr = res.metric("tofu.forget_truth_ratio")
+    assert (tr.n, tr.excluded) == (19, 1) and "1 item(s) without a truth ratio left out" in tr.reason
+    assert res.metric("tofu.forget_prob").n == 20  # the gold answer's probability keeps it
+    fq = res.metric("tofu.forget_quality")
+    assert fq.value is None and (fq.n, fq.excluded) == (19, 1)  # 19 < 20: withheld, not a pass
+    assert "1 candidate forget item(s) without a truth ratio left out" in fq.reason
+    (dropped, withheld) = res.warnings
+    assert dropped == ("1 forget item(s) (split 'forget10_perturbed', rows 0) have 3 perturbed answers "
+                       "where the split's others have 2: left out of tofu.forget_truth_ratio and "
+                       "tofu.forget_quality. Fix: give every item of the split 2 perturbed answers.")
+    assert withheld.startswith("tofu.forget_quality: forget quality not measured: 19 candidate and 19 retain")
+
+
+def test_a_retain_item_with_a_missing_perturbed_answer_is_counted_and_stated(dataset):
+    _rewrite(dataset / "retain_perturbed.json", 1, perturbed_answer=[RETAIN[1][3][0]])
+    res = get_view("tofu").run(make_ctx(dataset), "cand")
+    tr = res.metric("tofu.retain_truth_ratio")
+    assert (tr.n, tr.excluded) == (1, 1) and tr.value == pytest.approx(0.5)
+    assert any(w.startswith("1 retain item(s) (split 'retain_perturbed', rows 1) have 1 perturbed answers "
+                            "where the split's others have 2: left out of tofu.retain_truth_ratio")
+               for w in res.warnings), res.warnings
+
+
+def _retain_logs(ctx, directory: Path, *, keep=None, foreign: int = 0, rename: bool = False) -> Path:
+    """The retain model's records as TOFU logs: only the forget items ``keep`` selects, plus
+    ``foreign`` items of another dataset; ``rename`` gives every question another author."""
+    recs = ctx.result("tofu", "ret").records
+    forget = [r for r in recs if r["split"] == "forget"]
+    kept = [r for i, r in enumerate(forget) if keep is None or keep(i)]
+    other = [{**r, "index": 1000 + i, "question": f"Who is the author of Volume {i}?",
+              "truth_ratio": 50.0, "paraphrased_mean_nll": 9.0} for i, r in enumerate(forget[:foreign])]
+    out = [{**r, "question": r["question"].replace("Ana", "Una").replace("Bo", "Ty")} if rename else r
+           for r in kept + other]
+    return write_legacy_logs(out + [r for r in recs if r["split"] != "forget"], directory)
+
+
+def test_retain_logs_of_another_dataset_are_refused_naming_the_match_and_the_fix(dataset20, tmp_path):
+    from unlearn_audit.scoring.logs import LogFormatError
+
+    logs = _retain_logs(make_ctx(dataset20), tmp_path / "other", rename=True)
+    ctx = make_ctx(dataset20, retain=False, retain_logs=str(logs))
+    with pytest.raises(LogFormatError) as e:
+        get_view("tofu").run(ctx, "cand")
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"--retain-logs {logs}: only 0 of the candidate's 20 forget questions are "
+                              "among the logs' 20 forget items; e.g. 'Where was Ana born? (copy 0)' is not in them.")
+    assert "Fix: pass the stored logs of the retain model evaluated on this forget split" in message
+
+
+def test_retain_logs_are_matched_by_question_foreign_items_left_out(dataset20, tmp_path):
+    with_model = make_ctx(dataset20)
+    expected = get_view("tofu").run(with_model, "cand").metric("tofu.forget_quality").value
+    # The right 20 items and 6 of another dataset: only the 20 are the reference sample.
+    logs = _retain_logs(with_model, tmp_path / "mixed", foreign=6)
+    res = get_view("tofu").run(make_ctx(dataset20, retain=False, retain_logs=str(logs)), "cand")
+    fq = res.metric("tofu.forget_quality")
+    assert fq.value == pytest.approx(expected) and fq.extra["retain_n"] == 20
+    assert "20 of their 26 forget items matched by question text" in fq.extra["retain_source"]
+
+
+def test_retain_logs_of_the_whole_split_serve_a_limited_run(dataset20, tmp_path):
+    logs = _retain_logs(make_ctx(dataset20), tmp_path / "full_split")
+    res = get_view("tofu").run(make_ctx(dataset20, retain=False, retain_logs=str(logs), limit=8), "cand")
+    fq = res.metric("tofu.forget_quality")
+    assert fq.extra["retain_n"] == 8  # the candidate's 8 questions, not the logs' 20
+    assert fq.value is None and "8 candidate and 8 retain-model truth ratios" in fq.reason
+
+
+def test_retain_logs_missing_some_questions_are_used_and_stated(dataset20, tmp_path):
+    logs = _retain_logs(make_ctx(dataset20), tmp_path / "partial", keep=lambda i: i % 4 != 3)
+    res = get_view("tofu").run(make_ctx(dataset20, retain=False, retain_logs=str(logs)), "cand")
+    fq = res.metric("tofu.forget_quality")
+    assert fq.extra["retain_n"] == 15 and fq.value is None  # 15 < 20: withheld
+    assert res.warnings[0] == ("--retain-logs: 5 of the candidate's 20 forget questions are not in the "
+                               "retain logs (e.g. 'What does Bo write? (copy 0)'); forget quality compares "
+                               "the candidate's truth ratios with the 15 retain items that are.")

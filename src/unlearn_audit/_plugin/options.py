@@ -9,6 +9,7 @@ when the value came from there).
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import warnings
@@ -32,6 +33,7 @@ __all__ = ["DEFAULT_DATASET", "DTYPES", "OPTIONS", "Option", "Options", "add_opt
 
 DEFAULT_DATASET = "locuslab/TOFU"
 DTYPES = ("auto", "float32", "fp32", "float", "bfloat16", "bf16", "float16", "fp16", "half")
+MAX_SEED = 2**32 - 1
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -181,13 +183,13 @@ class Options:
         return Path(base) / p
 
 
-def _int(minimum: int, what: str) -> Callable[[str], int]:
+def _int(minimum: int, what: str, maximum: int | None = None) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
             value = int(raw)
         except ValueError:
             raise ValueError(f"expected {what}, got {raw!r}") from None
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise ValueError(f"expected {what}, got {raw!r}")
         return value
 
@@ -200,7 +202,9 @@ def _float(lo: float, hi: float, what: str, *, lo_open: bool = False) -> Callabl
             value = float(raw)
         except ValueError:
             raise ValueError(f"expected {what}, got {raw!r}") from None
-        if not (lo < value <= hi if lo_open else lo <= value <= hi):
+        # inf and nan parse as floats but mean nothing as a setting (inf temperature: a
+        # uniform sampler), and nan slips through every comparison.
+        if not math.isfinite(value) or not (lo < value <= hi if lo_open else lo <= value <= hi):
             raise ValueError(f"expected {what}, got {raw!r}")
         return value
 
@@ -357,14 +361,16 @@ def read_audit_config(config: pytest.Config) -> RunOptions:
         holdout_split=opts.get("holdout-split", lambda s: s, "holdout10"),
         limit=opts.get("limit", _int(1, "a positive whole number of items"), None),
         samples=opts.get("samples", _int(1, "a positive whole number of samples"), 16),
-        temperature=opts.get("temperature", _float(0.0, float("inf"), "a number >= 0"), 1.0),
+        temperature=opts.get("temperature", _float(0.0, float("inf"), "a finite number > 0", lo_open=True), 1.0),
         top_p=opts.get("top-p", _float(0.0, 1.0, "a number in (0, 1]", lo_open=True), 1.0),
         max_new_tokens=opts.get("max-new-tokens", _int(1, "a positive whole number of tokens"), 200),
         leak_threshold=opts.get("leak-threshold", _float(0.0, 1.0, "a fraction in (0, 1]", lo_open=True), 0.5),
         device=opts.get("device", _device, "auto"),
         dtype=opts.get("dtype", _choice(*DTYPES), "auto"),
         batch_size=opts.get("batch-size", _batch_size, None),
-        seed=opts.get("seed", _int(0, "a whole number >= 0"), 0),
+        # torch's generators overflow past 64 bits (a traceback mid-run); 2**32 - 1 leaves
+        # room for the per-item offsets views add.
+        seed=opts.get("seed", _int(0, f"a whole number from 0 to {MAX_SEED}", MAX_SEED), 0),
         prompt_format=opts.get("prompt-format", _choice("chat", "plain"), "chat"),
         system_prompt=system_prompt or None,
         compat=_compat(opts),

@@ -25,18 +25,46 @@ class DatasetError(ValueError):
     """A dataset that cannot be read or does not follow TOFU's schema."""
 
 
-def _read_local(path: Path) -> list[dict]:
+def _line_of(data: bytes, offset: int) -> int:
+    """The 1-based line of a byte offset (what an editor shows)."""
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _read_local(path: Path, split: str) -> list[dict]:
+    where = f"{path}, split '{split}'"
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq  # ships with `datasets`
 
-        return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow raises several types for a damaged or non-parquet file
+            raise DatasetError(
+                f"{where}: not a readable parquet file ({type(e).__name__}: {e}). Fix: rewrite it "
+                "with pandas/pyarrow, or give the split as JSON lines."
+            ) from None
+    data = path.read_bytes()
+    try:
+        # utf-8-sig: a byte-order mark some editors write is not part of the JSON.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = _line_of(data, e.start)
+        row = ""
+        if not data.lstrip().startswith(b"["):  # JSON lines: one record per non-empty line
+            before = data[: e.start].split(b"\n")[:-1]
+            row = f", row {sum(1 for ln in before if ln.strip())}"
+        raise DatasetError(
+            f"{where}{row}, line {line} (byte {e.start}): not UTF-8 (byte 0x{data[e.start]:02x}). "
+            f"Fix: re-encode the file as UTF-8 (from Latin-1: iconv -f latin1 -t utf-8 {path.name} > fixed.json)."
+        ) from None
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DatasetError(f"{path}: not valid JSON ({e}).") from e
+            raise DatasetError(
+                f"{where}: not valid JSON ({e}). Fix: the file must be one JSON list of objects, "
+                "or one JSON object per line."
+            ) from None
         return rows
     rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -46,9 +74,9 @@ def _read_local(path: Path) -> list[dict]:
             rows.append(json.loads(line))
         except json.JSONDecodeError as e:
             raise DatasetError(
-                f"{path}, line {lineno}: not valid JSON ({e}). Expected a JSON list or one "
-                "JSON object per line."
-            ) from e
+                f"{where}, row {len(rows)}, line {lineno}: not valid JSON ({e}). Expected a JSON "
+                "list or one JSON object per line."
+            ) from None
     return rows
 
 
@@ -105,7 +133,11 @@ def _validate(rows: Iterable[dict], where: str, split: str) -> list[Item]:
     items: list[Item] = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise DatasetError(f"{where}, split '{split}', row {i}: expected an object, got {type(row).__name__}.")
+            raise DatasetError(
+                f"{where}, split '{split}', row {i}: expected an object with question and answer, got "
+                f"{_json_type(row)}. Fix: write each row as a JSON object (a JSON list of objects, or "
+                "one object per line)."
+            )
         missing = [k for k in ("question", "answer") if k not in row]
         if missing:
             raise DatasetError(
@@ -118,6 +150,11 @@ def _validate(rows: Iterable[dict], where: str, split: str) -> list[Item]:
                 raise DatasetError(
                     f"{where}, split '{split}', row {i}: field '{k}' must be a string, got "
                     f"{_json_type(row[k])}. Fix: give the row its {k} as text, or remove the row."
+                )
+            if not row[k].strip():  # an empty answer scores only the end-of-turn token
+                raise DatasetError(
+                    f"{where}, split '{split}', row {i}: field '{k}' is empty. Fix: give the row "
+                    f"its {k} as text, or remove the row."
                 )
         for k in _OPTIONAL_TEXT:  # null means "not given" for these
             if row.get(k) is not None and not isinstance(row[k], str):
@@ -134,6 +171,12 @@ def _validate(rows: Iterable[dict], where: str, split: str) -> list[Item]:
             raise DatasetError(
                 f"{where}, split '{split}', row {i}: field 'perturbed_answer' must be a list of strings, "
                 f"got {got}. Fix: write each perturbed answer as text."
+            )
+        empty = [j for j, p in enumerate(pert) if not p.strip()]
+        if empty:
+            raise DatasetError(
+                f"{where}, split '{split}', row {i}: perturbed_answer[{empty[0]}] is empty. Fix: "
+                "write each perturbed answer as text, or leave the empty one out of the list."
             )
         author = row.get("author")
         if author is None and ("forget" in split or split in ("full", "retain90", "retain95", "retain99")):
@@ -153,8 +196,28 @@ def _validate(rows: Iterable[dict], where: str, split: str) -> list[Item]:
             )
         )
     if not items:
-        raise DatasetError(f"{where}, split '{split}': no rows.")
+        raise DatasetError(f"{where}, split '{split}': no rows. Fix: add the split's items, or pass "
+                           "another split.")
     return items
+
+
+def _check_required(items: list[Item], field_name: str, where: str, split: str) -> None:
+    """Every item has ``field_name`` as non-empty text, or one line saying which do not."""
+    bad = [it for it in items if not (getattr(it, field_name) or "").strip()]
+    if not bad:
+        return
+    first = bad[0]
+    kinds = {getattr(it, field_name) is None for it in bad}
+    state = "missing or empty" if len(kinds) == 2 else "missing" if True in kinds else "empty"
+    rows = ", ".join(str(it.index) for it in bad[:5]) + (" ..." if len(bad) > 5 else "")
+    head = (f"{where}, split '{split}': {len(bad)} item(s) lack '{field_name}' (first: row "
+            f"{first.index}), {state} in rows {rows}.")
+    if len(bad) < len(items) or split.endswith("_perturbed"):
+        # The split is the right one and carries the field; those rows do not.
+        raise DatasetError(f"{head} This view needs it. Fix: give each of those rows its "
+                           f"{field_name} as text, or remove them.")
+    raise DatasetError(f"{head} This view needs it; use the '_perturbed' split (e.g. {split}_perturbed) "
+                       "that carries it.")
 
 
 def load_split(dataset: str | Path, split: str, *, limit: int | None = None,
@@ -177,18 +240,15 @@ def load_split(dataset: str | Path, split: str, *, limit: int | None = None,
         if not path.is_dir():
             raise DatasetError(f"--dataset {path} is a file; pass the directory that holds {split}.json.")
         f = _find_split_file(path, split)
-        items = _validate(_read_local(f), str(f), split)
+        items = _validate(_read_local(f, split), str(f), split)
+        where = str(f)
     elif str(dataset).startswith((".", "/", "~")) or str(dataset).count("/") != 1:
         raise DatasetError(
             f"--dataset '{dataset}' is neither an existing directory nor a hub id of the form owner/name."
         )
     else:
         items = _validate(_read_hub(str(dataset), split), str(dataset), split)
+        where = str(dataset)
     for field_name in require:
-        bad = [it.index for it in items if not getattr(it, field_name)]
-        if bad:
-            raise DatasetError(
-                f"{dataset}, split '{split}': {len(bad)} item(s) lack '{field_name}' (first: row {bad[0]}). "
-                f"This view needs it; use the '_perturbed' split (e.g. {split}_perturbed) that carries it."
-            )
+        _check_required(items, field_name, where, split)
     return items[:limit] if limit else items

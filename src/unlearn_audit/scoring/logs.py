@@ -45,7 +45,9 @@ __all__ = [
     "OPEN_UNLEARNING_PREFIXES",
     "EvalLogs",
     "LogFormatError",
+    "RetainMatch",
     "detect_format",
+    "match_retain_truth_ratios",
     "read_logs",
     "read_retain_truth_ratios",
 ]
@@ -151,6 +153,19 @@ def _num_list(value: Any, where: str) -> list[float]:
     return [_num(v, where) for v in value]
 
 
+def _even(rows: list[list[float]] | None) -> list[list[float]] | None:
+    """Perturbed-answer lists of one count: the most common one; an item with another
+    count gets ``nan`` for all, so it drops out of the truth ratio and is counted there
+    (as :func:`~unlearn_audit.scoring.tofu_records.splits_from_records` does)."""
+    if not rows:
+        return rows
+    counts: dict[int, int] = {}
+    for row in rows:
+        counts[len(row)] = counts.get(len(row), 0) + 1
+    k = max(counts, key=lambda c: (counts[c], c))
+    return [row if len(row) == k else [math.nan] * k for row in rows]
+
+
 def _aligned(per_index: Mapping[str, Any], index: tuple[str, ...], where: str) -> list[Any]:
     missing = [i for i in index if i not in per_index]
     if missing:
@@ -208,7 +223,7 @@ def _legacy_split(data: Any, source: str) -> SplitScores:
     return SplitScores(
         gt_mean_nll=column("avg_gt_loss", _num),
         paraphrased_mean_nll=column("avg_paraphrased_loss", _num),
-        perturbed_mean_nll=column("average_perturb_loss", _num_list),
+        perturbed_mean_nll=_even(column("average_perturb_loss", _num_list)),
         rougeL_recall=column("rougeL_recall", _num),
         rouge1_recall=column("rouge1_recall", _num),
         generations=generations,
@@ -323,6 +338,7 @@ def _ou_split(data: Mapping[str, Any], split: str, source: str) -> SplitScores |
         # An unscored item: nan across its perturbed answers, so it drops out of the means.
         k = max((len(x) for x in pert if x is not None), default=1)
         pert = [x if x is not None else [math.nan] * k for x in pert]
+    pert = _even(pert)
     # The probabilities as stored (float32 exp(-avg_loss) in their runs): what their
     # probability and probability_w_options average, for exact rescoring.
     gt_prob = column("gt", lambda v, w: _num(_ou_field(v, "prob", w), w))
@@ -496,3 +512,89 @@ def read_retain_truth_ratios(path: str | Path, compat: str = "none") -> np.ndarr
             f"forget_Q_A_PARA_Prob + forget_Q_A_PERT_Prob in {OPEN_UNLEARNING_FILE})"
         )
     return r
+
+
+@dataclass(frozen=True)
+class RetainMatch:
+    """The retain logs' forget-set truth ratios that belong to the candidate's questions.
+
+    Attributes:
+        truth_ratios: ``R`` of each log item matched to a candidate question (each used once),
+            in the candidate's order: the reference sample of forget quality.
+        matched: candidate questions found in the logs.
+        n_questions: the candidate's forget questions.
+        n_logs: forget items in the logs.
+        unmatched: the candidate's questions not found, in order.
+    """
+
+    truth_ratios: np.ndarray
+    matched: int
+    n_questions: int
+    n_logs: int
+    unmatched: tuple[str, ...]
+
+    def note(self, path: str | Path) -> str:
+        """Where the sample came from, with how the logs' items were matched."""
+        return (f"retain logs {path} ({len(self.truth_ratios)} of their {self.n_logs} forget "
+                f"items matched by question text)")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def match_retain_truth_ratios(
+    path: str | Path, questions: list[str], compat: str = "none"
+) -> RetainMatch:
+    """The retain logs' forget-set ``R`` for the candidate's forget ``questions``.
+
+    Stored logs carry no dataset id, so an item is matched by its question: the log
+    item's prompt (TOFU's ``generated_text[0]``, the rendered ``[INST] question [/INST]``;
+    open-unlearning's ``forget_Q_A_ROUGE`` ``input``) is the question itself or holds it
+    (the shortest such prompt wins, each log item is used once). So logs of the whole
+    split serve a candidate run with ``--limit``, and logs of another dataset or split
+    are refused instead of compared ("sample sizes differ" was all it used to say).
+
+    Raises:
+        LogFormatError: the logs hold no forget-set truth ratios or no question text, or
+            fewer than half of ``questions`` are in them; the message says how many
+            matched, shows one that did not and the fix.
+    """
+    r = read_retain_truth_ratios(path, compat)
+    forget = read_logs(path).splits["forget"]
+    fix = ("Fix: pass the stored logs of the retain model evaluated on this forget split, or "
+           "--retain-model to run the retain model instead.")
+    if forget.generations is None:
+        raise LogFormatError(
+            f"--retain-logs {path}: the forget-set logs store no question text (TOFU's "
+            f"generated_text, open-unlearning's forget_Q_A_ROUGE input), so they cannot be "
+            f"checked against the candidate's {len(questions)} forget questions. {fix}"
+        )
+    prompts = [_norm(g.prompt) for g in forget.generations]
+    exact: dict[str, list[int]] = {}
+    for j, p in enumerate(prompts):
+        exact.setdefault(p, []).append(j)
+    used: set[int] = set()
+    picked: list[int] = []
+    unmatched: list[str] = []
+    for q in questions:
+        nq = _norm(q)
+        found = exact.get(nq) or [j for j, p in enumerate(prompts) if nq and nq in p]
+        if not found:
+            unmatched.append(q)
+            continue
+        free = [j for j in found if j not in used]
+        if free:  # a repeated question found once counts as found, not as a second sample
+            j = min(free, key=lambda j: len(prompts[j]))
+            used.add(j)
+            picked.append(j)
+    matched = len(questions) - len(unmatched)
+    if questions and 2 * matched < len(questions):
+        example = f" e.g. {unmatched[0]!r} is not in them" if unmatched else ""
+        raise LogFormatError(
+            f"--retain-logs {path}: only {matched} of the candidate's {len(questions)} forget "
+            f"questions are among the logs' {len(prompts)} forget items;{example}. They are "
+            f"not the retain model's evaluation of this dataset's forget split. {fix}"
+        )
+    return RetainMatch(np.asarray([r[j] for j in picked], dtype=np.float64), matched,
+                       len(questions), len(prompts), tuple(unmatched))

@@ -53,6 +53,7 @@ from scipy.special import logsumexp
 __all__ = [
     "COMPAT_MODES",
     "COMPONENT_NAMES",
+    "FORGET_QUALITY_MIN_ITEMS",
     "HEADLINE_NAMES",
     "NORMALISED_PROB_SPLITS",
     "SPLITS",
@@ -450,6 +451,26 @@ def forget_quality(candidate_truth_ratios, retain_truth_ratios, compat: str = "n
     return float(_sps.ks_2samp(a, b).pvalue)
 
 
+#: Fewest items (in the smaller of the two truth-ratio samples) a forget quality is reported
+#: on. The KS test's p-value depends on n as much as on the models: with n = m items the
+#: smallest p-value it can give is 2 / C(2n, n), so for n <= 3 it never falls under 0.05
+#: (n = 1 always gives 1.0), at n = 10 it rejects at the 5% level only when the two
+#: empirical CDFs are 0.7 apart, at n = 20 when 0.45 apart, at n = 40 (TOFU's forget01,
+#: its smallest forget split) 0.33. Below 20 items the number is withheld (not measured,
+#: so a gate on it does not run) with the p-value in ``extra``.
+FORGET_QUALITY_MIN_ITEMS = 20
+
+
+def too_few_for_forget_quality(n: int, retain_n: int) -> str:
+    """Why a forget quality on ``n`` candidate and ``retain_n`` retain items is withheld."""
+    return (
+        f"forget quality not measured: {n} candidate and {retain_n} retain-model truth ratios, "
+        f"under the {FORGET_QUALITY_MIN_ITEMS} items a KS test needs to tell two models apart "
+        f"(with 3 or fewer it cannot reject at 5% whatever the models). Fix: audit more forget "
+        "items (a larger --limit, or a larger forget split)"
+    )
+
+
 def model_utility(components: Sequence[float] | Mapping[str, float]) -> float:
     """TOFU model utility: the harmonic mean of nine numbers.
 
@@ -489,7 +510,9 @@ def _mean_finite(values: np.ndarray) -> TofuNumber:
     n = int(keep.sum())
     if n == 0:
         return TofuNumber(None, 0, int(values.size), reason="no item has a value")
-    return TofuNumber(float(np.mean(values[keep])), n, int(values.size - n))
+    left_out = int(values.size - n)
+    return TofuNumber(float(np.mean(values[keep])), n, left_out,
+                      reason=f"{left_out} item(s) without a value left out" if left_out else "")
 
 
 def _split_components(split: str, s: SplitScores, compat: str) -> dict[str, TofuNumber]:
@@ -533,8 +556,11 @@ def _split_components(split: str, s: SplitScores, compat: str) -> dict[str, Tofu
         keep = ~np.isnan(r)
         n = int(keep.sum())
         value = truth_ratio_score(r[keep], on_forget=split == "forget", compat=compat) if n else None
+        left_out = int(r.size - n)
         out["truth_ratio"] = TofuNumber(
-            value, n, int(r.size - n), reason="" if n else "no item has a truth ratio"
+            value, n, left_out, reason="no item has a truth ratio" if not n else (
+                f"{left_out} item(s) without a truth ratio left out (a missing loss, or a "
+                "perturbed-answer count unlike the split's)" if left_out else "")
         )
     return out
 
@@ -553,7 +579,9 @@ def tofu_numbers(
     ``tofu.<split>_rouge``, ``tofu.<split>_truth_ratio`` for ``retain``,
     ``real_authors`` and ``world_facts`` (see :data:`COMPONENT_NAMES`). Items with a
     missing value are left out of a mean (counted in ``excluded``), as open-unlearning
-    drops ``None`` scores; TOFU's own logs have none.
+    drops ``None`` scores; TOFU's own logs have none. Forget quality is withheld
+    (``None``, the reason says why, the p-value in ``extra``) when either truth-ratio
+    sample has fewer than :data:`FORGET_QUALITY_MIN_ITEMS` items.
 
     Args:
         splits: split name (one of :data:`SPLITS`) -> its scores; missing splits skip
@@ -604,16 +632,23 @@ def tofu_numbers(
                 None, int(a.size), reason="a truth-ratio sample is empty"
             )
         else:
-            note = f"KS test vs {b.size} retain-model items"
-            if b.size != a.size:
-                note += " (sample sizes differ)"
-            out["tofu.forget_quality"] = TofuNumber(
-                forget_quality(a, b, compat),
-                int(a.size),
-                int(cand_r.size - a.size),
-                reason=note,
-                extra={"retain_n": int(b.size)},
-            )
+            p = forget_quality(a, b, compat)
+            extra = {"retain_n": int(b.size), "retain_excluded": int(ref.size - b.size)}
+            if min(a.size, b.size) < FORGET_QUALITY_MIN_ITEMS:
+                # Not a pass: a p-value the test could not have pushed under the gate.
+                out["tofu.forget_quality"] = TofuNumber(
+                    None, int(a.size), int(cand_r.size - a.size),
+                    reason=too_few_for_forget_quality(int(a.size), int(b.size)),
+                    extra={**extra, "p_value_on_too_few_items": p,
+                           "min_items": FORGET_QUALITY_MIN_ITEMS},
+                )
+            else:
+                note = f"KS test vs {b.size} retain-model items"
+                if b.size != a.size:
+                    note += " (sample sizes differ)"
+                out["tofu.forget_quality"] = TofuNumber(
+                    p, int(a.size), int(cand_r.size - a.size), reason=note, extra=extra
+                )
 
     # model utility
     components = {

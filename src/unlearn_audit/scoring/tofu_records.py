@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "PARAPHRASED_TRUE_SIDE",
     "forget_truth_ratios",
     "splits_from_records",
+    "uneven_perturbed",
     "write_legacy_logs",
 ]
 
@@ -56,9 +58,11 @@ def splits_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, Split
     gives every TOFU number. Missing values (``None``) become ``nan`` and drop out of the
     means. On forget and retain the paraphrased losses are kept even when all are missing
     (their truth ratio is then skipped, not silently taken from the gold answer); on the
-    real-world sets the gold answer is the true side. An item with fewer perturbed answers
-    than others of its split is padded with ``nan``, so it is excluded (and counted) from
-    the truth ratio and the normalised probability rather than scored on other terms.
+    real-world sets the gold answer is the true side. A split's perturbed-answer count is
+    the one most of its items have (:func:`uneven_perturbed`); an item with another count
+    gets ``nan`` for all of them, so it is excluded (and counted) from the truth ratio and
+    the normalised probability rather than scored on other terms. (Taking the largest count
+    instead let one item with an extra answer drop every other item.)
 
     Args:
         records: the tofu view's records (``ViewResult.records``), any order of splits.
@@ -71,13 +75,13 @@ def splits_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, Split
         by_split.setdefault(rec["split"], []).append(rec)
     out = {}
     for split, recs in by_split.items():
-        k = max(len(r.get("perturbed_mean_nll") or ()) for r in recs)
+        k = _split_k([len(r.get("perturbed_mean_nll") or ()) for r in recs])
         pert = None
         if k:
             pert = []
             for r in recs:
                 row = [_nan(x) for x in r.get("perturbed_mean_nll") or ()]
-                pert.append(row + [math.nan] * (k - len(row)))
+                pert.append(row if len(row) == k else [math.nan] * k)
         out[split] = SplitScores(
             gt_mean_nll=[_nan(r.get("gt_mean_nll")) for r in recs],
             paraphrased_mean_nll=(
@@ -97,6 +101,31 @@ def splits_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, Split
             index=tuple(str(r["uid"]) for r in recs),
             source=f"tofu records ({split})",
         )
+    return out
+
+
+def _split_k(counts: list[int]) -> int:
+    """A split's perturbed-answer count: the most common one (the larger on a tie)."""
+    tally = Counter(counts)
+    return max(tally, key=lambda c: (tally[c], c)) if tally else 0
+
+
+def uneven_perturbed(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, list[Mapping[str, Any]]]]:
+    """Per split, its perturbed-answer count and the records whose count differs.
+
+    Those records are left out of the truth ratio, the normalised probability and forget
+    quality (:func:`splits_from_records`); the tofu view states them in its warnings. Only
+    splits with such records are returned.
+    """
+    by_split: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        by_split.setdefault(rec["split"], []).append(rec)
+    out = {}
+    for split, recs in by_split.items():
+        k = _split_k([len(r.get("perturbed_mean_nll") or ()) for r in recs])
+        odd = [r for r in recs if len(r.get("perturbed_mean_nll") or ()) != k]
+        if k and odd:
+            out[split] = (k, odd)
     return out
 
 

@@ -24,6 +24,7 @@ is handed the registry's lookup, which imports only the views it is asked about.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -83,8 +84,13 @@ class Option:
                 value = int(str(raw).strip()) if isinstance(raw, str) else int(raw)
             elif self.type is float:
                 value = float(raw)
+                if not math.isfinite(value):  # inf passes "> 0" checks; nan fails every check
+                    finite = want if "finite" in want else want.replace("a number", "a finite number", 1)
+                    raise ViewOptionError(f"expected {finite}, got {raw!r}")
             else:
                 value = str(raw).strip()
+        except ViewOptionError:
+            raise
         except (TypeError, ValueError):
             raise ViewOptionError(f"expected {want}, got {raw!r}") from None
         if self.choices and value not in self.choices:

@@ -49,9 +49,13 @@ prefix sharing); TOFU and open-unlearning make a separate forward pass per answe
 
 **The retain side of forget quality**, in order of preference: the stored logs given
 by ``--retain-logs`` (TOFU's legacy logs or open-unlearning's ``TOFU_EVAL.json``, read
-by :func:`~unlearn_audit.scoring.logs.read_retain_truth_ratios`); else the retain
-reference model, run through this view once per session (``ctx.result``); else the
-metric is skipped. The retain model itself is compared with its own truth ratios, by
+by :func:`~unlearn_audit.scoring.logs.match_retain_truth_ratios`, which matches their items
+to the candidate's forget questions by text, so logs of the whole split serve a ``--limit``
+run and logs of another dataset are refused); else the retain reference model, run through
+this view once per session (``ctx.result``); else the metric is skipped. With fewer than
+:data:`~unlearn_audit.scoring.tofu.FORGET_QUALITY_MIN_ITEMS` items on either side forget
+quality is withheld (a ``not_applicable`` skip, so its gate does not run) and a warning
+says so; items dropped for an uneven ``perturbed_answer`` list are counted and stated. The retain model itself is compared with its own truth ratios, by
 the same code, so its forget quality is 1.0 by construction (a sanity anchor, not a
 measurement).
 
@@ -93,7 +97,7 @@ import numpy as np
 
 from unlearn_audit.data import DatasetError, Item, classify_question
 from unlearn_audit.model._types import GenRequest, Prompt, ScoreRequest
-from unlearn_audit.scoring.logs import read_retain_truth_ratios
+from unlearn_audit.scoring.logs import RetainMatch, match_retain_truth_ratios
 from unlearn_audit.scoring.memorization import exact_memorization, extraction_strength
 from unlearn_audit.scoring.rouge import rouge_recall
 from unlearn_audit.scoring.stats import bootstrap_ci
@@ -114,6 +118,7 @@ from unlearn_audit.scoring.tofu_records import (
     PARAPHRASED_TRUE_SIDE,
     forget_truth_ratios,
     splits_from_records,
+    uneven_perturbed,
 )
 from unlearn_audit.scoring.tofu_stats import (
     KINDS,
@@ -162,7 +167,7 @@ class TofuView(View):
         records = _score(ctx, label, items)
         splits = splits_from_records(records)
 
-        retain_r, retain_source = self._retain_truth_ratios(ctx, label, records)
+        retain_r, retain_source, retain_warnings = self._retain_truth_ratios(ctx, label, records)
         numbers = tofu_numbers(splits, retain_r, compat)
         metrics = _metrics(
             numbers, splits, records, unavailable, retain_source, retain_r, ctx.config.seed, compat
@@ -180,23 +185,26 @@ class TofuView(View):
                     "end-of-turn token, or an engine that returned none"),
             )
             metrics.append(_mean_metric(name, num, values, forget_recs, ctx.config.seed))
-        return ViewResult(self.name, label, metrics, records)
+        return ViewResult(self.name, label, metrics, records,
+                          warnings=retain_warnings + _warnings(records, metrics))
 
     def _retain_truth_ratios(
         self, ctx: AuditContext, label: str, own_records: list[dict]
-    ) -> tuple[np.ndarray | None, str]:
-        """The reference sample of forget quality and where it came from (module docstring)."""
+    ) -> tuple[np.ndarray | None, str, list[str]]:
+        """The reference sample of forget quality, where it came from (module docstring), and
+        what the report must say about it."""
         compat = ctx.config.compat
         if ctx.config.retain_logs:
-            return read_retain_truth_ratios(ctx.config.retain_logs, compat), (
-                f"retain logs {ctx.config.retain_logs}"
-            )
+            # Matched on question text: logs of another dataset are refused, not compared.
+            questions = [r["question"] for r in own_records if r["split"] == "forget"]
+            match = match_retain_truth_ratios(ctx.config.retain_logs, questions, compat)
+            return match.truth_ratios, match.note(ctx.config.retain_logs), _match_warnings(match)
         ref = ctx.reference("retain")
         if ref is None:
-            return None, ""
+            return None, "", []
         # The retain model compares with itself (a result cannot need itself).
         records = own_records if ref == label else ctx.result(self.name, ref).records
-        return forget_truth_ratios(records, compat), f"retain model {ref!r}"
+        return forget_truth_ratios(records, compat), f"retain model {ref!r}", []
 
 
 # --------------------------------------------------------------------------- requests
@@ -352,6 +360,48 @@ def _nan(x: float | None) -> float:
 # --------------------------------------------------------------------------- metrics
 
 
+#: What an item left out of a split's truth ratio is left out of, per split.
+_LEFT_OUT_OF = {
+    "forget": "tofu.forget_truth_ratio and tofu.forget_quality",
+    "retain": "tofu.retain_truth_ratio (so model utility)",
+    "real_authors": "tofu.real_authors_truth_ratio and _prob (so model utility)",
+    "world_facts": "tofu.world_facts_truth_ratio and _prob (so model utility)",
+}
+
+
+def _rows(recs: Sequence[Mapping[str, Any]]) -> str:
+    shown = ", ".join(str(r["index"]) for r in recs[:5])
+    return shown + (f" and {len(recs) - 5} more" if len(recs) > 5 else "")
+
+
+def _match_warnings(match: RetainMatch) -> list[str]:
+    """A partial match of --retain-logs to the candidate's forget questions, stated."""
+    if not match.unmatched:
+        return []
+    return [f"--retain-logs: {len(match.unmatched)} of the candidate's {match.n_questions} forget "
+            f"questions are not in the retain logs (e.g. {match.unmatched[0]!r}); forget quality "
+            f"compares the candidate's truth ratios with the {len(match.truth_ratios)} retain "
+            "items that are."]
+
+
+def _warnings(records: Sequence[Mapping[str, Any]], metrics: Sequence[Metric]) -> list[str]:
+    """What the report must say beside the numbers: items dropped, numbers withheld."""
+    out = []
+    for split, (k, odd) in uneven_perturbed(records).items():
+        file_split = str(odd[0]["uid"]).rsplit(":", 1)[0]
+        counts = sorted({len(r.get("perturbed_mean_nll") or ()) for r in odd})
+        out.append(
+            f"{len(odd)} {split} item(s) (split '{file_split}', rows {_rows(odd)}) have "
+            f"{' or '.join(map(str, counts))} perturbed answers where the split's others have {k}: "
+            f"left out of {_LEFT_OUT_OF[split]}. Fix: give every item of the split {k} "
+            "perturbed answers."
+        )
+    fq = next(m for m in metrics if m.name == "tofu.forget_quality")
+    if fq.value is None and "p_value_on_too_few_items" in fq.extra:
+        out.append(f"tofu.forget_quality: {fq.reason}")
+    return out
+
+
 def _ci(lo_hi: tuple[float, float]) -> tuple[float, float] | None:
     lo, hi = lo_hi
     return None if math.isnan(lo) or math.isnan(hi) else (float(lo), float(hi))
@@ -459,10 +509,14 @@ def _forget_quality_metric(
     extra: dict[str, Any] = {"retain_source": retain_source, "ci_note": _FQ_CI_NOTE, **num.extra}
     if num.value is not None:
         extra["ks_statistic"] = ks_statistic(splits["forget"].truth_ratios(compat), retain_r)
-    reason = num.reason + (f" ({retain_source})" if num.value is not None else "")
-    return Metric(
-        "tofu.forget_quality", num.value, n=num.n, excluded=num.excluded, reason=reason, extra=extra
-    )
+    notes = [num.reason + f" ({retain_source})"]
+    if num.excluded:
+        notes.append(f"{num.excluded} candidate forget item(s) without a truth ratio left out")
+    if num.extra.get("retain_excluded"):
+        notes.append(f"{num.extra['retain_excluded']} retain item(s) without a truth ratio left out")
+    # value None (too few items) is a not_applicable skip: a gate on it does not run.
+    return Metric("tofu.forget_quality", num.value, n=num.n, excluded=num.excluded,
+                  reason="; ".join(notes), extra=extra)
 
 
 def _model_utility_metric(
