@@ -178,11 +178,20 @@ class AuditContext:
     def engine_notes(self, label: str) -> dict[str, int]:
         """What the engine of ``label`` did to inputs that the report must state; never
         loads a model. ``{"truncated": n, "max_positions": m}`` when ``n`` scored sequences
-        were cut to the model's context (see ``Engine._fit_context``), else ``{}``."""
+        were cut to the model's context (see ``Engine._fit_context``), plus
+        ``"prompts_too_long": k`` when ``k`` generation requests had a prompt that left no
+        room for one new token (never run; their items are excluded); else ``{}``."""
         engine = self._engines.get(label)
-        if engine is None or not engine.truncated:
+        if engine is None:
             return {}
-        return {"truncated": len(engine.truncated), "max_positions": engine.max_positions or 0}
+        truncated = len(getattr(engine, "truncated", None) or ())
+        too_long = len(getattr(engine, "prompts_too_long", None) or ())
+        if not truncated and not too_long:
+            return {}
+        notes = {"truncated": truncated, "max_positions": engine.max_positions or 0}
+        if too_long:  # absent otherwise: reports of runs without it keep their notes
+            notes["prompts_too_long"] = too_long
+        return notes
 
     def fingerprint(self, label: str) -> str:
         if label in self._engines:

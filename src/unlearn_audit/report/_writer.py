@@ -596,6 +596,22 @@ def render_markdown(
                 "to max_length; the answer tokens past the limit are not scored."
             )
         lines.append("")
+    # Generation prompts with no room for a new token (context.engine_notes): never run.
+    too_long: dict[str, tuple[int, int]] = {}
+    for o in run.sorted_outcomes():
+        k = int((o.engine or {}).get("prompts_too_long", 0))
+        if k > too_long.get(o.model, (0, 0))[0]:
+            too_long[o.model] = (k, int(o.engine.get("max_positions", 0)))
+    if too_long:
+        if not truncated:
+            lines += ["## Inputs longer than the model's context", ""]
+        for model, (k, positions) in too_long.items():
+            lines.append(
+                f"- {model}: {k} generation prompt(s) left no room for a new token in its context "
+                f"({positions} positions), so nothing was generated for them; their items are "
+                "excluded from the leak rates (counted in excluded), not counted as not leaking."
+            )
+        lines.append("")
     not_run = run.not_run()
     if not_run:
         lines += ["## Not run", "", f"These (view, model) pairs have no numbers: {run.not_run_reason()}.", ""]
