@@ -193,6 +193,51 @@ class AuditContext:
             notes["prompts_too_long"] = too_long
         return notes
 
+    def tokenizer_hash(self, label: str) -> str | None:
+        """The tokenizer hash of ``label``'s backend (``Backend.tokenizer_hash``); ``None``
+        when the backend has none. Loads the model only when this process has not (a
+        reference whose results another pytest-xdist worker computed)."""
+        engine = self._engines.get(label)
+        if engine is None:
+            self._build_engine(label)
+            engine = self._engines[label]
+        value = getattr(engine, "tokenizer_hash", None)
+        return str(value) if value else None
+
+    def reference_warnings(self, label: str, needs) -> list[str]:
+        """Warnings for a result of ``label`` that reads the results ``needs`` (``(view,
+        model)`` pairs, a view's ``requires``): one per other model whose tokenizer differs.
+
+        Reference comparisons (forget quality's truth-ratio KS against retain, likelihood
+        against full, format_shift against base, privacy against retain) pair this model's
+        numbers with the reference's item by item. Token-level ones (log-probabilities,
+        truth ratios, Min-K%) then count different tokens, and a different chat template
+        shows the two models different prompts: the numbers are still computed, and the
+        reader is told.
+        """
+        if not needs:
+            return []
+        out: list[str] = []
+        for other in sorted({m for _, m in needs if m != label}):
+            try:
+                mine, theirs = self.tokenizer_hash(label), self.tokenizer_hash(other)
+            except Exception as e:  # the comparison's own failure is stated, never fatal
+                out.append(f"could not compare the tokenizers of {label} and {other} "
+                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).")
+                continue
+            if mine is None or theirs is None or mine == theirs:
+                continue
+            role = self.models[other].role if other in self.models else "reference"
+            out.append(
+                f"{label}'s tokenizer differs from that of {other} (the {role} model this view "
+                "compares against): vocabulary, merges, special tokens or chat template. "
+                "Token-level comparisons between them (log-probabilities, truth ratios, "
+                "per-token statistics) count different tokens, and the prompts may differ, "
+                "so they are not like for like. Fix: audit a candidate saved with its "
+                "references' tokenizer, or compare against references that share its tokenizer."
+            )
+        return out
+
     def fingerprint(self, label: str) -> str:
         if label in self._engines:
             return self._engines[label].fingerprint
