@@ -134,3 +134,47 @@ def test_the_report_states_how_many_prompts_did_not_fit(tmp_path):
     assert "## Inputs longer than the model's context" in md
     assert (f"- npo: {too_long} generation prompt(s) left no room for a new token in its context "
             f"({limit} positions), so nothing was generated for them") in md
+
+
+def test_answers_capped_by_the_context_are_counted(tiny, tmp_path, monkeypatch):
+    n_short = len(_engine(tiny, None).fmt.encode_prompt(SHORT))
+    monkeypatch.setattr(tiny.model.config, "max_position_embeddings", n_short + 5)
+    engine = _engine(tiny, tmp_path)
+    engine.generate([GenRequest(SHORT, max_new_tokens=5), GenRequest(SHORT, max_new_tokens=8)])
+    assert list(engine.answers_capped.values()) == [5]  # only the one asking for more than fits
+    warm = _engine(tiny, tmp_path)
+    warm.generate([GenRequest(SHORT, max_new_tokens=8)])
+    assert warm.stats["gen_rows"] == 0 and list(warm.answers_capped.values()) == [5]
+
+
+def test_the_report_states_answers_capped_by_the_context(tmp_path, monkeypatch):
+    from unlearn_audit.report import AuditSession, PlannedModel
+
+    (tmp_path / "gates.yaml").write_text("gates: []\n")
+    ctx = _context(tmp_path)
+    monkeypatch.setattr(ctx, "engine_notes", lambda label: {"truncated": 0, "max_positions": 64, "answers_capped": 3})
+    session = AuditSession(ctx.config, tiny_world=False,
+                           plan=lambda: [PlannedModel("npo", "candidate", "mock:npo")],
+                           context_factory=lambda: ctx, reference_dir=tmp_path,
+                           gates_path=tmp_path / "gates.yaml", root=tmp_path)
+    session.collect(session.measure("novel_recall", "npo").outcome.to_payload())
+    md = session.finish()["report.md"].read_text()
+    assert ("- npo: 3 generation prompt(s) left fewer positions in its context (64) than max_new_tokens; "
+            "their answers stop at the context") in md
+
+
+def test_compat_generation_without_any_eos_is_one_line_saying_so(tiny, monkeypatch):
+    from unlearn_audit.model import Engine, make_format
+
+    fmt = make_format(tiny.tokenizer, kind="chat", compat="open-unlearning")
+    engine = Engine(tiny, fmt, progress=False)
+    for cfg in (tiny.model.generation_config, tiny.model.config):
+        monkeypatch.setattr(cfg, "eos_token_id", None)
+    eos = tiny.tokenizer.eos_token
+    tiny.tokenizer.eos_token = None
+    try:
+        with pytest.raises(ValueError) as e:
+            engine.generate([GenRequest(SHORT, max_new_tokens=4)])
+    finally:
+        tiny.tokenizer.eos_token = eos
+    assert "\n" not in str(e.value) and "eos_token_id" in str(e.value) and "Fix:" in str(e.value)

@@ -180,17 +180,23 @@ class AuditContext:
         loads a model. ``{"truncated": n, "max_positions": m}`` when ``n`` scored sequences
         were cut to the model's context (see ``Engine._fit_context``), plus
         ``"prompts_too_long": k`` when ``k`` generation requests had a prompt that left no
-        room for one new token (never run; their items are excluded); else ``{}``."""
+        room for one new token (never run; their items are excluded), and
+        ``"answers_capped": c`` when ``c`` had fewer positions left than max_new_tokens
+        (their answers may stop at the context); else ``{}``."""
         engine = self._engines.get(label)
         if engine is None:
             return {}
         truncated = len(getattr(engine, "truncated", None) or ())
         too_long = len(getattr(engine, "prompts_too_long", None) or ())
-        if not truncated and not too_long:
+        capped = len(getattr(engine, "answers_capped", None) or ())
+        if not truncated and not too_long and not capped:
             return {}
         notes = {"truncated": truncated, "max_positions": engine.max_positions or 0}
-        if too_long:  # absent otherwise: reports of runs without it keep their notes
+        # Each only when non-zero: reports of runs without them keep their notes.
+        if too_long:
             notes["prompts_too_long"] = too_long
+        if capped:
+            notes["answers_capped"] = capped
         return notes
 
     def tokenizer_hash(self, label: str) -> str | None:

@@ -168,6 +168,8 @@ class Engine:
         self.truncated: dict[str, tuple[int, int]] = {}
         # Generation requests whose prompt did not fit the context (key -> prompt tokens).
         self.prompts_too_long: dict[str, int] = {}
+        # ... and those whose prompt left fewer than max_new_tokens positions (key -> room).
+        self.answers_capped: dict[str, int] = {}
         self._tokenizer_hash: str | None = None
         # Counters for tests and benchmarks: work done, and prompt tokens not recomputed.
         self.stats = {
@@ -498,6 +500,9 @@ class Engine:
             if limit is not None and len(encoded(r.prompt)) + 1 > limit:
                 self.prompts_too_long[k] = len(encoded(r.prompt))
                 results[k] = [NotGenerated(PROMPT_TOO_LONG) for _ in range(r.n)]
+            elif limit is not None and len(encoded(r.prompt)) + r.max_new_tokens > limit:
+                # Its answer may stop at the context, short of max_new_tokens: stated too.
+                self.answers_capped[k] = limit - len(encoded(r.prompt))
         results.update(self._cache.get_many([k for k in keys if k not in results]))
         todo: dict[str, GenRequest] = {}
         for k, r in zip(keys, requests, strict=True):
@@ -608,6 +613,13 @@ class Engine:
             eos = getattr(cfg, "eos_token_id", None)
             if eos is not None:
                 return [int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos])]
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(
+                f"{self.loaded.spec.label}: --compat open-unlearning stops generation on the "
+                "checkpoint's EOS, but neither generation_config.json, config.json nor the "
+                "tokenizer names one, so every answer would run to max_new_tokens. Fix: set "
+                "eos_token_id in generation_config.json, or audit without --compat open-unlearning."
+            )
         return [int(self.tokenizer.eos_token_id)]
 
     # --- hidden states ----------------------------------------------------------------------
