@@ -711,3 +711,20 @@ def test_mock_backend_satisfies_the_backend_contract():
     from unlearn_audit.model.mock import MockBackend, MockModel
 
     assert isinstance(MockBackend("m", MockModel()), Backend)
+
+
+@pytest.mark.parametrize("view, reference", [("tofu", "retain"), ("likelihood", "full"), ("format_shift", "base")])
+def test_the_comparing_views_warn_on_a_reference_with_another_tokenizer(view, reference):
+    from _data import REPO
+    from unlearn_audit.context import AuditConfig
+    from unlearn_audit.model.mock import MockModel, knowing, mock_context
+
+    cfg = AuditConfig(dataset=str(REPO / "fixtures" / "tiny_world"), limit=4, progress=False)
+    items = mock_context(cfg, {"npo": MockModel()}).forget_items()
+    ctx = mock_context(cfg, {"npo": MockModel("candidate", knowing(items)),
+                             reference: MockModel(reference, knowing(items))})
+    ctx._engines[reference].tokenizer_hash = "the reference's own tokenizer"
+    warnings = ctx.result(view, "npo").warnings
+    assert any(w.startswith(f"npo's tokenizer differs from that of {reference} (the {reference} model")
+               for w in warnings), warnings
+    assert not any("tokenizer differs" in w for w in ctx.result(view, reference).warnings)
