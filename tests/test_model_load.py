@@ -497,3 +497,15 @@ def test_unreadable_adapter_config_is_one_line_with_a_fix(tmp_path):
     with pytest.raises(ModelLoadError, match="names no base model") as e:
         load_model(cpu_spec(str(d), "a"), hash_cache=None)
     assert "adapter_config.json" in str(e.value)
+
+
+@pytest.mark.parametrize("content", ['{"max_new_tokens": 0}', '{"eos_token_id": 1,'])
+def test_a_generation_config_transformers_refuses_is_one_line(tmp_path, tiny_dir, content):
+    d = tmp_path / "model"
+    shutil.copytree(tiny_dir, d)
+    (d / "generation_config.json").write_text(content)  # invalid, or torn JSON
+    with pytest.raises(ModelLoadError) as e:
+        load_model(cpu_spec(str(d), "m"), hash_cache=None)
+    msg = str(e.value)
+    assert msg.startswith(f"{d / 'generation_config.json'}: transformers cannot load it")
+    assert "Fix:" in msg and "\n" not in msg

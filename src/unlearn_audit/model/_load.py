@@ -293,6 +293,7 @@ def _check_config(directory: Path, spec: ModelSpec) -> None:
         ) from None
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{file}: unreadable ({type(e).__name__}: {e}). Fix: restore the file.") from e
+    _check_generation_config(directory)
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if spec.trust_remote_code or not isinstance(model_type, str):
         return
@@ -313,6 +314,29 @@ def _check_config(directory: Path, spec: ModelSpec) -> None:
         "upgrade transformers (pip install -U transformers); if the model's code lives elsewhere, "
         "add its auto_map and pass --trust-remote-code."
     )
+
+
+def _check_generation_config(directory: Path) -> None:
+    """Refuse in one line a generation_config.json that transformers would refuse with a
+    traceback mid-load (``max_new_tokens: 0``, a negative temperature, broken JSON).
+
+    Raises:
+        ModelLoadError: naming the file, transformers' complaint and the fix.
+    """
+    file = directory / "generation_config.json"
+    if not file.is_file():
+        return
+    from transformers import GenerationConfig
+
+    try:
+        GenerationConfig.from_pretrained(directory)
+    except Exception as e:  # ValueError from validate(), OSError/JSONDecodeError from reading
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ModelLoadError(
+            f"{file}: transformers cannot load it ({type(e).__name__}: {first}). Fix: correct or "
+            "remove that field (the audit sets its own decoding: greedy, or --temperature, "
+            "--top-p and --max-new-tokens), or delete the file."
+        ) from e
 
 
 def _has_tokenizer(directory: Path) -> bool:
