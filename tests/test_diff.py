@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
@@ -109,3 +110,93 @@ def test_cli_errors_name_the_file(tmp_path, capsys):
     bad.write_text("{")
     assert main(["diff", str(bad), str(good)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+# --- a regression check that can fail ------------------------------------------------------------------
+@pytest.mark.parametrize("tolerance", ["nan", "NaN", "inf", "-inf", "-0.1"])
+def test_a_tolerance_that_would_hide_every_move_is_a_usage_error(tmp_path, capsys, tolerance):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(OLD))
+    new.write_text(json.dumps(NEW))
+    with pytest.raises(SystemExit) as exit_:  # argparse: a usage error, status 2
+        main(["diff", str(old), str(new), "--exit-code", f"--tolerance={tolerance}"])
+    assert exit_.value.code == 2
+    assert "--tolerance: expected a finite number >= 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="tolerance"):
+        diff_results(OLD, NEW, tolerance=float(tolerance))
+
+
+def test_nan_against_a_number_is_a_change_and_nan_on_both_sides_is_flagged(tmp_path):
+    nan = float("nan")
+    old = results(("npo", "tofu.forget_quality", 0.468, "pass"), ("npo", "likelihood.avg_logprob", nan, "error"),
+                  ("npo", "rtt.recovery_delta_pp", nan, "info"), ("npo", "privacy.auc_loss", float("inf"), "info"))
+    new = results(("npo", "tofu.forget_quality", nan, "pass"), ("npo", "likelihood.avg_logprob", -3.2, "error"),
+                  ("npo", "rtt.recovery_delta_pp", nan, "info"), ("npo", "privacy.auc_loss", float("inf"), "info"))
+    d = diff_results(old, new, tolerance=0.5)
+    assert sorted(c.metric for c in d.moved) == ["likelihood.avg_logprob", "tofu.forget_quality"]
+    assert d.unmeasured == [("npo", "rtt.recovery_delta_pp")] and d.unchanged == 1  # equal infinities
+    md = render_diff(d)
+    assert "NaN in both runs, so not compared (1): npo · `rtt.recovery_delta_pp`" in md and "1 unchanged" in md
+    # through the CLI (json.dumps writes NaN literals, which json reads back)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(old))
+    b.write_text(json.dumps(new))
+    assert main(["diff", str(a), str(b), "--exit-code"]) == 1
+    assert main(["diff", str(a), str(a), "--exit-code"]) == 0  # NaN -> NaN is not a move
+
+
+def _with(entry) -> dict:
+    data = copy.deepcopy(OLD)
+    data["metrics"].append(entry)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (_with({"model": "npo", "metric": "best_of_n.leak_rate", "value": "0.3", "outcome": "pass"}),
+         "metrics[5] (npo · best_of_n.leak_rate): value: expected a number or null, got '0.3'"),
+        (_with({"model": "npo", "metric": "best_of_n.leak_rate", "value": True, "outcome": "pass"}),
+         "metrics[5] (npo · best_of_n.leak_rate): value: expected a number or null, got True"),
+        (_with("novel_recall.leak_rate"), "metrics[5]: expected an object {model, metric, value, outcome}, got str"),
+        (_with({"model": "npo", "value": 0.1}), "metrics[5].metric: expected a non-empty string, got None"),
+        (_with({"model": "npo", "metric": "best_of_n.leak_rate", "outcome": "pass"}),
+         "metrics[5] (npo · best_of_n.leak_rate): 'value' missing"),
+        (_with({"model": "npo", "metric": "best_of_n.leak_rate", "value": 0.1, "outcome": 1}),
+         "metrics[5] (npo · best_of_n.leak_rate): outcome: expected a string, got 1"),
+        (_with({"model": "npo", "metric": "tofu.forget_quality", "value": 0.9, "outcome": "pass"}),
+         "metrics[5] (npo · tofu.forget_quality): the same model and metric as metrics[1]"),
+        ('{"schema_version": 1, "schema_version": 1, "metrics": []}', "line 1: duplicate key 'schema_version'"),
+        ("[1, 2]", "not a results.json (no 'metrics' list)"),
+    ],
+)
+def test_a_malformed_results_file_is_a_one_line_error_naming_the_file_and_entry(tmp_path, capsys, body, message):
+    bad, good = tmp_path / "bad.json", tmp_path / "good.json"
+    bad.write_text(body if isinstance(body, str) else json.dumps(body))
+    good.write_text(json.dumps(OLD))
+    for args in ([str(bad), str(good)], [str(good), str(bad)]):
+        assert main(["diff", *args, "--exit-code"]) == 2
+        err = capsys.readouterr().err
+        assert f"{bad}: {message}" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_directory_or_binary_file_is_an_error_not_a_traceback(tmp_path, capsys):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(OLD))
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00\x80")
+    for bad, message in ((tmp_path, "cannot be read"), (tmp_path / "bin.json", "not UTF-8 text")):
+        assert main(["diff", str(bad), str(good)]) == 2
+        assert f"{bad}: {message}" in capsys.readouterr().err
+
+
+def test_labels_from_the_compared_files_cannot_shape_the_diffs_markdown():
+    hostile = "a|b\n# injected <img src=x onerror=alert(1)>"
+    old = results((hostile, "novel_recall.leak_rate", 0.1, "pass"))
+    new = results((hostile, "novel_recall.leak_rate", 0.5, "fail"))
+    md = render_diff(diff_results(old, new), "old.json", "new.json")
+    # GFM splits cells on unescaped pipes only
+    rows = [[c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+            for line in md.splitlines() if line.startswith("|")]
+    assert len(rows[2]) == len(rows[0]) == 6  # the pipe did not add a column
+    assert rows[2][2:4] == ["10.00%", "50.00%"]
+    assert "\n# injected" not in md and "<img" not in md

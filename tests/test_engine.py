@@ -8,6 +8,8 @@ must reproduce it.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -303,6 +305,80 @@ def test_disk_cache_second_call_computes_nothing(loaded, chat, tmp_path, monkeyp
     )
     other.score(reqs[:1])
     assert other.stats["forward_calls"] > 0
+
+
+def test_a_tampered_cache_entry_is_recomputed_with_one_warning(loaded, chat, tmp_path):
+    # Edited payloads that stay valid JSON (a 75 % leak made 0 % that way) are caught by the
+    # checksum over key and value: the file is moved aside and the numbers recomputed.
+    import json
+    import sqlite3
+    import warnings
+
+    reqs = [ScoreRequest(p, c) for p in PROMPTS[:2] for c in CONTINUATIONS[:3]]
+    gens = [GenRequest(p, max_new_tokens=8) for p in PROMPTS[:2]]
+    first = Engine(loaded, chat, tmp_path, progress=False)
+    s1, g1 = first.score(reqs), first.generate(gens)
+    db = first.cache.path
+    first.cache.close()
+    with sqlite3.connect(db) as conn:
+        for key, value in conn.execute("SELECT key, value FROM results").fetchall():
+            d = json.loads(value)
+            if isinstance(d, dict):
+                d["logprobs"] = [0.0] * len(d["logprobs"])  # a model sure of every answer
+            else:
+                d = ["I do not know."] * len(d)  # a model that forgot
+            conn.execute("UPDATE results SET value = ? WHERE key = ?", (json.dumps(d), key))
+    second = Engine(loaded, chat, tmp_path, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s2, g2 = second.score(reqs), second.generate(gens)
+    said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(said) == 1, said  # once per damaged file, not per entry
+    assert said[0].startswith(f"engine cache {db} held 6 entries (of those read) whose checksum")
+    assert f"moved it to {db.name}.corrupt-1" in said[0]
+    assert (tmp_path / f"{db.name}.corrupt-1").is_file()
+    assert second.stats["forward_calls"] > 0 and g2 == g1
+    for a, b in zip(s1, s2, strict=True):
+        np.testing.assert_array_equal(a.logprobs, b.logprobs)
+    third = Engine(loaded, chat, tmp_path, progress=False)  # the rebuilt file is trusted again
+    third.score(reqs)
+    assert third.cache.hits == len(reqs) and third.stats["forward_calls"] == 0
+
+
+def test_cache_checksums_across_processes_and_old_files(tmp_path):
+    import sqlite3
+    import warnings
+
+    from unlearn_audit.model import ResultCache
+
+    # A file of the previous version (no checksum column): its rows are misses, not numbers.
+    old = tmp_path / "engine-old.sqlite"
+    with sqlite3.connect(old) as conn:
+        conn.execute("CREATE TABLE results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO results VALUES ('k', '[\"forged\"]')")
+    cache = ResultCache(tmp_path, "old")
+    assert cache.get_many(["k"]) == {}
+    cache.put_many({"k": ["real"]})
+    assert ResultCache(tmp_path, "old").get_many(["k"]) == {"k": ["real"]}
+    # A row copied under another fingerprint's file name fails too (the checksum covers it).
+    a, b = ResultCache(tmp_path, "fp"), ResultCache(tmp_path, "fp")  # two workers, one file
+    a.put_many({"x": [1.0], "y": [2.0]})
+    assert b.get_many(["x"]) == {"x": [1.0]}
+    with sqlite3.connect(a.path) as conn:
+        conn.execute("UPDATE results SET value = '[0.0]' WHERE key = 'x'")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert a.get_many(["x", "y"]) == {}  # moved aside
+        assert b.get_many(["x", "y"]) == {}  # its connection still saw the old file: it says so once
+        assert b.get_many(["x"]) == {}
+    said = [str(w.message) for w in caught]
+    assert len(said) == 2 and "checksum" in said[0] and "another process moved it aside" in said[1]
+    renamed = tmp_path / "engine-other.sqlite"
+    a.put_many({"x": [1.0]})
+    a.close()
+    os.replace(a.path, renamed)
+    with pytest.warns(RuntimeWarning, match="checksum"):
+        assert ResultCache(tmp_path, "other").get_many(["x"]) == {}
 
 
 def test_interrupted_run_resumes(loaded, chat, tmp_path, monkeypatch):

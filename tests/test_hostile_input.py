@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from test_plugin import CONFTEST, ISOLATED, MODELS, VIEWS, make_project, report_md, results
 from unlearn_audit.context import AuditConfig
@@ -240,7 +242,46 @@ def test_an_existing_path_holding_an_equals_sign_stays_a_path(tmp_path):
     ckpt = tmp_path / "lr=1e-5"
     ckpt.mkdir()
     (planned,) = plan_models([("candidate", str(ckpt))])
-    assert planned.source == str(ckpt) and planned.label == "lr=1e-5"
+    # the label follows the label rules, as an explicit one must ("=" is not in them)
+    assert planned.source == str(ckpt) and planned.label == "lr-1e-5"
+
+
+def test_labels_from_hostile_directory_names_follow_the_label_rules_and_stay_distinct(tmp_path):
+    import re
+
+    from unlearn_audit.plugin import plan_models
+
+    names = [t.replace("/", "_") for t in HOSTILE_TEXT] + ["a b", "a-b", "a\x1b[31mb", "..hidden", "x" * 80]
+    dirs = []
+    for name in names:
+        (tmp_path / name).mkdir()
+        dirs.append(str(tmp_path / name))
+    planned = plan_models([("candidate", d) for d in dirs])
+    labels = [p.label for p in planned]
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", label) for label in labels), labels
+    assert len(set(labels)) == len(labels), labels
+    assert [p.source for p in planned] == dirs
+    # still the directory's name, as far as it can be ("a|b", "a b" and "a-b" meet: parent, number)
+    assert labels[0].endswith("-a-b") and labels[1] == "x-Injected" and labels[2] == "img-src-x-onerror-alert-1"
+
+
+def test_a_derived_label_never_takes_one_already_given():
+    from unlearn_audit.plugin import plan_models
+
+    # a hub id's name meeting an earlier number, and an explicit label: each its own label
+    labels = [p.label for p in plan_models([("candidate", "m-2"), ("candidate", "m"), ("candidate", "m"),
+                                            ("candidate", "own/npo"), ("retain", "npo=org/retain")])]
+    assert len(set(labels)) == len(labels) == 5, labels
+    assert labels[4] == "npo"
+
+
+def test_a_directory_name_with_no_label_characters_asks_for_an_explicit_label(tmp_path):
+    from unlearn_audit.plugin import plan_models
+
+    ckpt = tmp_path / "模型"
+    ckpt.mkdir()
+    with pytest.raises(pytest.UsageError, match=r"no model label can be made from '模型'.*Fix: --model 'LABEL=/"):
+        plan_models([("candidate", str(ckpt))])
 
 
 # --- tiny checkpoints for the model cases (8, 9, 11, 13) ---------------------------------------------
@@ -473,3 +514,210 @@ def test_the_report_states_how_many_sequences_were_cut(tiny_dir, tmp_path, monke
     md = session.finish()["report.md"].read_text()
     assert ("- npo: 1 scored sequence(s) of prompt + answer were longer than its context (512 positions) "
             "and were cut to it, as TOFU and open-unlearning truncate to max_length") in md
+
+
+# --- untrusted text never shapes the report --------------------------------------------------------
+#: Labels, families and reasons come from directory names, datasets and views: each of these
+#: once shifted a table's cells, injected a heading, or became markup in report.md.
+HOSTILE_TEXT = [
+    "a|b",
+    "x\n# Injected",
+    "<img src=x onerror=alert(1)>",
+    "[click](javascript:alert(1))",
+    "![i](http://evil/x.png)",
+]
+
+
+def _parse(md: str):
+    from markdown_it import MarkdownIt
+
+    # GitHub's flavour as far as it shapes structure: tables and strikethrough.
+    return MarkdownIt("commonmark").enable(["table", "strikethrough"]).parse(md)
+
+
+def _text(inline) -> str:
+    return "".join(t.content for t in inline.children or [] if t.type in ("text", "code_inline"))
+
+
+def _tables(tokens) -> list[list[list[str]]]:
+    """Each table as rows of cell texts, its header row first."""
+    tables, row = [], None
+    for i, t in enumerate(tokens):
+        if t.type == "table_open":
+            tables.append([])
+        elif t.type == "tr_open":
+            row = []
+            tables[-1].append(row)
+        elif t.type in ("th_open", "td_open"):
+            row.append(_text(tokens[i + 1]) if tokens[i + 1].type == "inline" else "")
+    return tables
+
+
+def _hostile_run() -> tuple[RunReport, list[str], list[tuple[str, float]]]:
+    """A run whose every label, family, reason, warning, source, caption and config value
+    is hostile text; each model's leak rate differs so a shifted cell shows."""
+    labels = [f"m{i} {text}" for i, text in enumerate(HOSTILE_TEXT)]
+    families = {f"f{i} {text}": 0.01 * (i + 1) for i, text in enumerate(HOSTILE_TEXT)}
+    outcomes, models, expected = [], {}, []
+    for i, label in enumerate(labels):
+        value = 0.1 * (i + 1)
+        expected.append((label, value))
+        hostile = HOSTILE_TEXT[i]
+        rows = [MetricRow(label, "novel_recall", "novel_recall.leak_rate", value, ci=[0.0, 1.0], n=10,
+                          by_family=families, outcome="fail", reason=f"r{i} {hostile}",
+                          threshold={"op": "<=", "value": 0.05, "source": f"s{i} {hostile}"},
+                          extra={f"k{i} {hostile}": hostile, "nested": {"said": hostile}})]
+        outcomes.append(ViewOutcome("novel_recall", label, "candidate", f"src {hostile}", f"fp {hostile}",
+                                    rows=rows, warnings=[f"w{i} {hostile}"],
+                                    plots=[{"kind": "sankey", "caption": f"c{i} {hostile}", "data": {}}]))
+        models[label] = {"source": f"src {hostile}", "role": "candidate", "fingerprint": f"fp {hostile}"}
+    config = {f"key {t}": t for t in HOSTILE_TEXT} | {"compat": HOSTILE_TEXT[1]}
+    return (RunReport("2026-01-01T00:00:00+00:00", "0", config, models, outcomes),
+            labels, expected)
+
+
+def _assert_no_markup_from_untrusted_text(md: str) -> list:
+    tokens = _parse(md)
+    kinds = {t.type for t in tokens} | {c.type for t in tokens for c in t.children or []}
+    assert not kinds & {"html_inline", "link_open", "autolink"}, sorted(kinds)
+    # The only raw HTML is the report's own fold around the extras.
+    blocks = {t.content.strip() for t in tokens if t.type == "html_block"}
+    assert blocks <= {"<details><summary>Details (each metric's extra values)</summary>", "</details>"}, blocks
+    headings = [_text(tokens[i + 1]) for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert not any("Injected" in h for h in headings), headings
+    images = [c for t in tokens for c in t.children or [] if c.type == "image"]
+    assert all(c.attrs["src"].startswith("plots/") for c in images), [c.attrs for c in images]
+    return tokens
+
+
+def test_hostile_labels_and_families_render_as_literal_text(tmp_path, monkeypatch):
+    from unlearn_audit.report._markdown import one_line
+
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    run, labels, expected = _hostile_run()
+    md = write_report(run, tmp_path / "report")["report.md"].read_text()
+    assert summary.read_text().strip() == md.strip()  # the step summary is the same escaped text
+    tokens = _assert_no_markup_from_untrusted_text(md)
+    tables = _tables(tokens)
+    assert tables
+    for table in tables:
+        assert all(len(r) == len(table[0]) for r in table), table
+    # The view's table: each model's own number in the value column of its own row.
+    (main,) = [t for t in tables if t[0][:3] == ["model", "metric", "value"]]
+    assert {r[0]: r[2] for r in main[1:]} == {one_line(m): f"{100 * v:.2f}%" for m, v in expected}
+    assert all(r[7].startswith("s") and r[8] == "FAIL" for r in main[1:]), main
+    (fam,) = [t for t in tables if t[0][0] == "family"]
+    assert fam[0] == ["family", *sorted(one_line(m) for m in labels)] or len(fam[0]) == len(labels) + 1
+    for r in fam[1:]:
+        i = int(r[0][1])  # "f<i> ..."
+        assert set(r[1:]) == {f"{i + 1:.2f}%"}, r
+    (models,) = [t for t in tables if t[0] == ["model", "role", "source", "fingerprint"]]
+    assert {r[0]: r[2] for r in models[1:]} == {one_line(m): one_line(run.models[m]["source"]) for m in labels}
+    # The text still reads: every hostile string's letters are there, as text.
+    text = " ".join(_text(t) for t in tokens if t.type == "inline")
+    for hostile in HOSTILE_TEXT:
+        for prefix in ("r", "w", "c", "f"):
+            assert any(f"{prefix}{i} {one_line(hostile)}" in text for i in range(len(HOSTILE_TEXT))), (prefix, hostile)
+    assert "<img src=x onerror=alert(1)>" in text and "[click](javascript:alert(1))" in text
+
+
+def test_plot_links_are_percent_encoded_and_their_captions_literal(tmp_path):
+    from unlearn_audit.report._writer import render_markdown
+
+    run, labels, _ = _hostile_run()
+    plots = {("novel_recall", labels[3]): [("cap ](javascript:alert(1)) [", "plots/a b)(javascript:x.png")]}
+    tokens = _assert_no_markup_from_untrusted_text(render_markdown(run, plots=plots))
+    (image,) = [c for t in tokens for c in t.children or [] if c.type == "image"]
+    assert image.attrs["src"] == "plots/a%20b%29%28javascript%3Ax.png"
+    assert _text(image) == "cap ](javascript:alert(1)) [ (m3 [click](javascript:alert(1)))"
+
+
+_MD_TEXT_CONTEXTS = [
+    "{}",
+    "first line\n{}",  # no setext underline, no list, no rule
+    "## {}",
+    "- x: {}",
+    "- {}",
+    "> {}",
+    "**{} by family**",
+]
+
+
+def _blocks(md: str) -> list[str]:
+    return [t.type for t in _parse(md)]
+
+
+def _assert_literal_everywhere(s: str) -> None:
+    """md_text(s) in each place the report puts text: the same blocks as plain text there,
+    and exactly s's characters (on one line) as text, no link, image, HTML or code."""
+    from unlearn_audit.report._markdown import md_text, one_line
+
+    want, cell = one_line(s), md_text(s)
+    if not want:
+        assert cell == ""
+        return
+    for template in _MD_TEXT_CONTEXTS:
+        md = template.format(cell)
+        assert _blocks(md) == _blocks(template.format("plain")), (s, md, _blocks(md))
+        (inline,) = [t for t in _parse(md) if t.type == "inline"]
+        kinds = {c.type for c in inline.children}
+        assert kinds <= {"text", "strong_open", "strong_close", "softbreak"}, (md, kinds)
+        text = "".join({"text": c.content, "softbreak": "\n"}.get(c.type, "") for c in inline.children)
+        assert text == template.replace("**", "").replace("- ", "", 1).replace("## ", "").replace(
+            "> ", "").format(want), (md, text)
+    table = _tables(_parse(f"| a | b | c |\n|---|---|---|\n| {cell} | 1 | {cell} |\n"))
+    assert table == [[["a", "b", "c"], [want, "1", want]]], (s, table)
+
+
+@pytest.mark.parametrize("s", [
+    "# h", "- item", "+ item", "1. one", "1) one", "===", "---", "***", "___", "> quote", "    code", "```", "~~~",
+    "<https://x>", "<javascript:alert(1)>", "a*b*c", "_e_", "snake_case_", "~~s~~", "$x^2$", "\\", "&amp;",
+    "x  \\", "[^1]", "[x]: javascript:alert(1)", "\x1b[31mred\x1b[0m", "a\u2028b\u2029c\r\nd", "#1 \u202eevil",
+    "| a | b |", "<!-- c -->", "<details>", "x ##", "*", "\\|", "`a|b`", "www.x.org", "h@x.org",
+])
+def test_md_text_keeps_every_construct_literal(s):
+    _assert_literal_everywhere(s)
+
+
+def test_md_text_cuts_long_text_and_keeps_plain_names_readable():
+    from unlearn_audit.report._markdown import md_text
+
+    assert md_text("x" * 500, limit=10) == "x" * 9 + "…"
+    assert md_text("novel_recall.leak_rate") == "novel_recall.leak_rate"  # intraword _ never emphasises
+    assert md_text("reference_results/gates.yaml (3 rows)") == "reference_results/gates.yaml (3 rows)"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40) | st.text(alphabet="|\\`*_~[]()<>!#&$:;=+-.1 \n\r\tab/\u2028\x1b", max_size=40))
+def test_md_text_renders_any_text_literally(s):
+    _assert_literal_everywhere(s)
+
+
+def test_the_terminal_summary_strips_escapes_and_line_breaks_from_labels(monkeypatch):
+    from types import SimpleNamespace
+
+    from unlearn_audit._plugin import reporter
+    from unlearn_audit.report import Verdict
+
+    hostile = "npo\x1b[2K\x1b[1A\rPASS\n\x1b]0;owned\x07\u2028x"
+    session = SimpleNamespace(
+        written={"report.md": f"/tmp/{hostile}/report.md"},
+        verdicts={hostile: Verdict("FAIL", "")},
+        golden_notes=[f"golden: not compared ({hostile})"],
+    )
+    monkeypatch.setattr(reporter, "session_of", lambda config: session)
+    r = reporter.Reporter(SimpleNamespace())
+    r.error = f"could not write the report to {hostile}"
+    r.incomplete = [f"{hostile}: INCOMPLETE", f"  gate g did not run (skipped): {hostile}"]
+    lines: list[str] = []
+    out = SimpleNamespace(write_sep=lambda *a, **k: None, write_line=lambda line, **k: lines.append(line))
+    r.pytest_terminal_summary(out)
+    assert lines == [
+        "could not write the report to npo PASS x",
+        "report: /tmp/npo PASS x/report.md",
+        "  npo PASS x: FAIL",
+        "npo PASS x: INCOMPLETE",
+        "  gate g did not run (skipped): npo PASS x",
+        "golden: not compared (npo PASS x)",
+    ]

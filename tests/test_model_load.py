@@ -216,7 +216,11 @@ def test_missing_bitsandbytes_is_quantization_unavailable(tiny_dir, monkeypatch)
 # --- fingerprint ------------------------------------------------------------------------------
 
 
-def test_fingerprint_stable_across_loads_and_copies(tmp_path, tiny_dir, loaded):
+def test_fingerprint_stable_across_loads_and_copies(tmp_path, tiny_dir, loaded, monkeypatch):
+    from unlearn_audit.model._load import _HashCache
+
+    # tiny_dir was written a moment ago; remember its hashes anyway, as for an old checkpoint.
+    monkeypatch.setattr(_HashCache, "RACY_NS", 0, raising=False)
     hashes = tmp_path / "hashes.json"
     again = load_model(cpu_spec(str(tiny_dir), "again"), hash_cache=hashes)
     assert again.fingerprint == loaded.fingerprint
@@ -509,3 +513,49 @@ def test_a_generation_config_transformers_refuses_is_one_line(tmp_path, tiny_dir
     msg = str(e.value)
     assert msg.startswith(f"{d / 'generation_config.json'}: transformers cannot load it")
     assert "Fix:" in msg and "\n" not in msg
+
+
+# --- the file-hash cache never serves a stale fingerprint ---------------------------------------
+
+
+def test_fingerprint_sees_weights_swapped_with_the_old_size_and_mtime(tmp_path, tiny_dir, tokenizer, monkeypatch):
+    import os
+
+    from unlearn_audit.model._load import _HashCache
+
+    monkeypatch.setattr(_HashCache, "RACY_NS", 0, raising=False)  # remember hashes of fresh files
+    d, other = tmp_path / "model", tmp_path / "other"
+    shutil.copytree(tiny_dir, d)
+    save_checkpoint(other, tokenizer, seed=1)  # other weights, the same shapes: the same size
+    weights, swapped = d / "model.safetensors", other / "model.safetensors"
+    assert weights.stat().st_size == swapped.stat().st_size
+    assert weights.read_bytes() != swapped.read_bytes()
+    hashes = tmp_path / "hashes.json"
+    before = load_model(cpu_spec(str(d), "m"), hash_cache=hashes).fingerprint
+    assert hashes.is_file()  # remembered
+    old = weights.stat()
+    with open(weights, "r+b") as fh:  # overwritten in place: same inode, same size
+        fh.write(swapped.read_bytes())
+    os.utime(weights, ns=(old.st_atime_ns, old.st_mtime_ns))  # and the old mtime put back
+    assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    after = load_model(cpu_spec(str(d), "m"), hash_cache=hashes).fingerprint
+    assert after != before
+    assert after == load_model(cpu_spec(str(d), "m"), hash_cache=None).fingerprint  # the new model's
+
+
+def test_file_hash_cache_forgets_fresh_files_and_distrusts_an_edited_file(tmp_path, tiny_dir):
+    from unlearn_audit.model._load import _HashCache
+
+    d = tmp_path / "model"
+    shutil.copytree(tiny_dir, d)
+    files = [("model", d / "model.safetensors"), ("model", d / "config.json")]
+    hashes = tmp_path / "hashes.json"
+    truth = compute_fingerprint(files, d, None, hash_cache=hashes)
+    # Written within the racy window: a change in the same timestamp tick could go unseen.
+    assert not hashes.exists() or not json.loads(hashes.read_text()).get("entries")
+    # An entry that matches the file's stamp but names other bytes, in a file whose checksum fails.
+    weights = (d / "model.safetensors").resolve()
+    entries = {str(weights): {**_HashCache._stamp(weights.stat()), "sha256": "0" * 64}}
+    hashes.write_text(json.dumps({"version": 2, "entries": entries, "sha256": "0" * 64}))
+    with pytest.warns(RuntimeWarning, match=r"file-hash cache .* failed its checksum"):
+        assert compute_fingerprint(files, d, None, hash_cache=hashes) == truth

@@ -212,7 +212,7 @@ def test_results_json_has_the_contract_shape(pytester):
     run(pytester, "--model", "npo", "--model", "laundered", "--full-model", "full")
     data = results(pytester)
     assert set(data) == {"schema_version", "package_version", "created", "config", "models", "metrics",
-                         "verdicts", "computed"}
+                         "verdicts", "computed", "warnings"}
     assert data["verdicts"]["laundered"]["status"] == "FAIL" and data["verdicts"]["full"]["status"] == "REFERENCE"
     assert data["schema_version"] == 1
     assert data["models"]["npo"] == {"source": "mock:npo", "role": "candidate",

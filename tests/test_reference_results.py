@@ -304,3 +304,93 @@ def test_gates_file_is_used_whole_or_refused_naming_the_bad_key(tmp_path_factory
             assert g.value == e["value"]
         else:
             assert (g.factor, g.offset) == (e.get("factor", 1.0), e.get("offset", 0.0))
+
+
+# --- a file cannot loosen itself silently: duplicate keys and aliases are refused ---------------------
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # a second `value:` used to win: a 75% leak passed against "<= 0.99"
+        ("gates:\n  - metric: novel_recall.leak_rate\n    op: '<='\n    value: 0.1\n    value: 0.99\n"
+         "    rationale: r\n",
+         "gates.yaml: line 5: duplicate key 'value' (first at line 4)"),
+        # a second top-level `gates:` used to drop the first list
+        ("gates:\n  - {metric: novel_recall.leak_rate, op: '<=', value: 0.1, rationale: r}\n"
+         "gates:\n  - {metric: tofu.forget_quality, op: '>=', value: 0.05, rationale: r}\n",
+         "gates.yaml: line 3: duplicate key 'gates' (first at line 1)"),
+        ("gates:\n  - {metric: novel_recall.leak_rate, op: '<=', value: 0.1, value: 0.9, rationale: r}\n",
+         "gates.yaml: line 2: duplicate key 'value'"),
+        ("r: &r why\ngates:\n  - {metric: novel_recall.leak_rate, op: '<=', value: 0.1, rationale: *r}\n",
+         "gates.yaml: line 3: alias *r is not allowed"),
+    ],
+)
+def test_duplicate_keys_and_aliases_in_a_gates_file_are_refused(tmp_path, body, message):
+    path = write(tmp_path, "gates.yaml", body)
+    with pytest.raises(ReferenceResultsError) as err:
+        load_gates(path, tmp_path)
+    assert message in str(err.value)
+
+
+def test_duplicate_keys_in_paper_and_expected_verdicts_are_refused(tmp_path):
+    path = write(tmp_path, "paper.yaml", "checkpoints:\n  org/x:\n    metrics:\n      novel_recall.leak_rate: 0.1\n"
+                                         "      novel_recall.leak_rate: 0.2\n")
+    with pytest.raises(ReferenceResultsError, match=r"paper\.yaml: line 5: duplicate key 'novel_recall\.leak_rate'"):
+        load_paper(path, tmp_path)
+    gates = {"novel_recall.leak_rate": Gate("novel_recall.leak_rate", "<=", "r", "g", value=0.1)}
+    path = write(tmp_path, "expected_verdicts.yaml",
+                 "models:\n  npo: {novel_recall.leak_rate: fail}\n  npo: {novel_recall.leak_rate: pass}\n")
+    with pytest.raises(ReferenceResultsError, match=r"expected_verdicts\.yaml: line 3: duplicate key 'npo'"):
+        load_expected_verdicts(path, gates, tmp_path)
+
+
+def test_a_yaml_alias_bomb_stops_at_once_with_a_clear_error(tmp_path):
+    # "billion laughs" inside a rationale: 9^12 strings if expanded (the probe's ran past 1.8 GB)
+    levels = ["&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 13)]
+    body = "gates:\n  - metric: novel_recall.leak_rate\n    op: '<='\n    value: 0.1\n    rationale:\n"
+    body += "".join(f"      - {level}\n" for level in levels)
+    path = write(tmp_path, "gates.yaml", body)
+    import resource
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom unlearn_audit.report import load_gates\n"
+            "try:\n    load_gates(sys.argv[1])\nexcept ValueError as e:\n    print(e)\n")
+
+    def cap_memory():  # the old behaviour then ends in a MemoryError, not a swapping machine
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                             timeout=30, preexec_fn=cap_memory)
+    except subprocess.TimeoutExpired:
+        pytest.fail("an alias bomb in a gates file was expanded instead of refused")
+    assert "gates.yaml: line 7: alias *a0 is not allowed" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_duplicate_keys_in_golden_files_are_refused_with_their_line(tmp_path):
+    from unlearn_audit.report._golden_items import load_golden_items
+
+    path = write(tmp_path, "golden.json", '{\n  "novel_recall.leak_rate": {\n    "npo": {\n      "value": 0.05,\n'
+                                          '      "tol": 0.001,\n      "value": 0.9\n    }\n  }\n}\n')
+    with pytest.raises(ReferenceResultsError, match=r"golden\.json: line 6: duplicate key 'value' \(first at line 4\)"):
+        load_golden(path, tmp_path)
+    path = write(tmp_path, "golden_items.json", '{\n "novel_recall": {"npo": {"u1": "leaked=1"}},\n'
+                                                ' "novel_recall": {}\n}\n')
+    with pytest.raises(ValueError, match=r"golden_items\.json: line 3: duplicate key 'novel_recall' \(first at line 2\)"):
+        load_golden_items(path, "golden_items.json")
+    # the same key in two different objects is fine; a key inside a string value is not a key
+    path.write_text('{"v": {"a": {"k": "x \\" \\"k\\": y"}, "b": {"k": "y"}}}')
+    assert load_golden_items(path, "golden_items.json").values == {"v": {"a": {"k": 'x " "k": y'}, "b": {"k": "y"}}}
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"golden_items\.json: expected a JSON object"):
+        load_golden_items(path, "golden_items.json")
+
+
+def test_two_paper_checkpoints_differing_only_in_case_are_refused(tmp_path):
+    # looked up case-insensitively, so the second silently replaced the first
+    path = write(tmp_path, "paper.yaml", "checkpoints:\n  Org/X:\n    metrics: {novel_recall.leak_rate: 0.1}\n"
+                                         "  org/x:\n    metrics: {novel_recall.leak_rate: 0.5}\n")
+    with pytest.raises(ReferenceResultsError, match=r"paper\.yaml: checkpoints\.org/x: the same checkpoint as "
+                                                    r"checkpoints\.Org/X \(hub ids ignore case\)"):
+        load_paper(path, tmp_path)

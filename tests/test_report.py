@@ -360,3 +360,82 @@ def test_a_views_warnings_reach_report_md_and_results_json():
     assert "**Warnings**" in md and "- npo: 2 of 40 prompts were longer than the context" in md
     assert build_results(run)["warnings"] == [
         {"view": "novel_recall", "model": "npo", "text": "2 of 40 prompts were longer than the context"}]
+
+
+def test_extras_and_gate_names_cannot_end_their_code_spans():
+    """Metric.extra keys and values, and metric names, are a view's text: a backtick or a
+    "|" in them shows as itself, the JSON stays one code span and no link forms."""
+    from markdown_it import MarkdownIt
+
+    said = {"said": "``a`|b [x](javascript:alert(1)) <b>"}
+    row = leak_row("npo", 0.05, extra={"k`|[x](y)": said, "text": "ok` <i>x</i>"})
+    run = run_report({"npo": [row, MetricRow("npo", "novel_recall", "odd`metric", None, outcome="error",
+                                             reason="boom")]}, {"npo": "candidate"})
+    md = render_markdown(run)
+    (line,) = [ln for ln in md.splitlines() if ln.startswith("- npo · `novel_recall.leak_rate`:")]
+    (inline,) = [t for t in MarkdownIt("commonmark").parse(line) if t.type == "inline"]
+    kinds = [c.type for c in inline.children]
+    assert kinds.count("code_inline") == 2 and not {"link_open", "html_inline"} & set(kinds), kinds
+    codes = [c.content for c in inline.children if c.type == "code_inline"]
+    assert codes == ["novel_recall.leak_rate", json.dumps(said, separators=(",", ":"))]
+    text = "".join(c.content for c in inline.children if c.type == "text")
+    assert "k`|[x](y) = " in text and "text = ok` <i>x</i>" in text
+    (note,) = [ln for ln in md.splitlines() if "odd" in ln and ln.startswith("- npo")]
+    assert "odd\\`metric" in note and "`odd" not in note
+
+
+def test_a_value_that_is_not_a_number_cannot_shift_its_row():
+    """A malformed payload's value is shown as text, and its "|" cannot add a cell."""
+    row = MetricRow("npo", "novel_recall", "novel_recall.leak_rate", "1|<b>2</b>", outcome="info")
+    md = render_markdown(run_report({"npo": [row]}, {"npo": "candidate"}))
+    (line,) = [ln for ln in md.splitlines() if ln.startswith("| npo") and "leak_rate" in ln]
+    assert line.replace("\\|", "").count("|") == 10 and "1\\|&lt;b&gt;2&lt;/b&gt;" in line
+
+# --- no PASS on nothing -------------------------------------------------------------------------------
+def test_a_candidate_whose_only_gates_need_a_missing_reference_is_incomplete_not_pass():
+    # the probe: a gates file whose only gate is relative to full, run without full, ended
+    # "PASS: 0 gate(s) passed"
+    g = evaluate_gate(UTILITY, 0.5, reference_label=None)
+    row = MetricRow("npo", "tofu", "tofu.model_utility", 0.5, threshold=g.threshold, outcome=g.outcome,
+                    reason=g.reason, skip=g.skip)
+    run = run_report({"npo": [row]}, {"npo": "candidate"}, gates={"tofu.model_utility": UTILITY})
+    v = verdicts(run)["npo"]
+    assert v.status == "INCOMPLETE"
+    assert v.summary.startswith("no gate could be evaluated: tofu.model_utility (missing reference: the gate is "
+                                "relative to full and no full model is in this run)")
+    assert v.not_run == [{"metric": "tofu.model_utility", "outcome": "skipped", "reason": g.reason}]
+    # one decided gate beside it is a PASS, as before: a missing reference alone is expected
+    run = run_report({"npo": [row, leak_row("npo", 0.05)]}, {"npo": "candidate"},
+                     gates={"tofu.model_utility": UTILITY, "novel_recall.leak_rate": LEAK})
+    assert verdicts(run)["npo"].status == "PASS"
+
+
+def test_a_candidate_with_no_gate_at_all_is_incomplete_not_pass():
+    run = run_report({"npo": [leak_row("npo", 0.05, "info")]}, {"npo": "candidate"}, gates={})
+    v = verdicts(run)["npo"]
+    assert (v.status, v.summary) == ("INCOMPLETE", "no gate could be evaluated: no gate in the gates file "
+                                                   "applies to what ran")
+
+
+@pytest.mark.parametrize("ref", [float("nan"), float("inf"), float("-inf")])
+def test_a_relative_gate_against_a_non_finite_reference_is_an_error_not_a_verdict(ref):
+    # NaN made every comparison false (a FAIL of any value); inf made `>=` a gate no value fails
+    for gate in (UTILITY, Gate("tofu.model_utility", "<=", "r", "g.yaml", relative_to="full")):
+        g = evaluate_gate(gate, 0.5, reference_label="full", reference_value=ref)
+        assert g.outcome == "error" and "cannot be decided" in g.message and g.threshold is None
+
+
+def test_the_probe_end_to_end_only_a_relative_gate_and_no_reference_fails_the_run(pytester):
+    # the probe of main: this session ended "npo: PASS (0 gate(s) passed)" and exit 0
+    from test_plugin import ISOLATED, MODELS, VIEWS, make_project
+
+    gates = ("schema_version: 1\ngates:\n  - {metric: tofu.model_utility, op: '>=', relative_to: full, factor: 0.8,\n"
+             "     rationale: keep 80% of full's utility}\n")
+    make_project(pytester, gates=gates, models={"npo": MODELS["npo"]},
+                 views={v: {"npo": t["npo"]} for v, t in VIEWS.items()})
+    result = pytester.runpytest(*ISOLATED, "--model", "npo")
+    out = json.loads((pytester.path / "audit-report" / "results.json").read_text())
+    assert out["verdicts"]["npo"]["status"] == "INCOMPLETE", out["verdicts"]
+    assert "no gate could be evaluated: tofu.model_utility (missing reference" in out["verdicts"]["npo"]["summary"]
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert pytester.runpytest(*ISOLATED, "--model", "npo", "--allow-incomplete").ret == pytest.ExitCode.OK

@@ -15,9 +15,10 @@ import pytest
 
 from _data import REPO
 from test_plugin import ISOLATED
-from unlearn_audit.context import AuditConfig
+from unlearn_audit.context import AuditConfig, AuditContext
 from unlearn_audit.data import load_split
-from unlearn_audit.model.mock import MockModel, knowing, mock_context
+from unlearn_audit.model import ModelSpec
+from unlearn_audit.model.mock import MockBackend, MockModel, knowing, mock_context
 from unlearn_audit.runner import DependencyError, SharedResults
 from unlearn_audit.views import Metric, Plot, Skip, View, ViewResult, register_view
 
@@ -116,6 +117,78 @@ def test_a_shared_result_reads_back_with_the_same_numbers(tmp_path):
     assert [c["view"] for c in shared.computed()] == ["tofu"]
 
 
+def test_labels_that_differ_only_in_punctuation_never_share_a_result(tmp_path):
+    # npo+v1 and npo_v1 once mapped to one file name: the second was handed the first's result.
+    shared = SharedResults(tmp_path)
+    a = ViewResult("novel_recall", "npo+v1", [Metric("novel_recall.leak_rate", 0.75)])
+    b = ViewResult("novel_recall", "npo_v1", [Metric("novel_recall.leak_rate", 0.0)])
+    shared.get_or_compute("novel_recall", "npo+v1", lambda: a)
+    got = shared.get_or_compute("novel_recall", "npo_v1", lambda: b)
+    assert got.model == "npo_v1" and got.metric("novel_recall.leak_rate").value == 0.0
+    again = shared.get_or_compute("novel_recall", "npo+v1", lambda: b)
+    assert again.model == "npo+v1" and again.metric("novel_recall.leak_rate").value == 0.75
+    assert [c["model"] for c in shared.computed()] == ["npo+v1", "npo_v1"]
+
+
+def test_a_tampered_shared_result_is_recomputed_with_one_warning(tmp_path):
+    shared = SharedResults(tmp_path)
+    leak = ViewResult("novel_recall", "npo", [Metric("novel_recall.leak_rate", 0.75)])
+    shared.get_or_compute("novel_recall", "npo", lambda: leak)
+    (stored,) = [p for p in tmp_path.glob("novel_recall--npo*.json")]
+    payload = json.loads(stored.read_text())
+    payload["result"] = payload["result"].replace("0.75", "0.0")  # still valid JSON
+    stored.write_text(json.dumps(payload))
+    with pytest.warns(RuntimeWarning, match=r"did not match its key and checksum .* moved it to .*corrupt-1") as caught:
+        got = shared.get_or_compute("novel_recall", "npo", lambda: leak)
+        other = ViewResult("novel_recall", "npo", [])
+        payload["result"] = other.dumps()
+        stored.write_text(json.dumps(payload))  # a second damaged file in the run: no second warning
+        shared.get_or_compute("novel_recall", "npo", lambda: leak)
+    assert len(caught) == 1
+    assert got.metric("novel_recall.leak_rate").value == 0.75
+    assert [c["model"] for c in shared.computed()] == ["npo", "npo", "npo"]
+
+
+def test_a_shared_result_of_other_weights_under_the_same_label_is_an_error(tmp_path):
+    from unlearn_audit.runner import SharedResultError
+
+    shared = SharedResults(tmp_path)
+    leak = ViewResult("novel_recall", "npo", [Metric("novel_recall.leak_rate", 0.75)])
+    shared.get_or_compute("novel_recall", "npo", lambda: leak, fingerprint=lambda: "fp-a")
+    assert shared.fingerprints == {"npo": "fp-a"}
+    reader = SharedResults(tmp_path)  # another worker, which loaded other weights
+    with pytest.raises(SharedResultError, match=r"fingerprint fp-a, while this worker has fp-b .* changed during the run"):
+        reader.get_or_compute("novel_recall", "npo", lambda: leak, fingerprint=lambda: "fp-b")
+    assert reader.get_or_compute("novel_recall", "npo", lambda: leak).model == "npo"  # not loaded: no conflict
+    assert reader.fingerprints == {"npo": "fp-a"}
+
+
+class LazyMockContext(AuditContext):
+    """A mock context whose backends are built on first use, as real engines are: a model
+    whose results all came from another worker is never loaded in this one."""
+
+    def __init__(self, config, models):
+        specs = {label: ModelSpec(source=f"mock:{label}", label=label, role=m.role) for label, m in models.items()}
+        super().__init__(config, specs)
+        self._mock = dict(models)
+
+    def _build_engine(self, label):
+        if label not in self._engines:
+            self._engines[label] = MockBackend(label, self._mock[label])
+
+
+def test_a_worker_that_read_a_result_knows_its_fingerprint(tmp_path):
+    cfg = AuditConfig(dataset=DATASET, limit=8, samples=4, cache_dir=tmp_path / "cache", progress=False)
+    first, second = LazyMockContext(cfg, mock_models()), LazyMockContext(cfg, mock_models())
+    for ctx in (first, second):
+        ctx.share(tmp_path / "run")
+    first.result("novel_recall", "npo")
+    assert second.known_fingerprint("npo") is None  # nothing loaded, nothing read yet
+    second.result("novel_recall", "npo")
+    assert [c["worker"] for c in SharedResults(tmp_path / "run").computed()] == ["main"]  # read, not computed
+    assert second.known_fingerprint("npo") == first.known_fingerprint("npo") is not None
+
+
 CONFTEST = f'''
 import sys
 sys.path.insert(0, {str(REPO / "tests")!r})
@@ -173,3 +246,53 @@ def test_the_mock_honours_the_backend_contract_and_rtt_runs_on_it(tmp_path):
     assert rtt.metric("rtt.recovery_delta_vs_control_pp").value is not None
     quant = ctx.result("quantization", "npo")
     assert all(m.skip is Skip.BACKEND_UNAVAILABLE for m in quant.metrics)
+
+
+def punctuation_models() -> dict[str, MockModel]:
+    """Two candidates whose labels differ only in punctuation: one leaks, one forgot."""
+    forget = load_split(DATASET, "forget10_perturbed")
+    retain = load_split(DATASET, "retain_perturbed")
+    return {
+        "npo+v1": MockModel("candidate", {**knowing(forget, fraction=0.75), **knowing(retain)}),
+        "npo_v1": MockModel("candidate", knowing(retain)),
+    }
+
+
+PUNCTUATION_CONFTEST = f'''
+import sys
+sys.path.insert(0, {str(REPO / "tests")!r})
+
+from test_runner import LazyMockContext, punctuation_models
+
+
+def pytest_unlearn_audit_context(config, audit_config, tiny_world):
+    return LazyMockContext(audit_config, punctuation_models())
+'''
+
+
+def test_xdist_gives_labels_that_differ_only_in_punctuation_their_own_verdicts(pytester: pytest.Pytester):
+    pytester.makeconftest(PUNCTUATION_CONFTEST)
+    pytester.makepyfile(test_audits=AUDITS)
+    ref = pytester.mkdir("reference_results")
+    (ref / "gates.yaml").write_text(textwrap.dedent("""\
+        schema_version: 1
+        gates:
+          - {metric: novel_recall.leak_rate, op: "<=", value: 0.10, rationale: "at most 1 in 10"}
+    """))
+    models = [pytester.mkdir(name) for name in ("npo+v1", "npo_v1")]  # labels come from the paths
+    common = (*ISOLATED, f"--rootdir={pytester.path}", f"--dataset={DATASET}", "--limit=8",
+              f"--cache-dir={pytester.path / 'cache'}", "--views=novel_recall",
+              *(f"--model={m}" for m in models))
+    seen = {}
+    for n in ("0", "2"):
+        result = pytester.runpytest(*common, "-n", n, "--report-dir", f"report-{n}")
+        result.assert_outcomes(passed=1, failed=1)
+        out = json.loads((pytester.path / f"report-{n}" / "results.json").read_text())
+        leak = {r["model"]: r["value"] for r in out["metrics"] if r["metric"] == "novel_recall.leak_rate"}
+        verdicts = {m: v["status"] for m, v in out["verdicts"].items()}
+        fingerprints = {m: e["fingerprint"] for m, e in out["models"].items()}
+        assert leak["npo+v1"] >= 0.5 and leak["npo_v1"] == 0.0
+        assert verdicts == {"npo+v1": "FAIL", "npo_v1": "PASS"}
+        assert None not in fingerprints.values() and len(set(fingerprints.values())) == 2
+        seen[n] = (leak, verdicts, fingerprints, sorted(c["model"] for c in out["computed"]))
+    assert seen["0"] == seen["2"]

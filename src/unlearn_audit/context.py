@@ -256,7 +256,11 @@ class AuditContext:
         if lm is not None:
             return lm.fingerprint
         engine = self._engines.get(label)
-        return engine.fingerprint if engine is not None else None
+        if engine is not None:
+            return engine.fingerprint
+        # Under pytest-xdist its results may all have come from another worker, which
+        # stored the fingerprint beside them.
+        return self._runner.fingerprints.get(label) if self._runner is not None else None
 
     # --- data -----------------------------------------------------------------------------
     def items(self, split: str, *, limit: int | None | bool = True,

@@ -9,9 +9,13 @@ memoises every result for the session.
 Under pytest-xdist each worker has its own runner; they share finished results through a
 run directory (:class:`SharedResults`) that the controller creates and hands to every
 worker. A result is computed under a file lock on its own key, so across all workers each
-(view, model) is computed at most once, and the others read it back from disk. Every
-computation is logged (``computed.jsonl``) and reaches ``results.json`` as the run's
-``computed`` list, which is how a user (and a test) sees that each reference ran once.
+(view, model) is computed at most once, and the others read it back from disk. A stored
+result is found by a hash of its exact key (view, model label, the model's spec), never by
+a readable name alone (``npo+v1`` and ``npo_v1`` once shared one file and so one verdict),
+and it carries that key, the fingerprint of the model it was computed on and a checksum,
+all checked on read. Every computation is logged (``computed.jsonl``) and reaches
+``results.json`` as the run's ``computed`` list, which is how a user (and a test) sees that
+each reference ran once.
 
 A result the view raised on is never stored: each worker that needs it raises the same
 error in its own test.
@@ -19,6 +23,8 @@ error in its own test.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -32,7 +38,7 @@ if TYPE_CHECKING:
     from unlearn_audit.context import AuditContext
     from unlearn_audit.views import ViewResult
 
-__all__ = ["DependencyError", "Runner", "SharedResults", "worker_id"]
+__all__ = ["DependencyError", "Runner", "SharedResultError", "SharedResults", "worker_id"]
 
 #: Where a session's run directories live, under the cache directory.
 RUNS_DIR = "runs"
@@ -48,20 +54,38 @@ def worker_id() -> str:
 
 
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+    """A readable file-name part; many texts share one, so it never names a file alone."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:40]
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+class SharedResultError(RuntimeError):
+    """A stored result belongs to another model than the one this process loaded."""
 
 
 class SharedResults:
     """Finished results shared by the processes of one run, in one directory.
 
-    ``<view>--<model>.json`` holds a result, ``.lock`` guards its computation, and
-    ``computed.jsonl`` logs one line per computation: ``{view, model, worker}``.
+    ``<view>--<model slug>--<sha256 of the key>.json`` holds a result (the slug is for
+    people; the hash, of the canonical JSON of ``{view, model, identity}``, is what cannot
+    collide), ``.lock`` beside it guards its computation, and ``computed.jsonl`` logs one
+    line per computation: ``{view, model, worker}``. The file holds ``{key, fingerprint,
+    result, sha256}``; a file whose checksum or key does not match is damaged: moved aside,
+    recomputed, and said in one warning.
     """
 
     LOG = "computed.jsonl"
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
+        self._damage_said = False
+        #: label -> fingerprint of the model each result read or computed here was computed
+        #: on, where known: a model whose results all came from another worker is never
+        #: loaded in this one, and the report still names what was audited.
+        self.fingerprints: dict[str, str] = {}
 
     @classmethod
     def create(cls, cache_dir: Path) -> SharedResults:
@@ -80,28 +104,103 @@ class SharedResults:
         run.mkdir()
         return cls(run)
 
-    def _path(self, view: str, model: str, suffix: str) -> Path:
-        return self.dir / f"{_slug(view)}--{_slug(model)}{suffix}"
+    @staticmethod
+    def key(view: str, model: str, identity: Any = None) -> dict[str, Any]:
+        """The exact key of a result: the view, the model's label as given and ``identity``
+        (what the run knows of the model without loading it: its spec)."""
+        return {"view": view, "model": model, "identity": identity}
 
-    def get_or_compute(self, view: str, model: str, compute: Callable[[], ViewResult]) -> ViewResult:
-        """The stored result of (view, model), or ``compute()``'s, stored for the others.
+    def _path(self, key: dict[str, Any], suffix: str) -> Path:
+        digest = hashlib.sha256(_canonical(key).encode()).hexdigest()
+        return self.dir / f"{_slug(key['view'])}--{_slug(key['model'])}--{digest}{suffix}"
+
+    @staticmethod
+    def _checksum(key: dict[str, Any], fingerprint: str | None, result: str) -> str:
+        return hashlib.sha256(_canonical([key, fingerprint, result]).encode()).hexdigest()
+
+    def _read(self, done: Path, key: dict[str, Any]) -> tuple[str | None, str] | None:
+        """``(fingerprint, result text)`` of a stored result, or ``None`` when there is
+        none or it is damaged (then moved aside, said once)."""
+        try:
+            text = done.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            stored = json.loads(text)
+            fingerprint, result = stored["fingerprint"], stored["result"]
+            ok = (stored["key"] == json.loads(_canonical(key))
+                  and stored["sha256"] == self._checksum(key, fingerprint, result))
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            return fingerprint, result
+        n = 1
+        while (aside := done.with_name(f"{done.name}.corrupt-{n}")).exists():
+            n += 1
+        os.replace(done, aside)
+        if not self._damage_said:
+            self._damage_said = True
+            import warnings
+
+            warnings.warn(
+                f"shared result {done} did not match its key and checksum (edited or damaged); "
+                f"moved it to {aside.name} and computing {key['view']} on {key['model']} again.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return None
+
+    def get_or_compute(self, view: str, model: str, compute: Callable[[], ViewResult], *,
+                       identity: Any = None,
+                       fingerprint: Callable[[], str | None] = lambda: None) -> ViewResult:
+        """The stored result of (view, model), or ``compute()``'s, stored for the others;
+        the fingerprint of the model it was computed on goes to :attr:`fingerprints`.
 
         The lock is held while computing, so a second worker asking for the same key waits
         and then reads the first one's result instead of computing it again.
+
+        Args:
+            identity: what names the model beyond its label (its spec), part of the key.
+            fingerprint: the model's fingerprint as this process knows it, called after a
+                computation (to store it) and after a read (to compare: when both are
+                known, they must be equal).
+
+        Raises:
+            SharedResultError: the stored result was computed on other weights than the
+                ones this process loaded under the same label.
         """
         from filelock import FileLock
 
         from unlearn_audit.views import ViewResult
 
-        done = self._path(view, model, ".json")
-        with FileLock(str(self._path(view, model, ".lock"))):
-            if done.exists():
-                return ViewResult.loads(done.read_text(encoding="utf-8"))
+        key = self.key(view, model, identity)
+        done = self._path(key, ".json")
+        with FileLock(str(self._path(key, ".lock"))):
+            stored = self._read(done, key)
+            if stored is not None:
+                theirs, text = stored
+                mine = fingerprint()
+                if mine is not None and theirs is not None and mine != theirs:
+                    raise SharedResultError(
+                        f"{view} on {model}: another worker computed it on a model with fingerprint "
+                        f"{theirs}, while this worker has {mine} for the same label and source, so "
+                        "the checkpoint changed during the run. Fix: keep the model files unchanged "
+                        "while auditing, and run again."
+                    )
+                if theirs is not None:
+                    self.fingerprints.setdefault(model, theirs)
+                return ViewResult.loads(text)
             result = compute()
+            fp = fingerprint()
+            text = result.dumps()
+            payload = {"key": key, "fingerprint": fp, "result": text,
+                       "sha256": self._checksum(key, fp, text)}
             tmp = done.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(result.dumps(), encoding="utf-8")
+            tmp.write_text(json.dumps(payload, default=str), encoding="utf-8")
             os.replace(tmp, done)  # readers never see half a file
             self.log(view, model)
+        if fp is not None:
+            self.fingerprints.setdefault(model, fp)
         return result
 
     def log(self, view: str, model: str) -> None:
@@ -176,10 +275,24 @@ class Runner:
             self._stack.pop()
         return self._done[key]
 
+    def _identity(self, model: str) -> Any:
+        try:
+            spec = self.ctx.spec(model)
+        except KeyError:
+            return None
+        return dataclasses.asdict(spec) if dataclasses.is_dataclass(spec) else repr(spec)
+
+    def _known_fingerprint(self, model: str) -> str | None:
+        known = getattr(self.ctx, "known_fingerprint", None)
+        return known(model) if callable(known) else None
+
     def _compute(self, v: Any, view: str, model: str) -> ViewResult:
-        if self.shared is not None:
-            return self.shared.get_or_compute(view, model, lambda: self._run(v, view, model))
-        return self._run(v, view, model)
+        if self.shared is None:
+            return self._run(v, view, model)
+        return self.shared.get_or_compute(
+            view, model, lambda: self._run(v, view, model),
+            identity=self._identity(model), fingerprint=lambda: self._known_fingerprint(model),
+        )
 
     def _run(self, v: Any, view: str, model: str) -> ViewResult:
         from unlearn_audit.model._types import BackendUnavailable
@@ -198,3 +311,8 @@ class Runner:
 
     def results(self) -> list[ViewResult]:
         return list(self._done.values())
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        """label -> fingerprint of models whose results were shared with other workers."""
+        return self.shared.fingerprints if self.shared is not None else {}

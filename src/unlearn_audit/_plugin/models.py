@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 from typing import TYPE_CHECKING
 
 import pytest
@@ -27,11 +28,25 @@ LABEL_RULES = (
     "A LABEL in LABEL=SOURCE is 1-64 letters, digits, '.', '_' or '-', starting with a letter "
     "or digit (no '/', no '..', no spaces)."
 )
+_NOT_LABEL = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _derived_label(name: str) -> str:
+    """A directory name or hub id part as a label under the same rules as an explicit one:
+    each run of other characters becomes '-' ("lr=1e-5" -> "lr-1e-5", "a|b" -> "a-b"), so a
+    directory's name never brings markup, line breaks or escapes into the report."""
+    return _NOT_LABEL.sub("-", name).lstrip("._-")[:64].rstrip("-")
+
+
+def _numbered(base: str, n: int) -> str:
+    suffix = f"-{n}"
+    return base[: 64 - len(suffix)] + suffix
 
 
 def plan_models(entries: list[tuple[str, str]]) -> list[PlannedModel]:
     """Labels for user-given models: ``LABEL=SOURCE`` when given, else the directory name or
-    the hub id's last part; clashes take the parent directory or hub owner, then a number.
+    the hub id's last part, made to follow :data:`LABEL_RULES`; clashes take the parent
+    directory or hub owner, then a number. Every model gets its own label.
 
     Args:
         entries: ``(role, raw option value)`` in command-line order.
@@ -53,29 +68,45 @@ def plan_models(entries: list[tuple[str, str]]) -> list[PlannedModel]:
             raise pytest.UsageError(f"{flag}: empty source in {raw!r}")
         if looks_like_path(source):
             source = os.path.expanduser(source)
-        parts = [p for p in re.split(r"[/\\]+", source.rstrip("/\\")) if p not in ("", ".")]
-        parsed.append((role, source, explicit.strip(), parts or [source]))
-    labels: list[str] = []
-    for i, (_role, _source, explicit, parts) in enumerate(parsed):
-        if explicit:
-            labels.append(explicit)
-            continue
-        label = parts[-1]
-        others = [p for j, p in enumerate(parsed) if j != i]
-        if any((o[2] or o[3][-1]) == label for o in others) and len(parts) > 1:
-            label = f"{parts[-2]}-{parts[-1]}"
-        labels.append(label)
-    seen: dict[str, int] = {}
+        parts = _name_parts(source)
+        parsed.append((role, source, explicit.strip(), parts or [source], flag))
+    explicit_labels = [p[2] for p in parsed if p[2]]
+    for label in explicit_labels:
+        if explicit_labels.count(label) > 1:
+            raise pytest.UsageError(f"model label {label!r} is used twice; give each model its own LABEL=")
+    names = [p[2] or _derived_label(p[3][-1]) for p in parsed]
+    bases: list[str] = []
+    for i, (_role, source, explicit, parts, flag) in enumerate(parsed):
+        label = names[i]
+        if not explicit and len(parts) > 1 and label in names[:i] + names[i + 1 :]:
+            label = _derived_label(f"{parts[-2]}-{parts[-1]}")
+        if not label:
+            raise pytest.UsageError(
+                f"{flag} {source!r}: no model label can be made from {parts[-1]!r}. {LABEL_RULES} "
+                f"Fix: {flag} {shlex.quote('LABEL=' + source)} with such a label."
+            )
+        bases.append(label)
+    # Explicit labels are the user's: a derived one that meets one (or another derived one)
+    # takes the next free number, so no two models ever share a label.
+    taken = set(explicit_labels)
     out = []
-    for (role, source, explicit, _), label in zip(parsed, labels, strict=True):
-        if label in seen:
-            if explicit:
-                raise pytest.UsageError(f"model label {label!r} is used twice; give each model its own LABEL=")
-            seen[label] += 1
-            label = f"{label}-{seen[label]}"
-        seen.setdefault(label, 1)
+    for (role, source, explicit, _, _), label in zip(parsed, bases, strict=True):
+        if not explicit:
+            n, base = 1, label
+            while label in taken:
+                n += 1
+                label = _numbered(base, n)
+        taken.add(label)
         out.append(PlannedModel(label, role, source))
     return out
+
+
+def _name_parts(source: str) -> list[str]:
+    """The path's or hub id's parts, the last one named (``.``/``..`` resolved for a path)."""
+    parts = [p for p in re.split(r"[/\\]+", source.rstrip("/\\")) if p not in ("", ".")]
+    if (not parts or parts[-1] == "..") and looks_like_path(source):
+        parts = [p for p in re.split(r"[/\\]+", os.path.abspath(source)) if p]
+    return parts
 
 
 def tiny_world_plan() -> list[PlannedModel]:

@@ -8,8 +8,17 @@ import pytest
 
 from unlearn_audit._plugin.options import default_cache_dir
 from unlearn_audit._plugin.state import PAYLOAD_KEY, RUN_DIR_KEY, VIEW_KEY, session_of
+from unlearn_audit.report._markdown import one_line
 
 __all__ = ["Reporter"]
+
+
+def _printable(line: str) -> str:
+    """One terminal line with no control characters or ANSI escapes from labels, reasons or
+    paths (they could recolour, move the cursor or overwrite earlier lines); the line's own
+    indent is kept."""
+    indent = line[: len(line) - len(line.lstrip(" "))]
+    return indent + one_line(line)
 
 
 class Reporter:
@@ -85,13 +94,13 @@ class Reporter:
             return
         terminalreporter.write_sep("-", "unlearn-audit")
         if self.error:
-            terminalreporter.write_line(self.error, red=True)
+            terminalreporter.write_line(_printable(self.error), red=True)
         if "report.md" in s.written:
-            terminalreporter.write_line(f"report: {s.written['report.md']}")
+            terminalreporter.write_line(_printable(f"report: {s.written['report.md']}"))
             for label, v in s.verdicts.items():
                 if v.status != "REFERENCE":
-                    terminalreporter.write_line(f"  {label}: {v.status}")
+                    terminalreporter.write_line(_printable(f"  {label}: {v.status}"))
         for line in self.incomplete:
-            terminalreporter.write_line(line, red=True)
+            terminalreporter.write_line(_printable(line), red=True)
         for note in s.golden_notes:
-            terminalreporter.write_line(note)
+            terminalreporter.write_line(_printable(note))

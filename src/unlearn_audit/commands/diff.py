@@ -2,12 +2,15 @@
 
 Prints a table of every (model, metric) whose value moved by more than ``--tolerance``
 or whose outcome changed (old, new, delta, outcome change), then the number unchanged and
-the metrics added or removed. ``--exit-code`` makes it usable as a CI check.
+the metrics added or removed. ``--exit-code`` makes it usable as a CI check: a number on
+one side and NaN on the other is a change; NaN on both sides is listed, not a change. A
+malformed file is a one-line error naming the file and the entry (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from unlearn_audit.report._diff import diff_results, load_results, render_diff
@@ -20,8 +23,10 @@ def _tolerance(raw: str) -> float:
         value = float(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {raw!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {raw!r}")
+    # `not >= 0` refuses NaN too (a NaN tolerance made every change "unchanged"); an
+    # infinite one would hide every move
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {raw!r}")
     return value
 
 

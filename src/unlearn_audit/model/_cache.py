@@ -8,6 +8,12 @@ back instead of leaving a torn file. Values are JSON (floats round-trip exactly 
 The key is the SHA-256 of ``[method, engine config that changes numbers, request]``
 (lm-evaluation-harness's scheme); the file name carries the model fingerprint, so another
 checkpoint, tokenizer or quantization mode never reads this model's numbers.
+
+Every entry carries a checksum: SHA-256 of the fingerprint, the key and the value's JSON
+text. An edited value, a row copied to another key, or a file renamed to another model's
+fingerprint fails it, and a cached number is then never served: the file counts as damaged
+and is moved aside like an unreadable one. The checksum is not a signature: whoever can
+write the cache can also recompute it; it stops accidents and naive edits, not a forger.
 """
 
 from __future__ import annotations
@@ -49,6 +55,11 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def entry_checksum(fingerprint: str, key: str, value_text: str) -> str:
+    """SHA-256 binding a stored value to its key and to the model (the file's fingerprint)."""
+    return hashlib.sha256(f"{fingerprint}\n{key}\n{value_text}".encode()).hexdigest()
+
+
 def request_key(method: str, config: dict[str, Any], request: Any) -> str:
     """SHA-256 of ``[method, config, request]`` as canonical JSON.
 
@@ -66,14 +77,19 @@ class ResultCache:
     """Key -> JSON value store in ``<cache_dir>/<fingerprint>.sqlite``.
 
     ``cache_dir=None`` gives a cache that remembers nothing, so callers need no branches.
-    A cache is never worth a failed audit: a file that is not a SQLite database is moved
-    aside (``*.corrupt-N``) and rebuilt, and a directory that cannot be created or written
-    turns the cache off for the session; each says so in one ``RuntimeWarning``.
+    A cache is never worth a failed audit: a file that is not a SQLite database, or one
+    holding an entry whose checksum does not match, is moved aside (``*.corrupt-N``) and
+    rebuilt, and a directory that cannot be created or written turns the cache off for the
+    session; each says so in one ``RuntimeWarning``. An entry without a checksum (written
+    before checksums existed) is a miss: recomputed and stored again with one.
     """
 
     def __init__(self, cache_dir: Path | None, fingerprint: str):
+        self.fingerprint = fingerprint
         self.path = None if cache_dir is None else Path(cache_dir) / f"engine-{fingerprint}.sqlite"
         self._conn: sqlite3.Connection | None = None
+        self._opened: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we opened
+        self._damage_said = False
         self.hits = 0
         self.misses = 0
         self.problem = ""  # why the cache was turned off, when it was
@@ -89,9 +105,19 @@ class ResultCache:
         conn = sqlite3.connect(self.path, timeout=60)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute("CREATE TABLE IF NOT EXISTS results "
+                         "(key TEXT PRIMARY KEY, value TEXT NOT NULL, checksum TEXT)")
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+            if "checksum" not in columns:  # a file of an older version: its rows read as misses
+                try:
+                    conn.execute("ALTER TABLE results ADD COLUMN checksum TEXT")
+                except sqlite3.OperationalError as e:
+                    if "duplicate column" not in str(e):  # another worker added it first
+                        raise
             conn.commit()
-            conn.execute("SELECT key, value FROM results LIMIT 1").fetchall()
+            conn.execute("SELECT key, value, checksum FROM results LIMIT 1").fetchall()
+            st = self.path.stat()
+            self._opened = (st.st_dev, st.st_ino)
         except BaseException:
             conn.close()
             raise
@@ -107,13 +133,13 @@ class ResultCache:
                 except sqlite3.OperationalError:
                     raise  # locked, read-only, unopenable: a property of the place, not the file
                 except sqlite3.DatabaseError as e:  # "file is not a database", "malformed"
-                    self._move_aside(e)
+                    self._move_aside(f"was not a usable SQLite database ({e})")
                     self._conn = self._open()
             except (sqlite3.Error, OSError) as e:
                 self._disable(e)
         return self._conn
 
-    def _move_aside(self, error: Exception) -> None:
+    def _move_aside(self, problem: str) -> None:
         assert self.path is not None
         n = 1
         while (aside := self.path.with_name(f"{self.path.name}.corrupt-{n}")).exists():
@@ -123,11 +149,34 @@ class ResultCache:
             with contextlib.suppress(OSError):
                 self.path.with_name(self.path.name + extra).unlink()
         warnings.warn(
-            f"engine cache {self.path} was not a usable SQLite database ({error}); moved it to "
-            f"{aside.name} and recomputing its answers.",
+            f"engine cache {self.path} {problem}; moved it to {aside.name} and recomputing its answers.",
             RuntimeWarning,
             stacklevel=4,
         )
+
+    def _damaged(self, bad: int) -> None:
+        """Entries failed their checksum: move the file aside and start a fresh one."""
+        assert self.path is not None and self._conn is not None
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._conn = None
+        try:
+            st = self.path.stat()
+            mine = (st.st_dev, st.st_ino) == self._opened
+        except FileNotFoundError:
+            mine = False
+        if mine:  # else another worker has moved it aside already (and said so)
+            try:
+                self._move_aside(f"held {bad} entr{'y' if bad == 1 else 'ies'} (of those read) whose checksum "
+                                 "over key and value did not match (edited or damaged), so none of it is trusted")
+            except OSError as e:  # cannot move it: never read it again this session
+                self._disable(e)
+            self._damage_said = True
+        elif not self._damage_said:
+            self._damage_said = True
+            warnings.warn(f"engine cache {self.path} held entries that failed their checksum; "
+                          "another process moved it aside; recomputing its answers.",
+                          RuntimeWarning, stacklevel=4)
 
     def _disable(self, error: BaseException) -> None:
         """Run uncached from now on, saying so once."""
@@ -154,16 +203,27 @@ class ResultCache:
             return {}
         found: dict[str, Any] = {}
         unique = list(dict.fromkeys(keys))
+        bad = 0
         try:
             for i in range(0, len(unique), 500):  # SQLite caps bound parameters per statement
                 chunk = unique[i : i + 500]
                 marks = ",".join("?" * len(chunk))
-                for k, v in conn.execute(
-                    f"SELECT key, value FROM results WHERE key IN ({marks})", chunk
+                for k, v, checksum in conn.execute(
+                    f"SELECT key, value, checksum FROM results WHERE key IN ({marks})", chunk
                 ):
+                    if checksum is None:
+                        continue  # an entry of an older version: recomputed, stored with one
+                    if checksum != entry_checksum(self.fingerprint, k, v):
+                        bad += 1
+                        continue
                     found[k] = json.loads(v)
         except (sqlite3.Error, ValueError) as e:  # damaged after opening: recompute uncached
             self._disable(e)
+            found = {}
+        if bad:
+            # One damaged entry says the file cannot be trusted: none of this batch is
+            # served, and later reads go to a fresh file.
+            self._damaged(bad)
             found = {}
         self.hits += sum(k in found for k in keys)
         self.misses += sum(k not in found for k in keys)
@@ -175,9 +235,10 @@ class ResultCache:
         if conn is None or not items:
             return
         try:
+            rows = [(k, json.dumps(v)) for k, v in items.items()]
             conn.executemany(
-                "INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)",
-                [(k, json.dumps(v)) for k, v in items.items()],
+                "INSERT OR REPLACE INTO results (key, value, checksum) VALUES (?, ?, ?)",
+                [(k, text, entry_checksum(self.fingerprint, k, text)) for k, text in rows],
             )
             conn.commit()
         except sqlite3.Error as e:  # e.g. a read-only file or a full disk: keep auditing

@@ -356,32 +356,80 @@ def file_sha256(file: Path) -> str:
 
 
 class _HashCache:
-    """File sha256 values remembered by (path, size, mtime), so big weights hash once.
+    """File sha256 values remembered by the file's identity and change time, so big
+    weights hash once.
 
-    Stored as a small JSON file; concurrent writers may drop each other's entries, which
-    only costs a re-hash, never a wrong hash (size and mtime must both still match).
+    An entry is used only while path, size, mtime, ctime, inode and device all still
+    match (git's index does the same). mtime alone is not enough: other weights of the
+    same size with the old mtime put back (``os.utime``, ``cp -p``, ``rsync -t``) served
+    the old model's cached answers. ctime cannot be set back from user space, and a file
+    replaced by rename has a new inode. Hashing every time would also be safe, but costs
+    about 16 s per 16 GB checkpoint per process at sha256's 1 GB/s (more from a cold disk),
+    for every model and every xdist worker of every run. Two more guards: an entry is kept
+    only for a file whose ctime is older than the hash's start by more than
+    :attr:`RACY_NS` (a change within the same timestamp tick would otherwise look
+    unchanged; git calls these "racily clean"), and nothing is cached on Windows, where
+    ``st_ctime`` is the creation time. The file carries a checksum of its entries: an
+    edited or damaged one is discarded (everything hashes again) with one warning.
+
+    Concurrent writers may drop each other's entries, which only costs a re-hash.
     """
 
+    VERSION = 2
+    #: How much older than the hash's start a file's last change must be for its hash to
+    #: be remembered: above any filesystem's timestamp granularity (FAT: 2 s).
+    RACY_NS = 3_000_000_000
+
     def __init__(self, path: Path | None):
-        self.path = path
+        self.path = path if os.name != "nt" else None
         self.entries: dict[str, dict] = {}
         self.dirty = False
-        if path is not None and path.is_file():
+        if self.path is not None and self.path.is_file():
             try:
-                self.entries = json.loads(path.read_text())
+                stored = json.loads(self.path.read_text())
             except (OSError, ValueError):
-                self.entries = {}  # a torn or foreign file: start over
+                stored = None  # a torn or foreign file: start over
+            if isinstance(stored, dict) and stored.get("version") == self.VERSION:
+                entries = stored.get("entries")
+                if isinstance(entries, dict) and stored.get("sha256") == self._checksum(entries):
+                    self.entries = entries
+                else:
+                    import warnings
+
+                    warnings.warn(
+                        f"file-hash cache {self.path} failed its checksum (edited or damaged); "
+                        "ignoring it and hashing the model files again.",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+
+    @staticmethod
+    def _checksum(entries: dict) -> str:
+        return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+
+    @staticmethod
+    def _stamp(st: os.stat_result) -> dict:
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+                "ino": st.st_ino, "dev": st.st_dev}
 
     def sha256(self, file: Path) -> str:
+        import time
+
         real = file.resolve()  # hub snapshots are symlinks into a blob store
         st = real.stat()
         key = str(real)
+        stamp = self._stamp(st)
         hit = self.entries.get(key)
-        if hit and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
+        if isinstance(hit, dict) and {k: hit.get(k) for k in stamp} == stamp and isinstance(hit.get("sha256"), str):
             return hit["sha256"]
+        started = time.time_ns()
         digest = file_sha256(real)
-        self.entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
-        self.dirty = True
+        after = real.stat()
+        if self._stamp(after) == stamp and st.st_ctime_ns < started - self.RACY_NS:
+            self.entries[key] = {**stamp, "sha256": digest}
+            self.dirty = True
+        elif self.entries.pop(key, None) is not None:  # changed lately: hash it again next time
+            self.dirty = True
         return digest
 
     def save(self) -> None:
@@ -391,7 +439,8 @@ class _HashCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".hashes-", suffix=".json")
             with os.fdopen(fd, "w") as fh:
-                json.dump(self.entries, fh, indent=0, sort_keys=True)
+                json.dump({"version": self.VERSION, "entries": self.entries,
+                           "sha256": self._checksum(self.entries)}, fh, indent=0, sort_keys=True)
             os.replace(tmp, self.path)
         except OSError:
             pass  # a read-only cache only means hashing again next run

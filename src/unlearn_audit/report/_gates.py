@@ -89,6 +89,12 @@ def evaluate_gate(
         skip = reference_skip if outcome == "skipped" else None
         return GateResult(outcome, None, reason, reason if outcome == "error" else "", skip=skip)
     threshold = gate.threshold(reference_value)
+    if not math.isfinite(threshold):
+        # a NaN reference would FAIL every value (all comparisons false) and an infinite one
+        # PASS every value: neither decides anything
+        msg = (f"threshold {gate.describe()} is {_fmt(threshold)} because {gate.relative_to} "
+               f"({reference_label}) measured {_fmt(reference_value)}, so the gate cannot be decided")
+        return GateResult("error", None, msg, msg)
     th = {"op": gate.op, "value": threshold, "source": gate.source}
     basis = ""
     if gate.relative_to is not None:

@@ -21,12 +21,83 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GoldenItems", "compare_items", "item_outcomes", "load_golden_items"]
+__all__ = ["DuplicateKeyError", "GoldenItems", "compare_items", "item_outcomes", "load_golden_items", "loads_strict"]
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names one key twice; ``str()`` is ``line N: duplicate key 'k' ...``."""
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Duplicate(key)
+        out[key] = value
+    return out
+
+
+_STRING_END = re.compile(r'"(?:[^"\\]|\\.)*"')
+_COLON = re.compile(r"\s*:")
+
+
+def _first_duplicate_line(text: str) -> tuple[str, int, int] | None:
+    """``(key, line, first line)`` of the first key repeated in one object, by a scan of the text.
+
+    Only run once a load found a duplicate, so the fast C parser stays the common path.
+    """
+    stack: list[dict[str, int] | None] = []  # a dict of key -> line per open object, None per list
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            m = _STRING_END.match(text, i)
+            if m is None:
+                return None
+            j = m.end()
+            if stack and stack[-1] is not None and _COLON.match(text, j):
+                key = json.loads(m.group(0))
+                line = text.count("\n", 0, i) + 1
+                if key in stack[-1]:
+                    return key, line, stack[-1][key]
+                stack[-1][key] = line
+            i = j
+            continue
+        if c == "{":
+            stack.append({})
+        elif c == "[":
+            stack.append(None)
+        elif c in "}]" and stack:
+            stack.pop()
+        i += 1
+    return None
+
+
+def loads_strict(text: str) -> Any:
+    """``json.loads`` that refuses an object naming a key twice (JSON would keep the last).
+
+    Raises:
+        json.JSONDecodeError: not JSON.
+        DuplicateKeyError: a key repeated in one object, with its line.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_refuse_duplicates)
+    except _Duplicate as e:
+        found = _first_duplicate_line(text)
+        where = f"line {found[1]}: " if found else ""
+        first = f" (first at line {found[2]})" if found else ""
+        raise DuplicateKeyError(f"{where}duplicate key {e.args[0]!r}{first}; JSON keeps only the last one, "
+                                "so delete one of them") from None
+
 
 #: Fields that tell two records of one item apart (besides ``uid``).
 IDENTITY_KEYS = ("format", "kind", "split", "unit", "role", "precision")
@@ -115,11 +186,16 @@ def load_golden_items(path: Path, shown: str) -> GoldenItems:
     path = Path(path)
     if not path.is_file():
         return GoldenItems(path, shown)
+    fix = "restore it from git or rewrite it with `pytest audits --update-golden`"
     try:
-        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+        data = loads_strict(path.read_text(encoding="utf-8") or "{}")
     except json.JSONDecodeError as e:
-        raise ValueError(f"{shown}: not valid JSON ({e}); restore it from git or rewrite it with "
-                         "`pytest audits --update-golden`") from e
+        raise ValueError(f"{shown}: not valid JSON ({e}); {fix}") from e
+    except DuplicateKeyError as e:
+        raise ValueError(f"{shown}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{shown}: expected a JSON object (view -> model -> items), got "
+                         f"{type(data).__name__}; {fix}")
     config = data.pop("_config", None)
     for view, models in data.items():
         ok = isinstance(models, dict) and all(

@@ -31,7 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unlearn_audit.report._golden_items import GoldenItems, load_golden_items
+from unlearn_audit.report._golden_items import (
+    DuplicateKeyError,
+    GoldenItems,
+    load_golden_items,
+    loads_strict,
+)
 from unlearn_audit.views import VIEW_MODULES
 
 __all__ = [
@@ -277,6 +282,58 @@ class _Checker:
             raise self.fail("schema_version", f"expected {SCHEMA_VERSION}, got {version!r}")
 
 
+class _StrictYAMLError(Exception):
+    """A YAML construct these files refuse; ``str()`` is ``line N: problem``."""
+
+
+_STRICT_LOADER: Any = None
+
+
+def _strict_loader() -> Any:
+    """A SafeLoader that refuses duplicate keys and aliases (built once, on first use).
+
+    A duplicate key silently keeps the last value (a second ``value:`` loosened a gate; a
+    second ``gates:`` dropped the first list). An alias is refused outright: these files
+    never need one, and expanding nested aliases ("billion laughs") takes unbounded memory.
+    """
+    global _STRICT_LOADER
+    if _STRICT_LOADER is not None:
+        return _STRICT_LOADER
+    import yaml  # imported here: the plugin loads in every pytest run, audits or not
+
+    class StrictLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):  # noqa: ANN001, ANN202 - PyYAML's signature
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise _StrictYAMLError(
+                    f"line {event.start_mark.line + 1}: alias *{event.anchor} is not allowed in this "
+                    "file; write the value out in full"
+                )
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN202
+            if isinstance(node, yaml.MappingNode):
+                self.flatten_mapping(node)
+                first: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        seen = first.get(key)
+                    except TypeError:  # an unhashable key: SafeLoader's own error says so
+                        continue
+                    line = key_node.start_mark.line + 1
+                    if seen is not None:
+                        raise _StrictYAMLError(
+                            f"line {line}: duplicate key {key!r} (first at line {seen}); YAML keeps only "
+                            "the last one, so delete one of them"
+                        )
+                    first[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    _STRICT_LOADER = StrictLoader
+    return StrictLoader
+
+
 def _read_yaml(path: Path, shown: str) -> Any:
     import yaml  # imported here: the plugin loads in every pytest run, audits or not
     try:
@@ -284,7 +341,9 @@ def _read_yaml(path: Path, shown: str) -> Any:
     except FileNotFoundError:
         raise ReferenceResultsError(f"{shown}: file not found") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
+    except _StrictYAMLError as e:
+        raise ReferenceResultsError(f"{shown}: {e}") from None
     except yaml.YAMLError as e:
         raise ReferenceResultsError(f"{shown}: not valid YAML ({e})") from e
 
@@ -444,6 +503,9 @@ def load_paper(path: Path, root: Path | None = None, extra_views: Iterable[str] 
             ck.metric(m, f"{key}.metrics.{m}", extra_views): ck.number(v, f"{key}.metrics.{m}")
             for m, v in ck.mapping(entry.get("metrics") or {}, f"{key}.metrics").items()
         }
+        if str(hub_id).lower() in out:  # hub ids are looked up case-insensitively: one would hide the other
+            raise ck.fail(key, f"the same checkpoint as checkpoints.{out[str(hub_id).lower()].source} "
+                               "(hub ids ignore case); keep one")
         out[str(hub_id).lower()] = PaperCheckpoint(str(hub_id), role, metrics, dict(refs))
     return out
 
@@ -526,9 +588,11 @@ def load_golden(path: Path, root: Path | None = None, extra_views: Iterable[str]
     if not path.is_file():
         return Golden(path, shown)
     try:
-        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+        data = loads_strict(path.read_text(encoding="utf-8") or "{}")
     except json.JSONDecodeError as e:
         raise ReferenceResultsError(f"{shown}: not valid JSON ({e})") from e
+    except DuplicateKeyError as e:
+        raise ReferenceResultsError(f"{shown}: {e}") from None
     data = ck.mapping(data, "")
     config = data.pop("_config", None)
     if config is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearn_audit.report._gates import MISSING_REFERENCE
+from unlearn_audit.report._markdown import md_code, md_json, md_link_target, md_text
 from unlearn_audit.report._reference import KNOWN_VIEWS, Gate, view_of
 from unlearn_audit.report._rows import ROLE_ORDER, MetricRow, ViewOutcome
 
@@ -61,7 +62,7 @@ def _missing(value: float | None) -> str | None:
     try:
         f = float(value)
     except (TypeError, ValueError):  # a malformed payload must not cost the whole report
-        return str(value)
+        return md_text(value, limit=40)  # nor shape it: this lands in a table cell
     if math.isnan(f):
         return "NaN"
     if math.isinf(f):
@@ -248,7 +249,9 @@ def verdicts(run: RunReport, rows: list[MetricRow] | None = None) -> dict[str, V
 
     FAIL when any gate failed. INCOMPLETE when nothing failed but some view errored or some
     number was skipped for a reason other than a missing reference model: a release must
-    not PASS on an audit that did not fully run. PASS otherwise.
+    not PASS on an audit that did not fully run. INCOMPLETE too when no gate passed (every
+    gate skipped for a missing reference, or none applies): never a PASS on nothing.
+    PASS otherwise.
     """
     rows = run.rows() if rows is None else rows
     unrun_views: dict[str, list[str]] = {}
@@ -281,6 +284,13 @@ def verdicts(run: RunReport, rows: list[MetricRow] | None = None) -> dict[str, V
             out[model] = Verdict(status, "; ".join(parts) or fallback)
             continue
         status = "FAIL" if failed else "INCOMPLETE" if incomplete else "PASS"
+        if status == "PASS" and not passed:
+            # A PASS must rest on a decided gate: gates all skipped for a missing reference
+            # (or none at all) are an audit that checked nothing.
+            status = "INCOMPLETE"
+            why = [f"{r.metric} ({r.reason or r.outcome})" for r in mine if r.metric in run.gates]
+            parts.append("no gate could be evaluated: "
+                         + (", ".join(why) or "no gate in the gates file applies to what ran"))
         if status == "PASS":
             parts.append(f"{passed} gate(s) passed")
         not_run = [
@@ -440,21 +450,30 @@ def _threshold_cell(row: MetricRow) -> str:
     th = row.threshold
     if not th or th.get("value") is None:
         return "—"
-    return f"{_OP_CELL.get(th['op'], th['op'])} {format_value(row.metric, th['value'])}"
+    return f"{_OP_CELL.get(th['op']) or md_text(th['op'])} {format_value(row.metric, th['value'])}"
 
 
 def _extra_cell(value: Any) -> str:
     """One ``Metric.extra`` value as short markdown: numbers to 4 significant digits, lists
-    (per-layer curves) in full, anything nested as compact JSON."""
+    (per-layer curves) in full, anything nested as compact JSON; text as text, cut short."""
     if value is None:
         return "—"
-    if isinstance(value, (bool, str)):
+    if isinstance(value, bool):
         return str(value)
+    if isinstance(value, str):
+        return md_text(value, limit=_EXTRA_TEXT_LIMIT)
     if isinstance(value, (int, float)):
         return f"{value:.4g}"
     if isinstance(value, list) and all(isinstance(v, (int, float)) or v is None for v in value):
         return "[" + ", ".join(_extra_cell(v) for v in value) + "]"
-    return "`" + json.dumps(_rounded(value), sort_keys=True, separators=(",", ":")) + "`"
+    try:
+        return md_json(json.dumps(_rounded(value), sort_keys=True, separators=(",", ":")))
+    except (TypeError, ValueError):  # not JSON: shown as text, never as markup
+        return md_text(repr(value), limit=_EXTRA_TEXT_LIMIT)
+
+
+#: A generation or question in ``extra`` is for a glance; items.jsonl holds it whole.
+_EXTRA_TEXT_LIMIT = 200
 
 
 def _rounded(value: Any) -> Any:
@@ -478,8 +497,8 @@ def _extra_section(rows: list[MetricRow], models: Iterable[str]) -> list[str]:
         return []
     lines = ["<details><summary>Details (each metric's extra values)</summary>", ""]
     for r in shown:
-        parts = [f"{k} = {_extra_cell(v)}" for k, v in r.extra.items()]
-        lines.append(f"- {r.model} · `{r.metric}`: " + "; ".join(parts))
+        parts = [f"{md_text(k)} = {_extra_cell(v)}" for k, v in r.extra.items()]
+        lines.append(f"- {md_text(r.model)} · {md_code(r.metric)}: " + "; ".join(parts))
     return [*lines, "", "</details>", ""]
 
 
@@ -492,7 +511,10 @@ def _view_section(
 ) -> list[str]:
     from tabulate import tabulate
 
-    lines = [f"## {view}", ""]
+    # Every cell and line below that holds a name or text from a model, a dataset, a view or
+    # the command line goes through md_text: it never shapes the markup (a "|" in a label
+    # would shift a row's numbers into the wrong column).
+    lines = [f"## {md_text(view)}", ""]
     candidates = [m for m in run.candidates() if any(r.model == m for r in rows)]
     references = [m for m in run.references() if any(r.model == m for r in rows)]
     main_models = candidates or references
@@ -501,21 +523,23 @@ def _view_section(
     main = [r for r in rows if r.model in main_models]
     has_paper = any(r.paper is not None for r in rows)
     headers = ["model", "metric", "value", "95% CI", "n", "excluded", "threshold", "source", "outcome"]
-    headers += [m if m == run.models[m].get("role") else f"{m} ({run.models[m].get('role')})" for m in ref_cols]
+    headers += [
+        md_text(m if m == run.models[m].get("role") else f"{m} ({run.models[m].get('role')})") for m in ref_cols
+    ]
     if has_paper:
         headers.append("paper")
     table = []
     for r in main:
         cells = [
-            r.model,
-            r.metric,
+            md_text(r.model),
+            md_text(r.metric),
             format_value(r.metric, r.value),
             format_ci(r.metric, r.ci),
-            "—" if r.n is None else r.n,
-            r.excluded or 0,
+            "—" if r.n is None else md_text(r.n),
+            md_text(r.excluded or 0),
             _threshold_cell(r),
-            (r.threshold or {}).get("source") or "—",
-            _OUTCOME_CELL.get(r.outcome, r.outcome),
+            md_text((r.threshold or {}).get("source") or "—"),
+            _OUTCOME_CELL.get(r.outcome) or md_text(r.outcome),
         ]
         for ref in ref_cols:
             other = value_of.get((ref, r.metric))
@@ -529,7 +553,7 @@ def _view_section(
     lines += [tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
     notes = [r for r in main if r.reason and r.outcome in ("fail", "skipped", "error")]
     for r in notes:
-        lines.append(f"- {r.model} · `{r.metric}` — {_OUTCOME_CELL[r.outcome]}: {r.reason}")
+        lines.append(f"- {md_text(r.model)} · {md_code(r.metric)} — {_OUTCOME_CELL[r.outcome]}: {md_text(r.reason)}")
     if notes:
         lines.append("")
     # Per-family breakdowns: every model that reported one, side by side.
@@ -537,19 +561,21 @@ def _view_section(
         models = [m for m in (*candidates, *references) if (m, metric) in value_of and value_of[m, metric].by_family]
         families = sorted({f for m in models for f in value_of[m, metric].by_family})
         fam_table = [
-            [f, *(format_value(metric, value_of[m, metric].by_family.get(f)) for m in models)] for f in families
+            [md_text(f), *(format_value(metric, value_of[m, metric].by_family.get(f)) for m in models)]
+            for f in families
         ]
-        lines += [f"**{metric} by family**", ""]
-        lines += [tabulate(fam_table, headers=["family", *models], tablefmt="github", disable_numparse=True), ""]
+        headers = ["family", *(md_text(m) for m in models)]
+        lines += [f"**{md_text(metric)} by family**", ""]
+        lines += [tabulate(fam_table, headers=headers, tablefmt="github", disable_numparse=True), ""]
     warned = [(o.model, w) for o in run.sorted_outcomes() if o.view == view for w in o.warnings]
     if warned:
-        lines += ["**Warnings**", ""] + [f"- {model}: {text}" for model, text in warned] + [""]
+        lines += ["**Warnings**", ""] + [f"- {md_text(model)}: {md_text(text)}" for model, text in warned] + [""]
     lines += _extra_section(rows, (*candidates, *references))
     for model in (*candidates, *references):
         for caption, rel in plots.get((view, model), []):
-            lines += [f"![{caption} ({model})]({rel})", ""]
+            lines += [f"![{md_text(f'{caption} ({model})')}]({md_link_target(rel)})", ""]
         notes = (plot_notes or {}).get((view, model), [])
-        lines += [f"- {model}: {note}" for note in notes] + ([""] if notes else [])
+        lines += [f"- {md_text(model)}: {md_text(note)}" for note in notes] + ([""] if notes else [])
     return lines
 
 
@@ -569,14 +595,16 @@ def render_markdown(
     lines = ["# Unlearning audit", ""]
     for model in run.candidates():
         v = verdict[model]
-        lines.append(f"- **{model}**: **{v.status}** — {v.summary}")
+        lines.append(f"- **{md_text(model)}**: **{md_text(v.status)}** — {md_text(v.summary)}")
         if v.status == "INCOMPLETE":  # never to be read as a pass: say what is missing
             for g in v.not_run:
-                lines.append(f"  - gate `{g['metric']}` did not run ({g['outcome']}): {g['reason']}")
+                lines.append(
+                    f"  - gate {md_code(g['metric'])} did not run ({md_text(g['outcome'])}): {md_text(g['reason'])}"
+                )
     for model in run.references():
         v = verdict[model]
-        status = "reference" if v.status == "REFERENCE" else f"reference, **{v.status}**"
-        lines.append(f"- {model} ({status}): {v.summary}")
+        status = "reference" if v.status == "REFERENCE" else f"reference, **{md_text(v.status)}**"
+        lines.append(f"- {md_text(model)} ({status}): {md_text(v.summary)}")
     lines.append("")
     lines.append(
         "Rates are percentages; `pp` = percentage points. Thresholds come from the file in "
@@ -591,7 +619,7 @@ def render_markdown(
         lines += ["## Inputs longer than the model's context", ""]
         for model, (n, positions) in truncated.items():
             lines.append(
-                f"- {model}: {n} scored sequence(s) of prompt + answer were longer than its context "
+                f"- {md_text(model)}: {n} scored sequence(s) of prompt + answer were longer than its context "
                 f"({positions} positions) and were cut to it, as TOFU and open-unlearning truncate "
                 "to max_length; the answer tokens past the limit are not scored."
             )
@@ -625,24 +653,28 @@ def render_markdown(
     not_run = run.not_run()
     if not_run:
         lines += ["## Not run", "", f"These (view, model) pairs have no numbers: {run.not_run_reason()}.", ""]
-        lines += [f"- {view} · {model}" for view, model in not_run]
+        lines += [f"- {md_text(view)} · {md_text(model)}" for view, model in not_run]
         lines.append("")
     if summary_plot:
-        lines += ["## Leak by view and family", "", f"![leak rate by view and fact family]({summary_plot})", ""]
+        lines += ["## Leak by view and family", "", f"![leak rate by view and fact family]({md_link_target(summary_plot)})", ""]
     for view in sorted({r.view for r in rows}, key=_view_key):
         lines += _view_section(run, view, [r for r in rows if r.view == view], plots, plot_notes)
     lines += ["## Run configuration", ""]
-    cfg_rows = [[k, json.dumps(v, sort_keys=True) if not isinstance(v, str) else v] for k, v in sorted(run.config.items())]
+    cfg_rows = [
+        [md_text(k), md_text(v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str))]
+        for k, v in sorted(run.config.items())
+    ]
     lines += [tabulate(cfg_rows, headers=["setting", "value"], tablefmt="github", disable_numparse=True), ""]
     lines += ["## Models", ""]
     model_rows = [
-        [m, run.models[m].get("role") or "—", run.models[m].get("source") or "—", run.models[m].get("fingerprint") or "—"]
+        [md_text(m), *(md_text(run.models[m].get(k) or "—") for k in ("role", "source", "fingerprint"))]
         for m in run.model_order()
     ]
     lines += [
         tabulate(model_rows, headers=["model", "role", "source", "fingerprint"], tablefmt="github", disable_numparse=True),
         "",
-        f"unlearn-audit {run.package_version}, results.json schema {RESULTS_SCHEMA_VERSION}, created {run.created}.",
+        f"unlearn-audit {md_text(run.package_version)}, results.json schema {RESULTS_SCHEMA_VERSION}, "
+        f"created {md_text(run.created)}.",
         "",
     ]
     return "\n".join(lines)
@@ -685,7 +717,7 @@ def write_report(run: RunReport, report_dir: Path) -> dict[str, Path]:
         linked = {Path(rel).name for items in plots.values() for _, rel in items}
         _prune_stale_plots(plots_dir, linked | ({Path(summary_plot).name} if summary_plot else set()))
     except Exception as e:  # a plot is never worth the report
-        plot_problem = f"Plots could not be written ({type(e).__name__}: {e}); the numbers above are complete."
+        plot_problem = md_text(f"Plots could not be written ({type(e).__name__}: {e}); the numbers above are complete.")
     markdown = render_markdown(run, rows, plots, summary_plot, plot_notes)
     if plot_problem:
         markdown += f"\n{plot_problem}\n"
@@ -706,6 +738,6 @@ def _compat_line(compat: str) -> str:
             "open-unlearning's evaluator, to reproduce its numbers item for item."
         )
     return (
-        f"Compat mode: **{compat}** (this package's defaults; docs/differences.md lists where "
+        f"Compat mode: **{md_text(compat)}** (this package's defaults; docs/differences.md lists where "
         "they differ from open-unlearning and why)."
     )
