@@ -636,13 +636,13 @@ def render_markdown(
         positions = g.get("max_positions", 0)
         if g.get("prompts_too_long"):
             gen_lines.append(
-                f"- {model}: {g['prompts_too_long']} generation prompt(s) left no room for a new token "
+                f"- {md_text(model)}: {g['prompts_too_long']} generation prompt(s) left no room for a new token "
                 f"in its context ({positions} positions), so nothing was generated for them; their "
                 "items are excluded from the leak rates (counted in excluded), not counted as not leaking."
             )
         if g.get("answers_capped"):
             gen_lines.append(
-                f"- {model}: {g['answers_capped']} generation prompt(s) left fewer positions in its "
+                f"- {md_text(model)}: {g['answers_capped']} generation prompt(s) left fewer positions in its "
                 f"context ({positions}) than max_new_tokens; their answers stop at the context, "
                 "so what a longer answer would have said is not scored."
             )
