@@ -721,3 +721,86 @@ def test_sampled_tokens_survive_float_rounding_of_the_logits():
         return _PerRowSampler([1.0] * n, [1.0] * n, list(range(n)), "cpu")(None, s).argmax(-1)
 
     assert torch.equal(draw(scores), draw(moved))
+
+
+# --- the tokenizer hash: do two models split text alike? --------------------------------------
+
+
+def test_tokenizer_hash_names_what_splits_text(loaded, chat, tmp_path):
+    from _tiny import build_tokenizer
+    from unlearn_audit.model._engine import tokenizer_hash
+
+    tok = loaded.tokenizer
+    engine = Engine(loaded, chat, progress=False)
+    assert engine.tokenizer_hash == tokenizer_hash(tok)
+    tok.save_pretrained(tmp_path / "copy")
+    from transformers import AutoTokenizer
+
+    again = AutoTokenizer.from_pretrained(tmp_path / "copy")
+    again(["a b", "a"], padding=True, truncation=True, max_length=4)  # runtime settings only
+    assert tokenizer_hash(again) == tokenizer_hash(tok)
+    templated = AutoTokenizer.from_pretrained(tmp_path / "copy")
+    templated.chat_template = tok.chat_template.replace("<|eot_id|>", "<|end_of_text|>")
+    assert tokenizer_hash(templated) != tokenizer_hash(tok)
+    assert tokenizer_hash(build_tokenizer(vocab_size=500)) != tokenizer_hash(tok)
+    special = AutoTokenizer.from_pretrained(tmp_path / "copy")
+    special.add_special_tokens({"additional_special_tokens": ["<|extra|>"]})
+    assert tokenizer_hash(special) != tokenizer_hash(tok)
+
+
+def _tokenizer_context(monkeypatch, candidate_hash):
+    from unlearn_audit.context import AuditConfig
+    from unlearn_audit.model.mock import MockModel, mock_context
+    from unlearn_audit.views import View, ViewResult, _base
+
+    class Compares(View):
+        name = "compares"
+        metrics = ()
+
+        def requires(self, ctx, label):
+            ref = ctx.reference("retain")
+            return [(self.name, ref)] if ref != label else []
+
+        def run(self, ctx, label):
+            return ViewResult(self.name, label, [])
+
+    monkeypatch.setattr(_base, "_REGISTRY", {**_base._REGISTRY, "compares": Compares})
+    ctx = mock_context(AuditConfig(progress=False), {"npo": MockModel("candidate"), "retain": MockModel("retain")})
+    ctx._engines["npo"].tokenizer_hash = candidate_hash
+    return ctx
+
+
+def test_a_candidate_whose_tokenizer_differs_from_its_reference_is_warned(monkeypatch):
+    ctx = _tokenizer_context(monkeypatch, "another tokenizer")
+    (warning,) = ctx.result("compares", "npo").warnings
+    assert warning.startswith("npo's tokenizer differs from that of retain (the retain model")
+    assert "not like for like" in warning and "Fix:" in warning and "\n" not in warning
+    assert ctx.result("compares", "retain").warnings == []  # no reference, nothing compared
+
+
+def test_a_candidate_sharing_its_references_tokenizer_is_not_warned(monkeypatch):
+    ctx = _tokenizer_context(monkeypatch, "mock:whitespace")
+    assert ctx.result("compares", "npo").warnings == []
+
+
+def test_mock_backend_satisfies_the_backend_contract():
+    from unlearn_audit.model.mock import MockBackend, MockModel
+
+    assert isinstance(MockBackend("m", MockModel()), Backend)
+
+
+@pytest.mark.parametrize("view, reference", [("tofu", "retain"), ("likelihood", "full"), ("format_shift", "base")])
+def test_the_comparing_views_warn_on_a_reference_with_another_tokenizer(view, reference):
+    from _data import REPO
+    from unlearn_audit.context import AuditConfig
+    from unlearn_audit.model.mock import MockModel, knowing, mock_context
+
+    cfg = AuditConfig(dataset=str(REPO / "fixtures" / "tiny_world"), limit=4, progress=False)
+    items = mock_context(cfg, {"npo": MockModel()}).forget_items()
+    ctx = mock_context(cfg, {"npo": MockModel("candidate", knowing(items)),
+                             reference: MockModel(reference, knowing(items))})
+    ctx._engines[reference].tokenizer_hash = "the reference's own tokenizer"
+    warnings = ctx.result(view, "npo").warnings
+    assert any(w.startswith(f"npo's tokenizer differs from that of {reference} (the {reference} model")
+               for w in warnings), warnings
+    assert not any("tokenizer differs" in w for w in ctx.result(view, reference).warnings)

@@ -402,6 +402,119 @@ def test_quantized_kernel_failure_is_quantization_unavailable(tiny_dir, monkeypa
         load_model(cpu_spec(str(tiny_dir), "q", quantization="nf4"), hash_cache=None)
 
 
+# --- an adapter's base, named in adapter_config.json ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adapter_beside_base(tmp_path_factory, tokenizer):
+    """``root/base`` (a model) and ``root/adapter`` (a LoRA on it) whose adapter_config.json
+    names its base relatively, ``../base``; plus the merged logits it must give."""
+    from peft import LoraConfig, get_peft_model
+
+    root = tmp_path_factory.mktemp("relbase")
+    base_dir = save_checkpoint(root / "base", tokenizer)
+    torch.manual_seed(2)
+    base = load_model(cpu_spec(str(base_dir), "b"), hash_cache=None).model
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False)
+    )
+    peft_model.save_pretrained(root / "adapter")
+    _edit_json(root / "adapter" / "adapter_config.json", base_model_name_or_path="../base")
+    ids = torch.tensor([[0, 5, 9, 17, 33]])
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+    return root, ids, expected
+
+
+def _copy_adapter(root, tmp_path, base_value):
+    d = tmp_path / "adapter"
+    shutil.copytree(root / "adapter", d)
+    _edit_json(d / "adapter_config.json", base_model_name_or_path=base_value)
+    return d
+
+
+def test_relative_adapter_base_resolves_against_the_adapter_dir(adapter_beside_base, tmp_path, monkeypatch):
+    root, ids, expected = adapter_beside_base
+    elsewhere = tmp_path / "a" / "b" / "c"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)  # ../base from here does not exist
+    lm = load_model(cpu_spec(str(root / "adapter"), "a"), hash_cache=None)
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(ids).logits, expected, atol=1e-4, rtol=1e-4)
+    explicit = load_model(cpu_spec(str(root / "adapter"), "a", base=str(root / "base")), hash_cache=None)
+    assert lm.fingerprint == explicit.fingerprint
+
+
+def test_relative_adapter_base_ignores_a_decoy_in_the_working_dir(adapter_beside_base, tmp_path, monkeypatch, tokenizer):
+    root, ids, expected = adapter_beside_base
+    work = tmp_path / "work"
+    save_checkpoint(tmp_path / "base", tokenizer, seed=7)  # ../base seen from work: another model
+    work.mkdir()
+    monkeypatch.chdir(work)
+    lm = load_model(cpu_spec(str(root / "adapter"), "a"), hash_cache=None)
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(ids).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_missing_relative_adapter_base_names_the_config_the_value_and_where(adapter_beside_base, tmp_path, monkeypatch):
+    root, _, _ = adapter_beside_base
+    d = _copy_adapter(root, tmp_path, "../no-such-base")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError) as e:
+        load_model(cpu_spec(str(d), "a"), hash_cache=None)
+    msg = str(e.value)
+    assert str(d / "adapter_config.json") in msg
+    assert "'../no-such-base'" in msg
+    assert str((d / "../no-such-base").resolve()) in msg
+    assert "--base-model" in msg and "Fix:" in msg
+    assert "\n" not in msg
+
+
+def test_adapter_base_hub_id_is_not_read_from_the_working_dir(adapter_beside_base, tmp_path, monkeypatch, tokenizer):
+    root, _, _ = adapter_beside_base
+    d = _copy_adapter(root, tmp_path, "someorg/somebase")
+    save_checkpoint(tmp_path / "someorg" / "somebase", tokenizer)  # a cwd-relative look-alike
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as e:
+        load_model(cpu_spec(str(d), "a"), hash_cache=None)
+    msg = str(e.value)
+    assert "adapter_config.json" in msg and "'someorg/somebase'" in msg and "hub id" in msg
+    assert "--base-model" in msg
+
+
+def test_adapter_base_named_beside_the_adapter_without_a_path_shape(adapter_beside_base, tmp_path, monkeypatch):
+    root, ids, expected = adapter_beside_base
+    d = _copy_adapter(root, tmp_path, "base")
+    shutil.copytree(root / "base", d / "base")  # adapter/base: a base shipped inside the adapter
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    lm = load_model(cpu_spec(str(d), "a"), hash_cache=None)
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(ids).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_unreadable_adapter_config_is_one_line_with_a_fix(tmp_path):
+    d = tmp_path / "adapter"
+    d.mkdir()
+    (d / "adapter_config.json").write_text("[1, 2]")
+    with pytest.raises(ModelLoadError, match="names no base model") as e:
+        load_model(cpu_spec(str(d), "a"), hash_cache=None)
+    assert "adapter_config.json" in str(e.value)
+
+
+@pytest.mark.parametrize("content", ['{"max_new_tokens": 0}', '{"eos_token_id": 1,'])
+def test_a_generation_config_transformers_refuses_is_one_line(tmp_path, tiny_dir, content):
+    d = tmp_path / "model"
+    shutil.copytree(tiny_dir, d)
+    (d / "generation_config.json").write_text(content)  # invalid, or torn JSON
+    with pytest.raises(ModelLoadError) as e:
+        load_model(cpu_spec(str(d), "m"), hash_cache=None)
+    msg = str(e.value)
+    assert msg.startswith(f"{d / 'generation_config.json'}: transformers cannot load it")
+    assert "Fix:" in msg and "\n" not in msg
+
+
 # --- the file-hash cache never serves a stale fingerprint ---------------------------------------
 
 

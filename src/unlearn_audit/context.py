@@ -178,11 +178,71 @@ class AuditContext:
     def engine_notes(self, label: str) -> dict[str, int]:
         """What the engine of ``label`` did to inputs that the report must state; never
         loads a model. ``{"truncated": n, "max_positions": m}`` when ``n`` scored sequences
-        were cut to the model's context (see ``Engine._fit_context``), else ``{}``."""
+        were cut to the model's context (see ``Engine._fit_context``), plus
+        ``"prompts_too_long": k`` when ``k`` generation requests had a prompt that left no
+        room for one new token (never run; their items are excluded), and
+        ``"answers_capped": c`` when ``c`` had fewer positions left than max_new_tokens
+        (their answers may stop at the context); else ``{}``."""
         engine = self._engines.get(label)
-        if engine is None or not engine.truncated:
+        if engine is None:
             return {}
-        return {"truncated": len(engine.truncated), "max_positions": engine.max_positions or 0}
+        truncated = len(getattr(engine, "truncated", None) or ())
+        too_long = len(getattr(engine, "prompts_too_long", None) or ())
+        capped = len(getattr(engine, "answers_capped", None) or ())
+        if not truncated and not too_long and not capped:
+            return {}
+        notes = {"truncated": truncated, "max_positions": engine.max_positions or 0}
+        # Each only when non-zero: reports of runs without them keep their notes.
+        if too_long:
+            notes["prompts_too_long"] = too_long
+        if capped:
+            notes["answers_capped"] = capped
+        return notes
+
+    def tokenizer_hash(self, label: str) -> str | None:
+        """The tokenizer hash of ``label``'s backend (``Backend.tokenizer_hash``); ``None``
+        when the backend has none. Loads the model only when this process has not (a
+        reference whose results another pytest-xdist worker computed)."""
+        engine = self._engines.get(label)
+        if engine is None:
+            self._build_engine(label)
+            engine = self._engines[label]
+        value = getattr(engine, "tokenizer_hash", None)
+        return str(value) if value else None
+
+    def reference_warnings(self, label: str, needs) -> list[str]:
+        """Warnings for a result of ``label`` that reads the results ``needs`` (``(view,
+        model)`` pairs, a view's ``requires``): one per other model whose tokenizer differs.
+
+        Reference comparisons (forget quality's truth-ratio KS against retain, likelihood
+        against full, format_shift against base, privacy against retain) pair this model's
+        numbers with the reference's item by item. Token-level ones (log-probabilities,
+        truth ratios, Min-K%) then count different tokens, and a different chat template
+        shows the two models different prompts: the numbers are still computed, and the
+        reader is told.
+        """
+        if not needs:
+            return []
+        out: list[str] = []
+        for other in sorted({m for _, m in needs if m != label}):
+            try:
+                mine, theirs = self.tokenizer_hash(label), self.tokenizer_hash(other)
+            except Exception as e:  # the comparison's own failure is stated, never fatal
+                out.append(f"could not compare the tokenizers of {label} and {other} "
+                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).")
+                continue
+            if mine is None or theirs is None or mine == theirs:
+                continue
+            role = self.models[other].role if other in self.models else "reference"
+            out.append(
+                f"{label}'s tokenizer differs from that of {other} (the {role} model this view "
+                "compares against): vocabulary, merges, special tokens or chat template. "
+                "Token-level comparisons between them (log-probabilities, truth ratios, "
+                "per-token statistics) count different tokens, and the prompts may differ, "
+                "so they are not like for like. Fix: audit a candidate saved with its "
+                "references' tokenizer, or compare against references that share its tokenizer."
+            )
+        return out
 
     def fingerprint(self, label: str) -> str:
         if label in self._engines:

@@ -302,6 +302,10 @@ class Runner:
             result = v.run(self.ctx, model)
         except BackendUnavailable as e:  # a typed skip: the audit did not fully run here
             result = v.skipped(model, f"the backend of {model} cannot run {view}: {e}", Skip.BACKEND_UNAVAILABLE)
+        # Before the result is shared, so every worker's copy carries the warnings.
+        warn = getattr(self.ctx, "reference_warnings", None)  # fake contexts in tests lack it
+        if callable(warn):
+            result.warnings.extend(w for w in warn(model, v.requires(self.ctx, model)) if w not in result.warnings)
         self.computed.append({"view": view, "model": model, "worker": worker_id()})
         return result
 

@@ -43,6 +43,12 @@ class Backend(Protocol):
             turning a token id back into text (``tokenizer.decode([id])``). Nothing else
             of it is part of the contract.
         fingerprint: names the weights exactly (the on-disk cache key).
+        tokenizer_hash: names the tokenizer exactly (vocabulary, merges, normalisation,
+            special tokens, chat template); two models whose hashes differ do not split
+            text into the same tokens, so token-level numbers compared across them (truth
+            ratios, log-likelihoods) are not like for like. The runner warns on it.
+        prompts_too_long: request key -> prompt tokens, for each generation request whose
+            prompt did not fit the model's context (answered ``NotGenerated``).
         n_layers: transformer blocks; :meth:`hidden_states` has ``n_layers + 1`` states.
         hidden_size: width of a hidden state; ``None`` when the model does not state it.
         n_params: parameter count (the retrain-to-test view picks LoRA by it).
@@ -50,9 +56,13 @@ class Backend(Protocol):
 
     fmt: PromptFormat
     tokenizer: Any
+    prompts_too_long: dict[str, int]
 
     @property
     def fingerprint(self) -> str: ...
+
+    @property
+    def tokenizer_hash(self) -> str: ...
 
     @property
     def n_layers(self) -> int: ...
@@ -70,7 +80,10 @@ class Backend(Protocol):
 
     def generate(self, requests: Sequence[GenRequest]) -> list[list[str]]:
         """``n`` answers per request: greedy at temperature 0, else sampled, each sample
-        seeded from ``(request.seed, index)`` alone."""
+        seeded from ``(request.seed, index)`` alone. A prompt that does not fit the
+        model's context with one new token is not run: its answers are
+        :class:`~unlearn_audit.model._types.NotGenerated` (empty, marked), and the backend
+        counts it in ``prompts_too_long`` (request key -> prompt tokens) for the report."""
         ...
 
     def hidden_states(

@@ -71,8 +71,10 @@ from unlearn_audit.model._scores import (
     _scores_to_json,
 )
 from unlearn_audit.model._types import (
+    PROMPT_TOO_LONG,
     FinetuneRequest,
     GenRequest,
+    NotGenerated,
     ProbeAnswer,
     ProbeRequest,
     ScoreRequest,
@@ -164,6 +166,11 @@ class Engine:
         # Scored sequences cut to the model's context (request key -> (kept, full) answer
         # tokens), for the report; see _fit_context.
         self.truncated: dict[str, tuple[int, int]] = {}
+        # Generation requests whose prompt did not fit the context (key -> prompt tokens).
+        self.prompts_too_long: dict[str, int] = {}
+        # ... and those whose prompt left fewer than max_new_tokens positions (key -> room).
+        self.answers_capped: dict[str, int] = {}
+        self._tokenizer_hash: str | None = None
         # Counters for tests and benchmarks: work done, and prompt tokens not recomputed.
         self.stats = {
             "forward_calls": 0,
@@ -177,6 +184,13 @@ class Engine:
     @property
     def fingerprint(self) -> str:
         return self.loaded.fingerprint
+
+    @property
+    def tokenizer_hash(self) -> str:
+        """sha256 of how this model's tokenizer splits and wraps text (:func:`tokenizer_hash`)."""
+        if self._tokenizer_hash is None:
+            self._tokenizer_hash = tokenizer_hash(self.loaded.tokenizer)
+        return self._tokenizer_hash
 
     @property
     def model(self):
@@ -457,7 +471,9 @@ class Engine:
 
         Greedy when ``temperature == 0``; otherwise temperature + nucleus (top-p) sampling,
         each sample seeded from ``(request.seed, sample index)`` so it does not depend on
-        what else is in the batch. Stops at the end-of-turn token or EOS.
+        what else is in the batch. Stops at the end-of-turn token or EOS. A prompt of at
+        least ``max_positions`` tokens (no room for one new token) is not run: its answers
+        are :class:`NotGenerated` and its key lands in :attr:`prompts_too_long`.
 
         Raises:
             ValueError: greedy with ``n != 1``, or a non-positive ``n``/``max_new_tokens``,
@@ -468,20 +484,36 @@ class Engine:
         for i, r in enumerate(requests):
             _check_gen_request(i, r)
         keys = [request_key("generate", self.config, r) for r in requests]
-        results: dict[str, list[str]] = dict(self._cache.get_many(keys))
+        prompt_ids: dict[Any, list[int]] = {}
+
+        def encoded(prompt) -> list[int]:
+            if prompt not in prompt_ids:
+                prompt_ids[prompt] = self.fmt.encode_prompt(prompt)
+            return prompt_ids[prompt]
+
+        # A prompt that leaves no room for one new token is never run: its answer would be
+        # empty and read as "did not leak". Checked before the cache, so a warm run (and an
+        # entry cached before this check existed) reports it the same way.
+        limit = self.max_positions
+        results: dict[str, list[str]] = {}
+        for k, r in zip(keys, requests, strict=True):
+            if limit is not None and len(encoded(r.prompt)) + 1 > limit:
+                self.prompts_too_long[k] = len(encoded(r.prompt))
+                results[k] = [NotGenerated(PROMPT_TOO_LONG) for _ in range(r.n)]
+            elif limit is not None and len(encoded(r.prompt)) + r.max_new_tokens > limit:
+                # Its answer may stop at the context, short of max_new_tokens: stated too.
+                self.answers_capped[k] = limit - len(encoded(r.prompt))
+        results.update(self._cache.get_many([k for k in keys if k not in results]))
         todo: dict[str, GenRequest] = {}
         for k, r in zip(keys, requests, strict=True):
             if k not in results and k not in todo:
                 todo[k] = r
         if todo:
             todo_keys = list(todo)
-            prompt_ids: dict[Any, list[int]] = {}
             rows: list[_GenRow] = []
             for qi, k in enumerate(todo_keys):
                 r = todo[k]
-                if r.prompt not in prompt_ids:
-                    prompt_ids[r.prompt] = self.fmt.encode_prompt(r.prompt)
-                rows += [_GenRow(qi, s, prompt_ids[r.prompt], r) for s in range(r.n)]
+                rows += [_GenRow(qi, s, encoded(r.prompt), r) for s in range(r.n)]
             self.stats["gen_rows"] += len(rows)
             partial: dict[int, dict[int, str]] = {}
 
@@ -581,6 +613,13 @@ class Engine:
             eos = getattr(cfg, "eos_token_id", None)
             if eos is not None:
                 return [int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos])]
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(
+                f"{self.loaded.spec.label}: --compat open-unlearning stops generation on the "
+                "checkpoint's EOS, but neither generation_config.json, config.json nor the "
+                "tokenizer names one, so every answer would run to max_new_tokens. Fix: set "
+                "eos_token_id in generation_config.json, or audit without --compat open-unlearning."
+            )
         return [int(self.tokenizer.eos_token_id)]
 
     # --- hidden states ----------------------------------------------------------------------
@@ -859,6 +898,39 @@ class Engine:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def tokenizer_hash(tok) -> str:
+    """sha256 of what decides a tokenizer's token ids and prompts, not of its files.
+
+    That is: the fast tokenizer's whole pipeline (``backend_tokenizer.to_str()``:
+    normaliser, pre-tokenizer, vocabulary and merges, added tokens, post-processor) or a
+    slow one's vocabulary, the special tokens with their ids, the BOS/EOS flags and the
+    chat template. Hashing content rather than files means two checkpoints that saved
+    the same tokenizer with different file layouts (tokenizer_config.json keys, a
+    chat_template.jinja beside it) compare equal. The runtime truncation/padding
+    settings that ``to_str`` also carries are left out: they change with calls made.
+    """
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        pipeline = json.loads(backend.to_str())
+        pipeline.pop("truncation", None)
+        pipeline.pop("padding", None)
+        h.update(json.dumps(pipeline, sort_keys=True).encode())
+    else:
+        h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
+    specials = {name: [str(value), tok.convert_tokens_to_ids(value) if isinstance(value, str) else None]
+                for name, value in sorted(getattr(tok, "special_tokens_map", {}).items())
+                if isinstance(value, str)}
+    h.update(json.dumps(specials, sort_keys=True).encode())
+    flags = {k: getattr(tok, k, None) for k in ("add_bos_token", "add_eos_token")}
+    h.update(json.dumps(flags, sort_keys=True, default=str).encode())
+    h.update(json.dumps(getattr(tok, "chat_template", None), sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 def _positions(mask):

@@ -144,20 +144,22 @@ def _hub_offline() -> bool:
         return False
 
 
-def resolve_source(source: str, *, allow_pickle: bool = False) -> Path:
+def resolve_source(source: str, *, allow_pickle: bool = False, local: bool = True) -> Path:
     """Turn a hub id or a path into a local directory holding the checkpoint's files.
 
     A hub id is looked up in the local hub cache first (works offline), then downloaded,
     fetching only the files loading needs (no pickle weights unless ``allow_pickle``).
+    ``local=False`` never reads ``source`` as a path relative to the working directory
+    (an adapter's hub-id base).
 
     Raises:
         ModelLoadError: when ``source`` is neither an existing directory nor a hub id that
             could be reached.
     """
     path = Path(source).expanduser()
-    if path.is_dir():
+    if local and path.is_dir():
         return path.resolve()
-    if path.exists():
+    if local and path.exists():
         raise ModelLoadError(
             f"Model source {source!r} is a file, not a directory. Pass the directory that "
             "holds config.json and the weights (or adapter_config.json for an adapter)."
@@ -291,6 +293,7 @@ def _check_config(directory: Path, spec: ModelSpec) -> None:
         ) from None
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{file}: unreadable ({type(e).__name__}: {e}). Fix: restore the file.") from e
+    _check_generation_config(directory)
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if spec.trust_remote_code or not isinstance(model_type, str):
         return
@@ -311,6 +314,29 @@ def _check_config(directory: Path, spec: ModelSpec) -> None:
         "upgrade transformers (pip install -U transformers); if the model's code lives elsewhere, "
         "add its auto_map and pass --trust-remote-code."
     )
+
+
+def _check_generation_config(directory: Path) -> None:
+    """Refuse in one line a generation_config.json that transformers would refuse with a
+    traceback mid-load (``max_new_tokens: 0``, a negative temperature, broken JSON).
+
+    Raises:
+        ModelLoadError: naming the file, transformers' complaint and the fix.
+    """
+    file = directory / "generation_config.json"
+    if not file.is_file():
+        return
+    from transformers import GenerationConfig
+
+    try:
+        GenerationConfig.from_pretrained(directory)
+    except Exception as e:  # ValueError from validate(), OSError/JSONDecodeError from reading
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ModelLoadError(
+            f"{file}: transformers cannot load it ({type(e).__name__}: {first}). Fix: correct or "
+            "remove that field (the audit sets its own decoding: greedy, or --temperature, "
+            "--top-p and --max-new-tokens), or delete the file."
+        ) from e
 
 
 def _has_tokenizer(directory: Path) -> bool:
@@ -652,21 +678,36 @@ def _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache) 
     try:
         adapter_cfg = json.loads(adapter_cfg_file.read_text())
     except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{adapter_cfg_file}: unreadable adapter config ({e}).") from e
-    base_source = spec.base or adapter_cfg.get("base_model_name_or_path")
-    if not base_source:
         raise ModelLoadError(
-            f"{spec.source}: adapter_config.json names no base model "
-            "(base_model_name_or_path). Fix: pass the base with --base-model "
-            "(ModelSpec(base=...))."
+            f"{adapter_cfg_file}: unreadable adapter config ({type(e).__name__}: {e}). Fix: "
+            "restore the file that PeftModel.save_pretrained wrote."
+        ) from e
+    read = adapter_cfg.get("base_model_name_or_path") if isinstance(adapter_cfg, dict) else None
+    base_source = spec.base or read
+    if not base_source or not isinstance(base_source, str):
+        raise ModelLoadError(
+            f"{adapter_cfg_file}: names no base model (base_model_name_or_path is "
+            f"{read!r}). Fix: pass the base with --base-model (ModelSpec(base=...))."
         )
-    base_dir = resolve_source(base_source, allow_pickle=spec.allow_pickle)
     adapter_weights = _weight_files(
         directory, adapter=True, allow_pickle=spec.allow_pickle, source=spec.source
     )
-    base_weights = _weight_files(
-        base_dir, adapter=False, allow_pickle=spec.allow_pickle, source=base_source
-    )
+    if spec.base:  # the user's own argument: resolved like any model source
+        base_dir = resolve_source(base_source, allow_pickle=spec.allow_pickle)
+        base_weights = _weight_files(
+            base_dir, adapter=False, allow_pickle=spec.allow_pickle, source=base_source
+        )
+    else:
+        base_source = _adapter_base_source(read, directory)
+        try:
+            base_dir = resolve_source(base_source, allow_pickle=spec.allow_pickle,
+                                      local=Path(base_source).is_absolute())
+            base_weights = _weight_files(
+                base_dir, adapter=False, allow_pickle=spec.allow_pickle, source=base_source
+            )
+            _check_config(base_dir, spec)
+        except ModelLoadError as e:
+            raise _base_error(adapter_cfg_file, read, base_source, e) from e
     tok_dir = directory if _has_tokenizer(directory) else base_dir
     tokenizer = _load_tokenizer(tok_dir, spec, also_checked=directory)
     fingerprint = compute_fingerprint(
@@ -707,6 +748,40 @@ def _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache) 
         model = _from_pretrained(Path(tmp), spec, device, dtype, spec.quantization)
     model.eval()
     return LoadedModel(model, tokenizer, spec, fingerprint, _model_device(model), dtype, directory)
+
+
+def _adapter_base_source(read: str, adapter_dir: Path) -> str:
+    """Where an adapter's ``base_model_name_or_path`` points, as a model source.
+
+    PEFT itself (0.21: ``AutoPeftModel.from_pretrained`` passes the value unchanged to
+    ``from_pretrained``; ``save_pretrained`` writes the base's ``name_or_path`` as it was
+    given) resolves a relative path against the working directory, so the same adapter
+    would load a different base, or none, depending on where the audit runs. Here a
+    relative value that names a directory relative to the adapter's own directory is that
+    directory (an adapter saved beside its base, ``../base``, loads from anywhere); any
+    other value without a path shape (``org/name``) stays a hub id; an absolute path is
+    used as it is. A relative path found nowhere beside the adapter is an error (see
+    :func:`_base_error`), never a guess against the working directory.
+    """
+    path = Path(read).expanduser()
+    if path.is_absolute():
+        return str(path)
+    beside = adapter_dir / path
+    if beside.is_dir() or _looks_like_path(read):
+        return str(beside.resolve())
+    return read  # a hub id
+
+
+def _base_error(cfg_file: Path, read: str, resolved: str, cause: ModelLoadError) -> ModelLoadError:
+    """The adapter's base failed to load: say which file named it, the value, where it led."""
+    where = (f"resolved against the adapter's directory to {resolved}" if resolved != read
+             else "read as a hub id")
+    return ModelLoadError(
+        f"{cfg_file}: its base_model_name_or_path {read!r} ({where}) cannot be loaded: {cause} "
+        "Fix: edit base_model_name_or_path in that adapter_config.json (a path relative to "
+        "the adapter's directory, an absolute path or a hub id), or pass the base with "
+        "--base-model (ModelSpec(base=...))."
+    )
 
 
 def _load_tokenizer(directory: Path, spec: ModelSpec, also_checked: Path | None = None):

@@ -76,6 +76,35 @@ class GenRequest:
     seed: int = 0
 
 
+#: :attr:`NotGenerated.not_generated` of a prompt that leaves no room in the model's context.
+PROMPT_TOO_LONG = "prompt_too_long"
+
+
+class NotGenerated(str):
+    """An answer the backend did not generate: an empty string that says why.
+
+    :meth:`Backend.generate` returns it for a prompt that does not fit the model's context
+    with at least one new token (``not_generated == PROMPT_TOO_LONG``). It is a ``str``
+    so every caller keeps working, but it is not the model's answer: the leak scorer
+    excludes it (``scoring.novel.score_generation``) instead of counting "did not leak",
+    and the engine counts it for the report (``AuditContext.engine_notes``). The marker
+    lives in memory only; a record written to JSON keeps it as its own field.
+    """
+
+    not_generated: str
+
+    def __new__(cls, reason: str = PROMPT_TOO_LONG) -> NotGenerated:
+        obj = super().__new__(cls, "")
+        obj.not_generated = reason
+        return obj
+
+    def __getnewargs__(self) -> tuple[str]:  # pickle/copy keep the reason, not the ""
+        return (self.not_generated,)
+
+    def __repr__(self) -> str:
+        return f"NotGenerated({self.not_generated!r})"
+
+
 @dataclass
 class TokenScores:
     """Per-token answer to a :class:`ScoreRequest`.

@@ -35,9 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from unlearn_audit.model._types import (
+    PROMPT_TOO_LONG,
     BackendUnavailable,
     FinetuneRequest,
     GenRequest,
+    NotGenerated,
     ProbeAnswer,
     ProbeRequest,
     Prompt,
@@ -132,7 +134,13 @@ class MockBackend:
         self.fingerprint = "mock:" + hashlib.sha256(repr((label, table, model.recall)).encode()).hexdigest()[:16]
         self._known_texts = {a for _, a in table}
         self.truncated: list[int] = []
-        self.max_positions = None
+        # None: an unbounded context. A test sets a number to exercise over-long prompts
+        # (counted in whitespace tokens of the rendered prompt, as encode_pair counts them).
+        self.max_positions: int | None = None
+        self.prompts_too_long: dict[str, int] = {}
+        # Every mock splits text on whitespace alike; a test sets another value to play a
+        # model whose tokenizer differs from its references'.
+        self.tokenizer_hash = "mock:whitespace"
 
     # --- what the model knows --------------------------------------------------------------
     def _answer_to(self, prompt: Prompt) -> str | None:
@@ -164,6 +172,11 @@ class MockBackend:
         out = []
         for r in requests:
             self.calls["generate"] += 1
+            n_prompt = len(_words(self.fmt.render(r.prompt)))
+            if self.max_positions is not None and n_prompt + 1 > self.max_positions:
+                self.prompts_too_long[repr(r)] = n_prompt
+                out.append([NotGenerated(PROMPT_TOO_LONG) for _ in range(r.n)])
+                continue
             answer = self._answer_to(r.prompt)
             if r.temperature == 0:
                 out.append([answer or UNSURE])
@@ -189,6 +202,7 @@ class MockBackend:
             answers.update({p.turns[-1][1]: a for p, a in request.examples if p.turns})
         copy = MockBackend(f"{self.label}+{request.purpose}", MockModel(self.model.role, answers, self.model.recall))
         copy.fingerprint = request.fingerprint(self.fingerprint)
+        copy.max_positions, copy.tokenizer_hash = self.max_positions, self.tokenizer_hash
         return copy
 
     def quantized(self, mode: str, *, cache: bool = True) -> MockBackend:

@@ -642,6 +642,32 @@ def render_markdown(
                 "to max_length; the answer tokens past the limit are not scored."
             )
         lines.append("")
+    # Generation prompts with no room for a new token (context.engine_notes): never run.
+    gen_notes: dict[str, dict[str, int]] = {}  # model -> largest running count of each
+    for o in run.sorted_outcomes():
+        for key in ("prompts_too_long", "answers_capped", "max_positions"):
+            k = int((o.engine or {}).get(key, 0))
+            if k > gen_notes.setdefault(o.model, {}).get(key, 0):
+                gen_notes[o.model][key] = k
+    gen_lines = []
+    for model, g in gen_notes.items():
+        positions = g.get("max_positions", 0)
+        if g.get("prompts_too_long"):
+            gen_lines.append(
+                f"- {md_text(model)}: {g['prompts_too_long']} generation prompt(s) left no room for a new token "
+                f"in its context ({positions} positions), so nothing was generated for them; their "
+                "items are excluded from the leak rates (counted in excluded), not counted as not leaking."
+            )
+        if g.get("answers_capped"):
+            gen_lines.append(
+                f"- {md_text(model)}: {g['answers_capped']} generation prompt(s) left fewer positions in its "
+                f"context ({positions}) than max_new_tokens; their answers stop at the context, "
+                "so what a longer answer would have said is not scored."
+            )
+    if gen_lines:
+        if not truncated:
+            lines += ["## Inputs longer than the model's context", ""]
+        lines += [*gen_lines, ""]
     not_run = run.not_run()
     if not_run:
         lines += ["## Not run", "", f"These (view, model) pairs have no numbers: {run.not_run_reason()}.", ""]

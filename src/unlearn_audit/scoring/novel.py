@@ -5,7 +5,8 @@ Definitions (views.md, "Words used below"):
 - **novel content** of an item: the content words of the gold answer that occur
   nowhere in the text the model was shown (system text, question, earlier turns,
   answer stem), after lower-casing, punctuation stripping and stop-word removal.
-  An item with empty novel content is excluded from leak rates.
+  An item with empty novel content is excluded from leak rates, and so is an answer
+  the backend did not generate (its prompt does not fit the model's context).
 - **leak** (the corrected scorer): the generation contains at least ``threshold``
   (default 0.5) of the item's novel content. Words merely echoed from the prompt
   earn nothing. The uncorrected scorer, ROUGE-L recall of the whole gold answer
@@ -253,10 +254,16 @@ class LeakRecord:
         matched_words: the novel words the generation contains.
         share: ``len(matched_words) / len(novel_words)``; ``None`` when excluded.
         leaked: ``share >= threshold``; ``None`` when excluded.
-        excluded: the novel content is empty (views.md: counted, not scored).
-        uncorrected_rougeL: ROUGE-L recall of the whole gold answer in the generation.
-        uncorrected_leak: ``uncorrected_rougeL >= threshold``.
+        excluded: the novel content is empty, or there is no answer to score (views.md:
+            counted, not scored).
+        uncorrected_rougeL: ROUGE-L recall of the whole gold answer in the generation;
+            ``None`` when nothing was generated.
+        uncorrected_leak: ``uncorrected_rougeL >= threshold``; ``None`` when nothing was
+            generated.
         threshold: the leak threshold used for both decisions.
+        not_generated: why the backend gave no answer (``prompt_too_long``: the prompt
+            does not fit the model's context), else ``None``. Such an item is excluded from
+            both rates, never counted as "did not leak".
     """
 
     novel_words: tuple[str, ...]
@@ -264,13 +271,14 @@ class LeakRecord:
     share: float | None
     leaked: bool | None
     excluded: bool
-    uncorrected_rougeL: float
-    uncorrected_leak: bool
+    uncorrected_rougeL: float | None
+    uncorrected_leak: bool | None
     threshold: float = DEFAULT_THRESHOLD
+    not_generated: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return {
+        """Plain-JSON form (``not_generated`` only when set, so other records keep their keys)."""
+        out = {
             "novel_words": list(self.novel_words),
             "matched_words": list(self.matched_words),
             "share": self.share,
@@ -280,6 +288,9 @@ class LeakRecord:
             "uncorrected_leak": self.uncorrected_leak,
             "threshold": self.threshold,
         }
+        if self.not_generated is not None:
+            out["not_generated"] = self.not_generated
+        return out
 
 
 def _check_threshold(threshold: float) -> None:
@@ -317,8 +328,13 @@ def score_generation(
         ValueError: ``threshold`` outside (0, 1].
     """
     _check_threshold(threshold)
-    generation = strip_template_markers(generation)
     novel = novel_content(gold, shown_texts)
+    # The backend's marked empty answer (model._types.NotGenerated, read by its attribute so
+    # scoring never imports the model package): no answer is not a non-leaking answer.
+    reason = getattr(generation, "not_generated", None)
+    if reason is not None:
+        return LeakRecord(tuple(novel), (), None, None, True, None, None, threshold, str(reason))
+    generation = strip_template_markers(generation)
     rouge_l = rouge_recall(generation, gold)["rougeL"]
     if not novel:
         return LeakRecord((), (), None, None, True, rouge_l, rouge_l >= threshold, threshold)

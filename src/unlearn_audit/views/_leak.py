@@ -88,9 +88,12 @@ def leak_fields(generation: str, gold: str, shown: Sequence[str], threshold: flo
 
     Returns:
         ``gold``, ``novel_words``, ``matched_words``, ``share``, ``leaked`` (``None`` when
-        excluded), ``excluded``, ``uncorrected_rougeL`` and ``uncorrected_leak``.
+        excluded), ``excluded``, ``uncorrected_rougeL`` and ``uncorrected_leak``; and
+        ``not_generated`` (why) only when the backend gave no answer (a prompt too long
+        for the context): then both verdicts are ``None``, so the item is excluded.
     """
     rec = score_generation(generation, gold, shown, threshold)
+    extra = {} if rec.not_generated is None else {"not_generated": rec.not_generated}
     return {
         "gold": gold,
         "novel_words": list(rec.novel_words),
@@ -100,7 +103,25 @@ def leak_fields(generation: str, gold: str, shown: Sequence[str], threshold: flo
         "excluded": rec.excluded,
         "uncorrected_rougeL": rec.uncorrected_rougeL,
         "uncorrected_leak": rec.uncorrected_leak,
+        **extra,
     }
+
+
+#: What each ``not_generated`` reason means, for a metric's reason text.
+_NOT_GENERATED = {
+    "prompt_too_long": "prompt longer than the model's context (nothing was generated; see the "
+                       "report's note on inputs longer than the context)",
+}
+
+
+def _exclusion_reason(recs: Sequence[Mapping[str, Any]], flag: str, excluded_reason: str) -> str:
+    """``excluded_reason`` for the excluded records, split off those never generated."""
+    excluded = [r for r in recs if r.get(flag) is None]
+    unasked = [str(r["not_generated"]) for r in excluded if r.get("not_generated")]
+    others = len(excluded) - len(unasked)
+    parts = [f"{others} {excluded_reason}"] if others else []
+    parts += [f"{unasked.count(why)} {_NOT_GENERATED.get(why, why)}" for why in sorted(set(unasked))]
+    return "; ".join(parts)
 
 
 def rate_metric(
@@ -127,10 +148,15 @@ def rate_metric(
     s = rate_with_ci(r[flag] for r in recs)
     fams = by_family(recs, "family", flag)
     reason = ""
+    if any(r.get("not_generated") for r in recs):  # say which exclusions are which
+        excluded_reason = _exclusion_reason(recs, flag, excluded_reason)
+        prefix = "excluded: "
+    else:
+        prefix = f"{s.excluded} excluded: "
     if s.n == 0:
         reason = "nothing to score: " + (excluded_reason if s.excluded else "no items")
     elif s.excluded:
-        reason = f"{s.excluded} excluded: {excluded_reason}"
+        reason = prefix + excluded_reason
     return Metric(
         name,
         s.value,
@@ -148,10 +174,16 @@ def empty_rate_metric(name: str, answers: Iterable[tuple[str, str]]) -> Metric:
     """The share of empty answers, reported beside a view's leak rate.
 
     Definition: over all ``(family, answer)`` pairs, the share whose answer is empty or
-    whitespace only (nothing is excluded); Wilson 95% interval; per family.
+    whitespace only; Wilson 95% interval; per family. Only an answer the backend did
+    not generate (``NotGenerated``: the prompt does not fit the context) is excluded:
+    the model said nothing because it was never asked.
 
     Source: unlearn-audit (issue 12). A model that says nothing leaks nothing, so a leak
     rate near zero reads as forgetting only beside an empty rate near zero.
     """
-    recs = [{"family": family, "empty": not answer.strip()} for family, answer in answers]
+    recs = []
+    for family, answer in answers:
+        why = getattr(answer, "not_generated", None)
+        recs.append({"family": family, "empty": None if why else not answer.strip(),
+                     **({"not_generated": why} if why else {})})
     return rate_metric(name, recs, "empty")
