@@ -532,3 +532,14 @@ def test_a_legacy_log_with_an_uneven_perturbed_list_drops_that_item_only(tmp_pat
 
     tr = tofu_numbers(read_logs(tmp_path).splits)["tofu.forget_truth_ratio"]
     assert (tr.n, tr.excluded) == (4, 1) and "1 item(s) without a truth ratio left out" in tr.reason
+
+
+def test_rescore_refuses_retain_logs_of_another_dataset():
+    # TOFU's Llama-2 full-model logs against the tiny world's retain logs: no question in
+    # common, so there is no forget quality to compute (it used to compare them anyway).
+    tiny_retain = TOFU_LOGS.parent / "open_unlearning_tiny" / "retain"
+    with pytest.raises(LogFormatError, match=r"only 0 of the candidate.s \d+ forget questions"):
+        rescore_cmd.rescore(TOFU_LOGS / "llama2-7b_full_wd0.01", tiny_retain)
+    # logs of the same questions still match item by item
+    _, numbers = rescore_cmd.rescore(TOFU_LOGS / "llama2-7b_full_wd0.01", TOFU_LOGS / "llama2-7b_retain90_wd0.01")
+    assert numbers["tofu.forget_quality"].value is not None

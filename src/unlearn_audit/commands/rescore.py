@@ -22,7 +22,12 @@ import json
 import sys
 from pathlib import Path
 
-from unlearn_audit.scoring.logs import EvalLogs, read_logs, read_retain_truth_ratios
+from unlearn_audit.scoring.logs import (
+    EvalLogs,
+    match_retain_truth_ratios,
+    read_logs,
+    read_retain_truth_ratios,
+)
 from unlearn_audit.scoring.tofu import COMPAT_MODES, TofuNumber, check_compat, tofu_numbers
 
 __all__ = ["NOVEL_KEYS", "add_arguments", "compat_for", "rescore", "run"]
@@ -86,9 +91,16 @@ def rescore(
     """
     logs = read_logs(logdir)
     mode = compat_for(logs, compat)
-    retain_r = (
-        read_retain_truth_ratios(retain_logs, mode) if retain_logs is not None else None
-    )
+    retain_r = None
+    if retain_logs is not None:
+        forget = logs.splits.get("forget")
+        if forget is not None and forget.generations:
+            # Matched by question, as the tofu view does: retain logs of another dataset or
+            # split are refused instead of compared.
+            prompts = [g.prompt for g in forget.generations]
+            retain_r = match_retain_truth_ratios(retain_logs, prompts, mode).truth_ratios
+        else:  # nothing to match on: the logs' own order, as TOFU compares them
+            retain_r = read_retain_truth_ratios(retain_logs, mode)
     numbers = tofu_numbers(logs.splits, retain_r, mode)
     numbers.update(_novel_numbers(logs))
     return logs, numbers
