@@ -179,6 +179,12 @@ class Engine:
         return self.loaded.fingerprint
 
     @property
+    def kernel_path(self) -> str | None:
+        """How a quantized copy's matmuls run (``cpu-dequantize``, ``cuda-bitsandbytes``, ...;
+        see :func:`~unlearn_audit.model._load.quantized_kernel_path`); ``None`` unquantized."""
+        return self.loaded.kernel_path
+
+    @property
     def model(self):
         return self.loaded.model
 

@@ -110,6 +110,8 @@ class LoadedModel:
         device: where the model's parameters live.
         dtype: the torch dtype the weights compute in, as a string (``float32``, ...).
         path: the local directory the weights came from (an adapter's own directory).
+        kernel_path: which arithmetic a quantized model's matmuls run (see
+            :func:`quantized_kernel_path`); ``None`` at full precision.
     """
 
     model: Any
@@ -119,6 +121,7 @@ class LoadedModel:
     device: Any
     dtype: str = "float32"
     path: Path | None = None
+    kernel_path: str | None = None
 
 
 # --- resolution -------------------------------------------------------------------------------
@@ -383,6 +386,7 @@ def compute_fingerprint(
     *,
     dtype: str | None = None,
     hash_cache: Path | None = None,
+    kernel_path: str | None = None,
 ) -> str:
     """sha256 over everything that changes a model's outputs, so a result cache keyed by it
     never serves one model's answers for another.
@@ -391,8 +395,9 @@ def compute_fingerprint(
     logit with the same weights) and ``generation_config.json``, an adapter's
     ``adapter_config.json`` (its scaling), the tokenizer files including the chat template
     (``tokenizer_config.json`` or ``chat_template.jinja``), the dtype the weights compute
-    in and the quantization mode. Files enter by role and name (not absolute path), so
-    the same checkpoint copied elsewhere keeps its fingerprint.
+    in, the quantization mode and the kernel path a quantized model computes with. Files
+    enter by role and name (not absolute path), so the same checkpoint copied elsewhere
+    keeps its fingerprint.
 
     Args:
         files: ``(role, path)`` pairs of weight and config files; role separates a base
@@ -402,6 +407,8 @@ def compute_fingerprint(
         dtype: the dtype the model is loaded in (``float32``, ``bfloat16``, ...); ``None``
             leaves it out (only for callers that fingerprint files, not a loaded model).
         hash_cache: JSON file remembering file hashes; ``None`` hashes every time.
+        kernel_path: :func:`quantized_kernel_path` of a quantized load; ``None`` leaves it
+            out (full precision keeps the fingerprint it always had).
     """
     cache = _HashCache(hash_cache)
     outer = hashlib.sha256()
@@ -414,6 +421,8 @@ def compute_fingerprint(
     outer.update(f"quantization:{quantization or 'none'}\n".encode())
     if dtype is not None:
         outer.update(f"dtype:{dtype}\n".encode())
+    if kernel_path is not None:  # answers cached from another kernel path are not these
+        outer.update(f"kernel:{kernel_path}\n".encode())
     cache.save()
     return outer.hexdigest()
 
@@ -472,6 +481,139 @@ def _quantization_config(mode: str, compute_dtype):
     )
 
 
+#: Debugging switch read by :func:`quantized_kernel_path`.
+NF4_CPU_KERNEL_ENV = "UNLEARN_AUDIT_NF4_CPU_KERNEL"
+
+
+def quantized_kernel_path(mode: str | None, device) -> str | None:
+    """Which arithmetic a model quantized in ``mode`` on ``device`` runs; ``None`` unquantized.
+
+    - ``cpu-dequantize`` (NF4 on the CPU): each layer's NF4 weight is dequantized in torch
+      (code value times block absmax, in float32) and multiplied by a plain torch matmul,
+      see :func:`_pin_cpu_4bit_kernels`. bitsandbytes itself would pick by CPUID (its native
+      ``has_avx512bf16``, which ``ATEN_CPU_CAPABILITY`` never reaches) between a packed
+      bfloat16 kernel and this float path, so two CPUs gave two sets of NF4 answers.
+    - ``cpu-bitsandbytes`` (INT8 on the CPU): bitsandbytes' LLM.int8 ops, all torch code; the
+      int8 matmul is ``torch._int_mm`` where torch's CPU capability is AVX512, else a float32
+      matmul of the int8 values; both are exact integer sums for input widths up to
+      ``2**24 / 127**2`` (1040), so below that the choice does not change a number.
+    - ``<device>-bitsandbytes`` elsewhere (CUDA): bitsandbytes' own kernels, as users deploy them.
+
+    Debugging switch: ``UNLEARN_AUDIT_NF4_CPU_KERNEL=bitsandbytes`` leaves NF4 on the CPU to
+    bitsandbytes' CPUID choice, as before the pin (``cpu-bitsandbytes-avx512bf16`` where it
+    takes the packed kernel, else ``cpu-bitsandbytes``); only for comparing the two.
+    """
+    if mode is None:
+        return None
+    kind = getattr(device, "type", str(device))
+    if kind != "cpu":
+        return f"{kind}-bitsandbytes"
+    if mode != "nf4":
+        return "cpu-bitsandbytes"
+    choice = os.environ.get(NF4_CPU_KERNEL_ENV, "dequantize").strip().lower() or "dequantize"
+    if choice == "dequantize":
+        return "cpu-dequantize"
+    if choice != "bitsandbytes":
+        raise ModelLoadError(f"{NF4_CPU_KERNEL_ENV}={choice!r} is not supported. Use dequantize "
+                             "(the default) or bitsandbytes.")
+    try:
+        from bitsandbytes.nn import modules  # where Linear4bit reads it
+
+        packed = bool(modules.has_avx512bf16())
+    except Exception:  # bitsandbytes missing: the load says so in its own words
+        packed = False
+    return "cpu-bitsandbytes-avx512bf16" if packed else "cpu-bitsandbytes"
+
+
+def dequantize_4bit(packed, quant_state):
+    """A bitsandbytes 4-bit weight as float32 ``quant_state.shape``, in plain torch.
+
+    Definition (bitsandbytes' own dequantization, ``backends/default/ops.py``): byte ``i``
+    packs elements ``2i`` (high nibble) and ``2i+1`` (low nibble); element ``j`` is
+    ``code[nibble_j] * absmax[j // blocksize]``. With nested (double) quantization the
+    absmax are themselves 8-bit: ``state2.code[absmax_8bit[b]] * state2.absmax[b // 256] + offset``.
+    One float32 multiply per element, so the result is the same on every CPU.
+    """
+    import torch
+
+    shape = tuple(quant_state.shape)
+    n = 1
+    for dim in shape:
+        n *= int(dim)
+    raw = packed.contiguous().view(torch.uint8).reshape(-1)
+    nibbles = torch.stack((raw >> 4, raw & 0xF), dim=-1).reshape(-1)[:n].long()
+    absmax = quant_state.absmax
+    if quant_state.nested:
+        s2 = quant_state.state2
+        absmax = _blockwise(s2.code.float()[absmax.reshape(-1).long()], s2.absmax.float(), s2.blocksize)
+        absmax = absmax + quant_state.offset
+    values = quant_state.code.to(torch.float32)[nibbles]
+    return _blockwise(values, absmax.float(), quant_state.blocksize).reshape(shape)
+
+
+def _blockwise(values, absmax, blocksize: int):
+    """``values[j] * absmax[j // blocksize]`` for a flat ``values``."""
+    return values * absmax.repeat_interleave(int(blocksize))[: values.numel()]
+
+
+_DEQUANTIZED_LINEAR4BIT = None
+
+
+def _dequantized_linear4bit_class():
+    """``bitsandbytes.nn.Linear4bit`` with a forward that always dequantizes (made once, on
+    first use, so importing this module never imports bitsandbytes)."""
+    global _DEQUANTIZED_LINEAR4BIT
+    if _DEQUANTIZED_LINEAR4BIT is not None:
+        return _DEQUANTIZED_LINEAR4BIT
+    import bitsandbytes as bnb
+    import torch
+    from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
+
+    class DequantizedLinear4bit(bnb.nn.Linear4bit):
+        """A 4-bit layer computing ``linear(x, dequantize_4bit(W))`` in the compute dtype.
+
+        The same steps as bitsandbytes' unpacked CPU path (compute-dtype choice, dequantize,
+        ``torch.nn.functional.linear``), minus its CPUID switch to the packed bfloat16
+        kernel; the matmul is torch's, which ``ATEN_CPU_CAPABILITY`` and MKL's settings cover.
+        """
+
+        def forward(self, x):
+            fix_4bit_weight_quant_state_from_module(self)
+            if not self.compute_type_is_set:
+                self.set_compute_type(x)
+                self.compute_type_is_set = True
+            inp_dtype = x.dtype
+            if self.compute_dtype is not None:
+                x = x.to(self.compute_dtype)
+            weight = dequantize_4bit(self.weight.data, self.weight.quant_state).to(x.dtype)
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return torch.nn.functional.linear(x, weight, bias).to(inp_dtype)
+
+    _DEQUANTIZED_LINEAR4BIT = DequantizedLinear4bit
+    return DequantizedLinear4bit
+
+
+def _pin_cpu_4bit_kernels(model) -> int:
+    """Make every bitsandbytes 4-bit layer of ``model`` compute as ``cpu-dequantize``.
+
+    Swaps each ``Linear4bit``'s class (``isinstance`` still holds) before any forward
+    call, so bitsandbytes never repacks a weight for its AVX-512 BF16 kernel. Returns how
+    many layers were swapped.
+    """
+    import bitsandbytes as bnb
+
+    cls = _dequantized_linear4bit_class()
+    n = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and not isinstance(module, cls):
+            if getattr(getattr(module.weight, "quant_state", None), "packing_format_for_cpu", False):
+                raise QuantizationUnavailable("an NF4 weight was already repacked for bitsandbytes' "
+                                              "AVX-512 kernel before it could be pinned")
+            module.__class__ = cls
+            n += 1
+    return n
+
+
 class _DropInt8CastWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
@@ -491,10 +633,11 @@ def _quiet_int8_cast_warning() -> None:
 def _smoke_forward(model, quant_mode: str, device) -> None:
     """Run one two-token forward pass, or raise :class:`QuantizationUnavailable` with why.
 
-    bitsandbytes picks its CPU kernels on the first forward call, not at load: on a CPU
-    with AVX-512 BF16, NF4 repacks each weight then and raises for a layer shape its packed
-    kernel cannot tile (e.g. ``shape '[32, 0]' is invalid`` for a 32-wide input). Failing
-    here turns that into a view's skip reason instead of a crash mid-audit.
+    A quantized kernel can load and still fail on the first forward call: bitsandbytes
+    picks its kernels then, not at load (unpinned, NF4 on a CPU with AVX-512 BF16 repacks
+    each weight then and raises for a layer shape its packed kernel cannot tile, e.g.
+    ``shape '[32, 0]' is invalid``). Failing here turns that into a view's skip reason
+    instead of a crash mid-audit.
     """
     import torch
 
@@ -537,6 +680,8 @@ def _from_pretrained(directory: Path, spec: ModelSpec, device, dtype: str, quant
             raise QuantizationUnavailable(
                 f"{quant_mode} quantization failed on {device} ({type(e).__name__}: {e})"
             ) from e
+        if quantized_kernel_path(quant_mode, device) == "cpu-dequantize":
+            _pin_cpu_4bit_kernels(model)
         _smoke_forward(model, quant_mode, device)
         return model
     model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
@@ -571,11 +716,12 @@ def load_model(spec: ModelSpec, *, hash_cache: Path | None | bool = True) -> Loa
         hash_cache = None
     device = _resolve_device(spec.device)
     dtype = _resolve_dtype(spec.dtype, device)
+    kernel_path = quantized_kernel_path(spec.quantization, device)
 
     directory = resolve_source(spec.source, allow_pickle=spec.allow_pickle)
     adapter_cfg_file = directory / "adapter_config.json"
     if adapter_cfg_file.is_file():
-        return _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache)
+        return _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache, kernel_path)
 
     weights = _weight_files(
         directory, adapter=False, allow_pickle=spec.allow_pickle, source=spec.source
@@ -587,13 +733,16 @@ def load_model(spec: ModelSpec, *, hash_cache: Path | None | bool = True) -> Loa
         spec.quantization,
         dtype=dtype,
         hash_cache=hash_cache,
+        kernel_path=kernel_path,
     )
     model = _from_pretrained(directory, spec, device, dtype, spec.quantization)
     model.eval()
-    return LoadedModel(model, tokenizer, spec, fingerprint, _model_device(model), dtype, directory)
+    return LoadedModel(model, tokenizer, spec, fingerprint, _model_device(model), dtype, directory,
+                       kernel_path)
 
 
-def _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache) -> LoadedModel:
+def _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache,
+                  kernel_path=None) -> LoadedModel:
     """A PEFT adapter on top of its base, merged in full precision.
 
     With quantization the merged weights are written to a temporary directory and loaded
@@ -629,6 +778,7 @@ def _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache) 
         spec.quantization,
         dtype=dtype,
         hash_cache=hash_cache,
+        kernel_path=kernel_path,
     )
     try:
         from peft import PeftModel
@@ -657,7 +807,8 @@ def _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache) 
         del merged, base
         model = _from_pretrained(Path(tmp), spec, device, dtype, spec.quantization)
     model.eval()
-    return LoadedModel(model, tokenizer, spec, fingerprint, _model_device(model), dtype, directory)
+    return LoadedModel(model, tokenizer, spec, fingerprint, _model_device(model), dtype, directory,
+                       kernel_path)
 
 
 def _load_tokenizer(directory: Path, spec: ModelSpec, also_checked: Path | None = None):
