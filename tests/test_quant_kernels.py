@@ -127,9 +127,34 @@ def test_kernel_path_names_the_arithmetic(monkeypatch):
     assert _load.quantized_kernel_path("int8", cpu) == "cpu-bitsandbytes"
     assert _load.quantized_kernel_path("nf4", cuda) == "cuda-bitsandbytes"  # CUDA keeps bitsandbytes
     assert _load.quantized_kernel_path("int8", cuda) == "cuda-bitsandbytes"
+    monkeypatch.setenv(NF4_CPU_KERNEL_ENV, "bitsandbytes-unpacked")
+    assert _load.quantized_kernel_path("nf4", cpu) == "cpu-bitsandbytes"
+    assert _load.quantized_kernel_path("nf4", cuda) == "cuda-bitsandbytes"
     monkeypatch.setenv(NF4_CPU_KERNEL_ENV, "fast")
     with pytest.raises(_load.ModelLoadError, match=r"UNLEARN_AUDIT_NF4_CPU_KERNEL='fast' is not supported"):
         _load.quantized_kernel_path("nf4", cpu)
+
+
+def test_the_debugging_switch_turns_the_packed_kernel_on_and_off(tiny_dir, monkeypatch):
+    # For the closing check: bitsandbytes' packed kernel where this CPU has AVX-512 BF16
+    # ("bitsandbytes"), bitsandbytes with it off ("bitsandbytes-unpacked").
+    bnb = _bnb()
+    import bitsandbytes.functional as bf
+
+    ids = torch.tensor([[0, 5, 9, 3, 7]])
+    logits = {}
+    for choice in ("dequantize", "bitsandbytes-unpacked", "bitsandbytes"):
+        monkeypatch.setenv(NF4_CPU_KERNEL_ENV, choice)
+        lm = load_model(ModelSpec(str(tiny_dir), choice, device="cpu", quantization="nf4"), hash_cache=None)
+        with torch.no_grad():
+            logits[choice] = lm.model(ids).logits
+        packed = [getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+                  for m in lm.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        if choice == "bitsandbytes" and bf.has_avx512bf16():
+            assert lm.kernel_path == "cpu-bitsandbytes-avx512bf16" and all(packed)
+        else:
+            assert not any(packed)
+    assert torch.equal(logits["dequantize"], logits["bitsandbytes-unpacked"])
 
 
 def test_the_fingerprint_covers_the_kernel_path(tiny_dir):

@@ -499,9 +499,12 @@ def quantized_kernel_path(mode: str | None, device) -> str | None:
       ``2**24 / 127**2`` (1040), so below that the choice does not change a number.
     - ``<device>-bitsandbytes`` elsewhere (CUDA): bitsandbytes' own kernels, as users deploy them.
 
-    Debugging switch: ``UNLEARN_AUDIT_NF4_CPU_KERNEL=bitsandbytes`` leaves NF4 on the CPU to
+    Debugging switch, only for comparing kernels (``UNLEARN_AUDIT_NF4_CPU_KERNEL``):
+    ``dequantize`` (the default, as above); ``bitsandbytes`` leaves NF4 on the CPU to
     bitsandbytes' CPUID choice, as before the pin (``cpu-bitsandbytes-avx512bf16`` where it
-    takes the packed kernel, else ``cpu-bitsandbytes``); only for comparing the two.
+    takes the packed kernel, else ``cpu-bitsandbytes``); ``bitsandbytes-unpacked`` runs
+    bitsandbytes' own NF4 layers with the packed kernel turned off (``cpu-bitsandbytes``,
+    what a CPU without AVX-512 BF16 runs).
     """
     if mode is None:
         return None
@@ -513,9 +516,11 @@ def quantized_kernel_path(mode: str | None, device) -> str | None:
     choice = os.environ.get(NF4_CPU_KERNEL_ENV, "dequantize").strip().lower() or "dequantize"
     if choice == "dequantize":
         return "cpu-dequantize"
+    if choice == "bitsandbytes-unpacked":
+        return "cpu-bitsandbytes"
     if choice != "bitsandbytes":
         raise ModelLoadError(f"{NF4_CPU_KERNEL_ENV}={choice!r} is not supported. Use dequantize "
-                             "(the default) or bitsandbytes.")
+                             "(the default), bitsandbytes or bitsandbytes-unpacked.")
     try:
         from bitsandbytes.nn import modules  # where Linear4bit reads it
 
@@ -614,6 +619,16 @@ def _pin_cpu_4bit_kernels(model) -> int:
     return n
 
 
+def _unpack_cpu_4bit_kernels(model) -> None:
+    """Keep bitsandbytes' own 4-bit layers off its packed AVX-512 BF16 kernel (the
+    ``bitsandbytes-unpacked`` debugging choice of :func:`quantized_kernel_path`)."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False  # read by Linear4bit.forward
+
+
 class _DropInt8CastWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
@@ -680,8 +695,11 @@ def _from_pretrained(directory: Path, spec: ModelSpec, device, dtype: str, quant
             raise QuantizationUnavailable(
                 f"{quant_mode} quantization failed on {device} ({type(e).__name__}: {e})"
             ) from e
-        if quantized_kernel_path(quant_mode, device) == "cpu-dequantize":
+        kernel_path = quantized_kernel_path(quant_mode, device)
+        if kernel_path == "cpu-dequantize":
             _pin_cpu_4bit_kernels(model)
+        elif kernel_path == "cpu-bitsandbytes" and quant_mode == "nf4":
+            _unpack_cpu_4bit_kernels(model)
         _smoke_forward(model, quant_mode, device)
         return model
     model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
