@@ -9,6 +9,12 @@ about the CPU and require the package's answers to stay identical.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -124,7 +130,7 @@ def test_kernel_path_names_the_arithmetic(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert _load.quantized_kernel_path(None, cpu) is None
     assert _load.quantized_kernel_path("nf4", cpu) == "cpu-dequantize"
-    assert _load.quantized_kernel_path("int8", cpu) == "cpu-bitsandbytes"
+    assert _load.quantized_kernel_path("int8", cpu) == "cpu-exact-int8"
     assert _load.quantized_kernel_path("nf4", cuda) == "cuda-bitsandbytes"  # CUDA keeps bitsandbytes
     assert _load.quantized_kernel_path("int8", cuda) == "cuda-bitsandbytes"
     monkeypatch.setenv(NF4_CPU_KERNEL_ENV, "bitsandbytes-unpacked")
@@ -163,3 +169,48 @@ def test_the_fingerprint_covers_the_kernel_path(tiny_dir):
     b = _load.compute_fingerprint(files, tiny_dir, "nf4", dtype="float32", kernel_path="cpu-bitsandbytes")
     plain = _load.compute_fingerprint(files, tiny_dir, None, dtype="float32")
     assert a != b and plain == _load.compute_fingerprint(files, tiny_dir, None, dtype="float32", kernel_path=None)
+
+
+def test_exact_int8_matmul_is_exact_past_float32s_reach():
+    # 4096-wide int8 products overflow float32's 24-bit mantissa; float64 does not.
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(-127, 128, (16, 4096), generator=gen, dtype=torch.int8)
+    b = torch.randint(-127, 128, (64, 4096), generator=gen, dtype=torch.int8)
+    a[0], b[0] = 127, 127  # one product of 4096 * 127**2, far past 2**24
+    exact = a.long() @ b.long().t()
+    got = _load._exact_int8_matmul(a, b)
+    assert got.dtype == torch.int32 and torch.equal(got.long(), exact)
+    out = torch.empty(16, 64, dtype=torch.int32)
+    assert _load._exact_int8_matmul(a, b, out) is out and torch.equal(out.long(), exact)
+
+
+_INT8_LOGITS = textwrap.dedent("""
+    import json, sys, torch
+    from unlearn_audit.model import ModelSpec, load_model
+    torch.set_num_threads(1)
+    lm = load_model(ModelSpec(sys.argv[1], "q", device="cpu", quantization="int8"), hash_cache=None)
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([[0, 5, 9, 3, 7, 11, 2]])).logits
+    print(json.dumps({"kernel_path": getattr(lm, "kernel_path", None), "isa": torch.backends.cpu.get_cpu_capability(),
+                      "logits": logits.flatten().tolist()}))
+""")
+
+
+def _int8_logits(tiny_dir, tmp_path, **env):
+    full_env = {**os.environ, "UNLEARN_AUDIT_CACHE": str(tmp_path / "ua-cache"), **env}
+    done = subprocess.run([sys.executable, "-c", _INT8_LOGITS, str(tiny_dir)], env=full_env,
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode:
+        raise AssertionError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_int8_answers_do_not_depend_on_onednns_isa(tiny_dir, tmp_path):
+    # Where torch's capability is AVX512, bitsandbytes' CPU int8 matmul is torch._int_mm,
+    # i.e. oneDNN, whose kernels without AVX-512 VNNI saturate (ONEDNN_MAX_CPU_ISA
+    # simulates such a CPU). The package's int8 numbers must not move.
+    _bnb()
+    native = _int8_logits(tiny_dir, tmp_path)
+    avx2 = _int8_logits(tiny_dir, tmp_path, ONEDNN_MAX_CPU_ISA="AVX2")
+    assert native["logits"] == avx2["logits"]  # exactly
+    assert native["kernel_path"] == "cpu-exact-int8"

@@ -493,10 +493,12 @@ def quantized_kernel_path(mode: str | None, device) -> str | None:
       see :func:`_pin_cpu_4bit_kernels`. bitsandbytes itself would pick by CPUID (its native
       ``has_avx512bf16``, which ``ATEN_CPU_CAPABILITY`` never reaches) between a packed
       bfloat16 kernel and this float path, so two CPUs gave two sets of NF4 answers.
-    - ``cpu-bitsandbytes`` (INT8 on the CPU): bitsandbytes' LLM.int8 ops, all torch code; the
-      int8 matmul is ``torch._int_mm`` where torch's CPU capability is AVX512, else a float32
-      matmul of the int8 values; both are exact integer sums for input widths up to
-      ``2**24 / 127**2`` (1040), so below that the choice does not change a number.
+    - ``cpu-exact-int8`` (INT8 on the CPU): bitsandbytes' LLM.int8 layers (quantize,
+      dequantize and outliers are torch code) with the int8 matmul pinned to its exact
+      int32 value, see :func:`_pin_cpu_int8_matmul`. bitsandbytes' own choice is
+      ``torch._int_mm`` where torch's CPU capability is AVX512 (oneDNN inside, whose kernels
+      without AVX-512 VNNI saturate: off by up to 84745 on one 512-wide product), else a
+      float32 matmul (exact only for input widths up to ``2**24 / 127**2``, 1040).
     - ``<device>-bitsandbytes`` elsewhere (CUDA): bitsandbytes' own kernels, as users deploy them.
 
     Debugging switch, only for comparing kernels (``UNLEARN_AUDIT_NF4_CPU_KERNEL``):
@@ -512,7 +514,7 @@ def quantized_kernel_path(mode: str | None, device) -> str | None:
     if kind != "cpu":
         return f"{kind}-bitsandbytes"
     if mode != "nf4":
-        return "cpu-bitsandbytes"
+        return "cpu-exact-int8"
     choice = os.environ.get(NF4_CPU_KERNEL_ENV, "dequantize").strip().lower() or "dequantize"
     if choice == "dequantize":
         return "cpu-dequantize"
@@ -619,6 +621,42 @@ def _pin_cpu_4bit_kernels(model) -> int:
     return n
 
 
+_INT8_MATMUL_PINNED = False
+
+
+def _exact_int8_matmul(A, B, out=None):
+    """``A @ B.T`` of int8 matrices as int32, exactly: float64 holds every partial sum of
+    int8 products exactly (below ``2**53``), so the summation order, hence the BLAS kernel
+    and the CPU, cannot change it."""
+    import torch
+
+    result = torch.matmul(A.to(torch.float64), B.to(torch.float64).t()).to(torch.int32)
+    return result if out is None else out.copy_(result)
+
+
+def _pin_cpu_int8_matmul() -> None:
+    """Route bitsandbytes' CPU int8 matmul (``bitsandbytes::int8_linear_matmul``) to
+    :func:`_exact_int8_matmul`, once per process.
+
+    Process-wide (an operator kernel has no per-model form), CPU only; it returns the
+    exact product, which bitsandbytes' own kernels also return wherever they are correct,
+    so it changes a number only where theirs would round or saturate. CUDA is untouched.
+    """
+    global _INT8_MATMUL_PINNED
+    if _INT8_MATMUL_PINNED:
+        return
+    import warnings
+
+    from bitsandbytes._ops import register_kernel
+
+    with warnings.catch_warnings():  # "Overriding a previously registered kernel": meant
+        warnings.filterwarnings("ignore", message=".*Overriding a previously registered kernel")
+        register_kernel("bitsandbytes::int8_linear_matmul", "cpu")(lambda A, B: _exact_int8_matmul(A, B))
+        register_kernel("bitsandbytes::int8_linear_matmul.out", "cpu")(
+            lambda A, B, out: _exact_int8_matmul(A, B, out))
+    _INT8_MATMUL_PINNED = True
+
+
 def _unpack_cpu_4bit_kernels(model) -> None:
     """Keep bitsandbytes' own 4-bit layers off its packed AVX-512 BF16 kernel (the
     ``bitsandbytes-unpacked`` debugging choice of :func:`quantized_kernel_path`)."""
@@ -700,6 +738,8 @@ def _from_pretrained(directory: Path, spec: ModelSpec, device, dtype: str, quant
             _pin_cpu_4bit_kernels(model)
         elif kernel_path == "cpu-bitsandbytes" and quant_mode == "nf4":
             _unpack_cpu_4bit_kernels(model)
+        elif kernel_path == "cpu-exact-int8":
+            _pin_cpu_int8_matmul()
         _smoke_forward(model, quant_mode, device)
         return model
     model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
