@@ -460,8 +460,9 @@ def test_a_failing_quantized_kernel_is_a_skip_with_its_reason(world, tmp_path, m
     assert {r["precision"] for r in res.records} <= {"full", "int8"}
 
 
-def test_quantized_loads_run_on_this_machine(world, tmp_path):
+def test_quantized_loads_run_on_this_machine(world, tmp_path, monkeypatch):
     pytest.importorskip("bitsandbytes")
+    monkeypatch.delenv(_load.NF4_CPU_KERNEL_ENV, raising=False)  # the default kernel paths
     ctx = _ctx(world, tmp_path, models=("cand",), cache_dir=tmp_path / "cache")
     res = ctx.result("quantization", "cand")
     for mode in ("int8", "nf4"):
