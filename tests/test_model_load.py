@@ -23,6 +23,7 @@ from unlearn_audit.model import (
     load_model,
     make_format,
 )
+from unlearn_audit.model import _load
 from unlearn_audit.model._load import compute_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -398,6 +399,7 @@ def test_quantized_kernel_failure_is_quantization_unavailable(tiny_dir, monkeypa
         raise RuntimeError("shape '[32, 0]' is invalid for input of size 16")
 
     monkeypatch.setattr(bnb.nn.Linear4bit, "forward", broken)
+    monkeypatch.setattr(_load._dequantized_linear4bit_class(), "forward", broken)  # the CPU pin's
     with pytest.raises(QuantizationUnavailable, match=r"nf4 .*kernel failed.*shape '\[32, 0\]'"):
         load_model(cpu_spec(str(tiny_dir), "q", quantization="nf4"), hash_cache=None)
 

@@ -22,6 +22,7 @@ from unlearn_audit import prompts
 from unlearn_audit.context import AuditConfig, AuditContext
 from unlearn_audit.data import Item
 from unlearn_audit.model import ModelSpec, QuantizationUnavailable
+from unlearn_audit.model import _load
 from unlearn_audit.model._lens import fit_probe
 from unlearn_audit.views import get_view
 from unlearn_audit.views.likelihood import novel_token_mask, novel_word_spans
@@ -452,14 +453,16 @@ def test_a_failing_quantized_kernel_is_a_skip_with_its_reason(world, tmp_path, m
         raise RuntimeError("shape '[32, 0]' is invalid for input of size 16")
 
     monkeypatch.setattr(bnb.nn.Linear4bit, "forward", broken)
+    monkeypatch.setattr(_load._dequantized_linear4bit_class(), "forward", broken)  # the CPU pin's
     res = _ctx(world, tmp_path, models=("cand",)).result("quantization", "cand")
     nf4 = res.metric("quantization.nf4_delta_pp")
     assert nf4.skipped and "nf4" in nf4.reason and "shape '[32, 0]'" in nf4.reason
     assert {r["precision"] for r in res.records} <= {"full", "int8"}
 
 
-def test_quantized_loads_run_on_this_machine(world, tmp_path):
+def test_quantized_loads_run_on_this_machine(world, tmp_path, monkeypatch):
     pytest.importorskip("bitsandbytes")
+    monkeypatch.delenv(_load.NF4_CPU_KERNEL_ENV, raising=False)  # the default kernel paths
     ctx = _ctx(world, tmp_path, models=("cand",), cache_dir=tmp_path / "cache")
     res = ctx.result("quantization", "cand")
     for mode in ("int8", "nf4"):
@@ -468,6 +471,9 @@ def test_quantized_loads_run_on_this_machine(world, tmp_path):
             pytest.skip(f"{mode}: {m.reason}")
         assert m.n is not None and m.extra[f"leak_rate_{mode}"] is not None
         assert m.value == pytest.approx((m.extra[f"leak_rate_{mode}"] - m.extra["leak_rate_full"]) * 100)
+    # Which arithmetic ran is recorded: on the CPU, NF4 is pinned to dequantize-then-matmul.
+    assert res.metric("quantization.nf4_delta_pp").extra["kernel_path"] == "cpu-dequantize"
+    assert res.metric("quantization.int8_delta_pp").extra["kernel_path"] == "cpu-exact-int8"
     # Each precision keeps its own cache file (the fingerprint covers the mode).
     assert len(list((tmp_path / "cache").glob("engine-*.sqlite"))) == 3
     assert {r["precision"] for r in res.records} == {"full", "int8", "nf4"}

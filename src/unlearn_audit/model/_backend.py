@@ -52,6 +52,9 @@ class Backend(Protocol):
         n_layers: transformer blocks; :meth:`hidden_states` has ``n_layers + 1`` states.
         hidden_size: width of a hidden state; ``None`` when the model does not state it.
         n_params: parameter count (the retrain-to-test view picks LoRA by it).
+        kernel_path: which arithmetic a quantized copy (:meth:`quantized`) computes with,
+            e.g. ``cpu-dequantize`` or ``cuda-bitsandbytes``; ``None`` for a model at full
+            precision. Views record it next to the numbers it produced.
     """
 
     fmt: PromptFormat
@@ -72,6 +75,9 @@ class Backend(Protocol):
 
     @property
     def n_params(self) -> int: ...
+
+    @property
+    def kernel_path(self) -> str | None: ...
 
     # --- asking the model ---------------------------------------------------------------------
     def score(self, requests: Sequence[ScoreRequest]) -> list[TokenScores]:

@@ -193,6 +193,12 @@ class Engine:
         return self._tokenizer_hash
 
     @property
+    def kernel_path(self) -> str | None:
+        """How a quantized copy's matmuls run (``cpu-dequantize``, ``cuda-bitsandbytes``, ...;
+        see :func:`~unlearn_audit.model._load.quantized_kernel_path`); ``None`` unquantized."""
+        return self.loaded.kernel_path
+
+    @property
     def model(self):
         return self.loaded.model
 

@@ -110,6 +110,8 @@ class LoadedModel:
         device: where the model's parameters live.
         dtype: the torch dtype the weights compute in, as a string (``float32``, ...).
         path: the local directory the weights came from (an adapter's own directory).
+        kernel_path: which arithmetic a quantized model's matmuls run (see
+            :func:`quantized_kernel_path`); ``None`` at full precision.
     """
 
     model: Any
@@ -119,6 +121,7 @@ class LoadedModel:
     device: Any
     dtype: str = "float32"
     path: Path | None = None
+    kernel_path: str | None = None
 
 
 # --- resolution -------------------------------------------------------------------------------
@@ -458,6 +461,7 @@ def compute_fingerprint(
     *,
     dtype: str | None = None,
     hash_cache: Path | None = None,
+    kernel_path: str | None = None,
 ) -> str:
     """sha256 over everything that changes a model's outputs, so a result cache keyed by it
     never serves one model's answers for another.
@@ -466,8 +470,9 @@ def compute_fingerprint(
     logit with the same weights) and ``generation_config.json``, an adapter's
     ``adapter_config.json`` (its scaling), the tokenizer files including the chat template
     (``tokenizer_config.json`` or ``chat_template.jinja``), the dtype the weights compute
-    in and the quantization mode. Files enter by role and name (not absolute path), so
-    the same checkpoint copied elsewhere keeps its fingerprint.
+    in, the quantization mode and the kernel path a quantized model computes with. Files
+    enter by role and name (not absolute path), so the same checkpoint copied elsewhere
+    keeps its fingerprint.
 
     Args:
         files: ``(role, path)`` pairs of weight and config files; role separates a base
@@ -477,6 +482,8 @@ def compute_fingerprint(
         dtype: the dtype the model is loaded in (``float32``, ``bfloat16``, ...); ``None``
             leaves it out (only for callers that fingerprint files, not a loaded model).
         hash_cache: JSON file remembering file hashes; ``None`` hashes every time.
+        kernel_path: :func:`quantized_kernel_path` of a quantized load; ``None`` leaves it
+            out (full precision keeps the fingerprint it always had).
     """
     cache = _HashCache(hash_cache)
     outer = hashlib.sha256()
@@ -489,6 +496,8 @@ def compute_fingerprint(
     outer.update(f"quantization:{quantization or 'none'}\n".encode())
     if dtype is not None:
         outer.update(f"dtype:{dtype}\n".encode())
+    if kernel_path is not None:  # answers cached from another kernel path are not these
+        outer.update(f"kernel:{kernel_path}\n".encode())
     cache.save()
     return outer.hexdigest()
 
@@ -547,6 +556,192 @@ def _quantization_config(mode: str, compute_dtype):
     )
 
 
+#: Debugging switch read by :func:`quantized_kernel_path`.
+NF4_CPU_KERNEL_ENV = "UNLEARN_AUDIT_NF4_CPU_KERNEL"
+
+
+def quantized_kernel_path(mode: str | None, device) -> str | None:
+    """Which arithmetic a model quantized in ``mode`` on ``device`` runs; ``None`` unquantized.
+
+    - ``cpu-dequantize`` (NF4 on the CPU): each layer's NF4 weight is dequantized in torch
+      (code value times block absmax, in float32) and multiplied by a plain torch matmul,
+      see :func:`_pin_cpu_4bit_kernels`. bitsandbytes itself would pick by CPUID (its native
+      ``has_avx512bf16``, which ``ATEN_CPU_CAPABILITY`` never reaches) between a packed
+      bfloat16 kernel and this float path, so two CPUs gave two sets of NF4 answers.
+    - ``cpu-exact-int8`` (INT8 on the CPU): bitsandbytes' LLM.int8 layers (quantize,
+      dequantize and outliers are torch code) with the int8 matmul pinned to its exact
+      int32 value, see :func:`_pin_cpu_int8_matmul`. bitsandbytes' own choice is
+      ``torch._int_mm`` where torch's CPU capability is AVX512 (oneDNN inside, whose kernels
+      without AVX-512 VNNI saturate: off by up to 84745 on one 512-wide product), else a
+      float32 matmul (exact only for input widths up to ``2**24 / 127**2``, 1040).
+    - ``<device>-bitsandbytes`` elsewhere (CUDA): bitsandbytes' own kernels, as users deploy them.
+
+    Debugging switch, only for comparing kernels (``UNLEARN_AUDIT_NF4_CPU_KERNEL``):
+    ``dequantize`` (the default, as above); ``bitsandbytes`` leaves NF4 on the CPU to
+    bitsandbytes' CPUID choice, as before the pin (``cpu-bitsandbytes-avx512bf16`` where it
+    takes the packed kernel, else ``cpu-bitsandbytes``); ``bitsandbytes-unpacked`` runs
+    bitsandbytes' own NF4 layers with the packed kernel turned off (``cpu-bitsandbytes``,
+    what a CPU without AVX-512 BF16 runs).
+    """
+    if mode is None:
+        return None
+    kind = getattr(device, "type", str(device))
+    if kind != "cpu":
+        return f"{kind}-bitsandbytes"
+    if mode != "nf4":
+        return "cpu-exact-int8"
+    choice = os.environ.get(NF4_CPU_KERNEL_ENV, "dequantize").strip().lower() or "dequantize"
+    if choice == "dequantize":
+        return "cpu-dequantize"
+    if choice == "bitsandbytes-unpacked":
+        return "cpu-bitsandbytes"
+    if choice != "bitsandbytes":
+        raise ModelLoadError(f"{NF4_CPU_KERNEL_ENV}={choice!r} is not supported. Use dequantize "
+                             "(the default), bitsandbytes or bitsandbytes-unpacked.")
+    try:
+        from bitsandbytes.nn import modules  # where Linear4bit reads it
+
+        packed = bool(modules.has_avx512bf16())
+    except Exception:  # bitsandbytes missing: the load says so in its own words
+        packed = False
+    return "cpu-bitsandbytes-avx512bf16" if packed else "cpu-bitsandbytes"
+
+
+def dequantize_4bit(packed, quant_state):
+    """A bitsandbytes 4-bit weight as float32 ``quant_state.shape``, in plain torch.
+
+    Definition (bitsandbytes' own dequantization, ``backends/default/ops.py``): byte ``i``
+    packs elements ``2i`` (high nibble) and ``2i+1`` (low nibble); element ``j`` is
+    ``code[nibble_j] * absmax[j // blocksize]``. With nested (double) quantization the
+    absmax are themselves 8-bit: ``state2.code[absmax_8bit[b]] * state2.absmax[b // 256] + offset``.
+    One float32 multiply per element, so the result is the same on every CPU.
+    """
+    import torch
+
+    shape = tuple(quant_state.shape)
+    n = 1
+    for dim in shape:
+        n *= int(dim)
+    raw = packed.contiguous().view(torch.uint8).reshape(-1)
+    nibbles = torch.stack((raw >> 4, raw & 0xF), dim=-1).reshape(-1)[:n].long()
+    absmax = quant_state.absmax
+    if quant_state.nested:
+        s2 = quant_state.state2
+        absmax = _blockwise(s2.code.float()[absmax.reshape(-1).long()], s2.absmax.float(), s2.blocksize)
+        absmax = absmax + quant_state.offset
+    values = quant_state.code.to(torch.float32)[nibbles]
+    return _blockwise(values, absmax.float(), quant_state.blocksize).reshape(shape)
+
+
+def _blockwise(values, absmax, blocksize: int):
+    """``values[j] * absmax[j // blocksize]`` for a flat ``values``."""
+    return values * absmax.repeat_interleave(int(blocksize))[: values.numel()]
+
+
+_DEQUANTIZED_LINEAR4BIT = None
+
+
+def _dequantized_linear4bit_class():
+    """``bitsandbytes.nn.Linear4bit`` with a forward that always dequantizes (made once, on
+    first use, so importing this module never imports bitsandbytes)."""
+    global _DEQUANTIZED_LINEAR4BIT
+    if _DEQUANTIZED_LINEAR4BIT is not None:
+        return _DEQUANTIZED_LINEAR4BIT
+    import bitsandbytes as bnb
+    import torch
+    from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
+
+    class DequantizedLinear4bit(bnb.nn.Linear4bit):
+        """A 4-bit layer computing ``linear(x, dequantize_4bit(W))`` in the compute dtype.
+
+        The same steps as bitsandbytes' unpacked CPU path (compute-dtype choice, dequantize,
+        ``torch.nn.functional.linear``), minus its CPUID switch to the packed bfloat16
+        kernel; the matmul is torch's, which ``ATEN_CPU_CAPABILITY`` and MKL's settings cover.
+        """
+
+        def forward(self, x):
+            fix_4bit_weight_quant_state_from_module(self)
+            if not self.compute_type_is_set:
+                self.set_compute_type(x)
+                self.compute_type_is_set = True
+            inp_dtype = x.dtype
+            if self.compute_dtype is not None:
+                x = x.to(self.compute_dtype)
+            weight = dequantize_4bit(self.weight.data, self.weight.quant_state).to(x.dtype)
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return torch.nn.functional.linear(x, weight, bias).to(inp_dtype)
+
+    _DEQUANTIZED_LINEAR4BIT = DequantizedLinear4bit
+    return DequantizedLinear4bit
+
+
+def _pin_cpu_4bit_kernels(model) -> int:
+    """Make every bitsandbytes 4-bit layer of ``model`` compute as ``cpu-dequantize``.
+
+    Swaps each ``Linear4bit``'s class (``isinstance`` still holds) before any forward
+    call, so bitsandbytes never repacks a weight for its AVX-512 BF16 kernel. Returns how
+    many layers were swapped.
+    """
+    import bitsandbytes as bnb
+
+    cls = _dequantized_linear4bit_class()
+    n = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and not isinstance(module, cls):
+            if getattr(getattr(module.weight, "quant_state", None), "packing_format_for_cpu", False):
+                raise QuantizationUnavailable("an NF4 weight was already repacked for bitsandbytes' "
+                                              "AVX-512 kernel before it could be pinned")
+            module.__class__ = cls
+            n += 1
+    return n
+
+
+_INT8_MATMUL_PINNED = False
+
+
+def _exact_int8_matmul(A, B, out=None):
+    """``A @ B.T`` of int8 matrices as int32, exactly: float64 holds every partial sum of
+    int8 products exactly (below ``2**53``), so the summation order, hence the BLAS kernel
+    and the CPU, cannot change it."""
+    import torch
+
+    result = torch.matmul(A.to(torch.float64), B.to(torch.float64).t()).to(torch.int32)
+    return result if out is None else out.copy_(result)
+
+
+def _pin_cpu_int8_matmul() -> None:
+    """Route bitsandbytes' CPU int8 matmul (``bitsandbytes::int8_linear_matmul``) to
+    :func:`_exact_int8_matmul`, once per process.
+
+    Process-wide (an operator kernel has no per-model form), CPU only; it returns the
+    exact product, which bitsandbytes' own kernels also return wherever they are correct,
+    so it changes a number only where theirs would round or saturate. CUDA is untouched.
+    """
+    global _INT8_MATMUL_PINNED
+    if _INT8_MATMUL_PINNED:
+        return
+    import warnings
+
+    from bitsandbytes._ops import register_kernel
+
+    with warnings.catch_warnings():  # "Overriding a previously registered kernel": meant
+        warnings.filterwarnings("ignore", message=".*Overriding a previously registered kernel")
+        register_kernel("bitsandbytes::int8_linear_matmul", "cpu")(lambda A, B: _exact_int8_matmul(A, B))
+        register_kernel("bitsandbytes::int8_linear_matmul.out", "cpu")(
+            lambda A, B, out: _exact_int8_matmul(A, B, out))
+    _INT8_MATMUL_PINNED = True
+
+
+def _unpack_cpu_4bit_kernels(model) -> None:
+    """Keep bitsandbytes' own 4-bit layers off its packed AVX-512 BF16 kernel (the
+    ``bitsandbytes-unpacked`` debugging choice of :func:`quantized_kernel_path`)."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False  # read by Linear4bit.forward
+
+
 class _DropInt8CastWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
@@ -566,10 +761,11 @@ def _quiet_int8_cast_warning() -> None:
 def _smoke_forward(model, quant_mode: str, device) -> None:
     """Run one two-token forward pass, or raise :class:`QuantizationUnavailable` with why.
 
-    bitsandbytes picks its CPU kernels on the first forward call, not at load: on a CPU
-    with AVX-512 BF16, NF4 repacks each weight then and raises for a layer shape its packed
-    kernel cannot tile (e.g. ``shape '[32, 0]' is invalid`` for a 32-wide input). Failing
-    here turns that into a view's skip reason instead of a crash mid-audit.
+    A quantized kernel can load and still fail on the first forward call: bitsandbytes
+    picks its kernels then, not at load (unpinned, NF4 on a CPU with AVX-512 BF16 repacks
+    each weight then and raises for a layer shape its packed kernel cannot tile, e.g.
+    ``shape '[32, 0]' is invalid``). Failing here turns that into a view's skip reason
+    instead of a crash mid-audit.
     """
     import torch
 
@@ -612,6 +808,13 @@ def _from_pretrained(directory: Path, spec: ModelSpec, device, dtype: str, quant
             raise QuantizationUnavailable(
                 f"{quant_mode} quantization failed on {device} ({type(e).__name__}: {e})"
             ) from e
+        kernel_path = quantized_kernel_path(quant_mode, device)
+        if kernel_path == "cpu-dequantize":
+            _pin_cpu_4bit_kernels(model)
+        elif kernel_path == "cpu-bitsandbytes" and quant_mode == "nf4":
+            _unpack_cpu_4bit_kernels(model)
+        elif kernel_path == "cpu-exact-int8":
+            _pin_cpu_int8_matmul()
         _smoke_forward(model, quant_mode, device)
         return model
     model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
@@ -646,11 +849,12 @@ def load_model(spec: ModelSpec, *, hash_cache: Path | None | bool = True) -> Loa
         hash_cache = None
     device = _resolve_device(spec.device)
     dtype = _resolve_dtype(spec.dtype, device)
+    kernel_path = quantized_kernel_path(spec.quantization, device)
 
     directory = resolve_source(spec.source, allow_pickle=spec.allow_pickle)
     adapter_cfg_file = directory / "adapter_config.json"
     if adapter_cfg_file.is_file():
-        return _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache)
+        return _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache, kernel_path)
 
     weights = _weight_files(
         directory, adapter=False, allow_pickle=spec.allow_pickle, source=spec.source
@@ -662,13 +866,16 @@ def load_model(spec: ModelSpec, *, hash_cache: Path | None | bool = True) -> Loa
         spec.quantization,
         dtype=dtype,
         hash_cache=hash_cache,
+        kernel_path=kernel_path,
     )
     model = _from_pretrained(directory, spec, device, dtype, spec.quantization)
     model.eval()
-    return LoadedModel(model, tokenizer, spec, fingerprint, _model_device(model), dtype, directory)
+    return LoadedModel(model, tokenizer, spec, fingerprint, _model_device(model), dtype, directory,
+                       kernel_path)
 
 
-def _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache) -> LoadedModel:
+def _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache,
+                  kernel_path=None) -> LoadedModel:
     """A PEFT adapter on top of its base, merged in full precision.
 
     With quantization the merged weights are written to a temporary directory and loaded
@@ -719,6 +926,7 @@ def _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache) 
         spec.quantization,
         dtype=dtype,
         hash_cache=hash_cache,
+        kernel_path=kernel_path,
     )
     try:
         from peft import PeftModel
@@ -747,7 +955,8 @@ def _load_adapter(spec, directory, adapter_cfg_file, device, dtype, hash_cache) 
         del merged, base
         model = _from_pretrained(Path(tmp), spec, device, dtype, spec.quantization)
     model.eval()
-    return LoadedModel(model, tokenizer, spec, fingerprint, _model_device(model), dtype, directory)
+    return LoadedModel(model, tokenizer, spec, fingerprint, _model_device(model), dtype, directory,
+                       kernel_path)
 
 
 def _adapter_base_source(read: str, adapter_dir: Path) -> str:

@@ -123,6 +123,7 @@ class MockBackend:
     n_layers = 0
     hidden_size = None
     n_params = 1000
+    kernel_path = None  # never quantized
     tokenizer = None
 
     def __init__(self, label: str, model: MockModel):

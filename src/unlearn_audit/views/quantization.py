@@ -16,7 +16,10 @@ Full precision is the model as the audit loaded it (its engine's cached novel_re
 answers). When bitsandbytes cannot quantize on this machine
 (:class:`~unlearn_audit.model.QuantizationUnavailable` or an ``ImportError``), the metric is
 ``skipped`` with that reason. Per-kind deltas (question only, paraphrase only) are in
-``extra["by_kind"]``. Unlearning that only nudges weights within a rounding step comes
+``extra["by_kind"]``; ``extra["kernel_path"]`` says which arithmetic the quantized copy
+ran (``cpu-dequantize``: NF4 dequantized, then a torch matmul, the same on every CPU;
+``cpu-exact-int8``: LLM.int8 with its int8 matmul exact, the same on every CPU;
+``cuda-bitsandbytes``). Unlearning that only nudges weights within a rounding step comes
 undone here (Zhang et al., "Catastrophic Failure of LLM Unlearning via Quantization",
 ICLR 2025).
 
@@ -62,15 +65,19 @@ class Quantization(View):
             if isinstance(quant, str):
                 metrics.append(Metric(name, None, reason=quant, skip=Skip.BACKEND_UNAVAILABLE))
                 continue
+            quant, kernel_path = quant
             m = delta_metric(name, paired_rows(full, quant), seed=ctx.config.seed)
             m.extra.update({"leak_rate_full": leak_rate_of([r["leaked"] for r in full]),
-                            f"leak_rate_{mode}": leak_rate_of([r["leaked"] for r in quant])})
+                            f"leak_rate_{mode}": leak_rate_of([r["leaked"] for r in quant]),
+                            "kernel_path": kernel_path})
             metrics.append(m)
             records += [{**r, "precision": mode} for r in quant]
         return ViewResult(self.name, label, metrics, records)
 
-    def _leak_quantized(self, ctx: AuditContext, label: str, mode: str, items) -> list[dict[str, Any]] | str:
-        """Leak records of the model loaded in ``mode``, or the reason it cannot be loaded."""
+    def _leak_quantized(self, ctx: AuditContext, label: str, mode: str,
+                        items) -> tuple[list[dict[str, Any]], str | None] | str:
+        """Leak records of the model loaded in ``mode`` and the kernel path that computed
+        them, or the reason it cannot be loaded."""
         from unlearn_audit.model import QuantizationUnavailable
 
         engine = ctx.engine(label)
@@ -79,8 +86,8 @@ class Quantization(View):
         except (QuantizationUnavailable, ImportError) as e:
             return f"{mode} quantization is unavailable here: {e}"
         try:
-            # The fingerprint covers the quantization mode, so the on-disk cache is safe.
-            return leak_records(ctx, quantized, items)
+            # The fingerprint covers the mode and kernel path, so the on-disk cache is safe.
+            return leak_records(ctx, quantized, items), quantized.kernel_path
         finally:
             del quantized
             engine.release_memory()
