@@ -20,10 +20,10 @@ from unlearn_audit.model import (
     PlainFormat,
     Prompt,
     QuantizationUnavailable,
+    _load,
     load_model,
     make_format,
 )
-from unlearn_audit.model import _load
 from unlearn_audit.model._load import compute_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -20,8 +20,16 @@ import pytest
 import torch
 
 from _tiny import save_checkpoint
-from unlearn_audit.model import Engine, GenRequest, ModelSpec, Prompt, ScoreRequest, load_model, make_format
-from unlearn_audit.model import _load
+from unlearn_audit.model import (
+    Engine,
+    GenRequest,
+    ModelSpec,
+    Prompt,
+    ScoreRequest,
+    _load,
+    load_model,
+    make_format,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

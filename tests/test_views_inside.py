@@ -21,8 +21,7 @@ import _tiny
 from unlearn_audit import prompts
 from unlearn_audit.context import AuditConfig, AuditContext
 from unlearn_audit.data import Item
-from unlearn_audit.model import ModelSpec, QuantizationUnavailable
-from unlearn_audit.model import _load
+from unlearn_audit.model import ModelSpec, QuantizationUnavailable, _load
 from unlearn_audit.model._lens import fit_probe
 from unlearn_audit.views import get_view
 from unlearn_audit.views.likelihood import novel_token_mask, novel_word_spans
