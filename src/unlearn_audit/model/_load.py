@@ -725,7 +725,7 @@ def _pin_cpu_int8_matmul() -> None:
     from bitsandbytes._ops import register_kernel
 
     with warnings.catch_warnings():  # "Overriding a previously registered kernel": meant
-        warnings.filterwarnings("ignore", message=".*Overriding a previously registered kernel")
+        warnings.filterwarnings("ignore", message=r"(?s).*Overriding a previously registered kernel")
         register_kernel("bitsandbytes::int8_linear_matmul", "cpu")(lambda A, B: _exact_int8_matmul(A, B))
         register_kernel("bitsandbytes::int8_linear_matmul.out", "cpu")(
             lambda A, B, out: _exact_int8_matmul(A, B, out))
