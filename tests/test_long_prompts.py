@@ -178,3 +178,22 @@ def test_compat_generation_without_any_eos_is_one_line_saying_so(tiny, monkeypat
     finally:
         tiny.tokenizer.eos_token = eos
     assert "\n" not in str(e.value) and "eos_token_id" in str(e.value) and "Fix:" in str(e.value)
+
+
+def test_format_shift_excludes_choice_prompts_that_do_not_fit(tmp_path):
+    # A multiple-choice or true/false prompt never asked must not count as a wrong choice
+    # (that reads as "forgot"); it is excluded like a generative one.
+    free = get_view("format_shift").run(_context(tmp_path), "npo")
+    lengths = [len(r["prompt"].split()) for r in free.records]
+    limit = sorted(lengths)[len(lengths) // 2]
+    result = get_view("format_shift").run(_context(tmp_path, max_positions=limit), "npo")
+    unasked = [r for r in result.records if r.get("not_generated")]
+    choice = [r for r in unasked if r["format"] in ("multiple_choice", "true_false")]
+    assert choice, "the limit should leave some choice prompts unasked"
+    assert all(r["correct"] is None for r in choice)
+    assert all(r.get("leaked") is None for r in unasked)
+    for fmt in ("multiple_choice", "true_false"):
+        m = result.metric(f"format_shift.{fmt}_leak_rate")
+        asked = [r for r in result.records if r["format"] == fmt and r["correct"] is not None]
+        assert m.n == len(asked)
+    assert "not generated" in result.metric("format_shift.leak_rate").reason

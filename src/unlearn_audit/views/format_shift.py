@@ -204,6 +204,16 @@ def _matrix(records: Sequence[dict], uids: list[str]) -> tuple[np.ndarray, np.nd
     return flags, chance
 
 
+def _excluded_reason(records: list[dict], excluded: int) -> str:
+    if not excluded:
+        return ""
+    unasked = sum(1 for r in records if r.get("not_generated"))
+    if not unasked:
+        return f"{excluded} (item, format) pairs excluded: empty novel content"
+    return (f"{excluded} (item, format) pairs excluded: {unasked} not generated (the prompt does "
+            f"not fit the model's context), {excluded - unasked} with empty novel content")
+
+
 def _pooled_metric(records: list[dict], seed: int) -> Metric:
     uids = list(dict.fromkeys(r["uid"] for r in records))
     flags, chance = _matrix(records, uids)
@@ -227,7 +237,7 @@ def _pooled_metric(records: list[dict], seed: int) -> Metric:
     raw = rate_with_ci(r["correct"] if r["format"] in CHOICE_FORMATS else r["leaked"] for r in records)
     return Metric(
         "format_shift.leak_rate", value, ci=ci, n=n, excluded=excluded, by_family=by_fam,
-        reason=f"{excluded} (item, format) pairs excluded: empty novel content" if excluded else "",
+        reason=_excluded_reason(records, excluded),
         extra={"ci_method": "percentile bootstrap over items",
                "generative_rate": generative.to_dict(), "raw_pooled_rate": raw.to_dict()},
     )
@@ -317,10 +327,15 @@ class FormatShift(View):
                 parsed = (parse_letter(reply, user_text(prompt)) if fmt == "multiple_choice"
                           else parse_true_false(reply))
                 k = a.n_options or 0
-                # One option is no question: nothing to guess, nothing to know.
+                # One option is no question: nothing to guess, nothing to know. A prompt the
+                # backend could not answer (too long for the context) was never asked: it is
+                # excluded, not scored as a wrong choice (which would read as "forgot").
+                unasked = getattr(reply, "not_generated", None)
                 rec.update(expected=gold, parsed=parsed, n_options=k,
                            chance=1.0 / k if k >= 2 else None,
-                           correct=(parsed == gold) if k >= 2 else None)
+                           correct=(parsed == gold) if k >= 2 and unasked is None else None)
+                if unasked is not None:
+                    rec["not_generated"] = unasked
             else:
                 scored = prompts.unwrap_json(reply) if fmt == "json" else reply
                 shown = shown_texts(cfg, prompt)
