@@ -197,3 +197,13 @@ def test_format_shift_excludes_choice_prompts_that_do_not_fit(tmp_path):
         asked = [r for r in result.records if r["format"] == fmt and r["correct"] is not None]
         assert m.n == len(asked)
     assert "not generated" in result.metric("format_shift.leak_rate").reason
+
+
+def test_the_sanity_check_names_a_context_too_short_instead_of_empty_answers(tmp_path):
+    from unlearn_audit.model._sanity import sanity_check
+
+    ctx = _context(tmp_path, max_positions=2)
+    result = sanity_check(ctx._engines["npo"], ctx.forget_items()[:4], max_new_tokens=8)
+    assert not result.ok
+    assert "4 prompt longer than the context" in result.problems[-1]
+    assert "empty" not in result.problems[-1]

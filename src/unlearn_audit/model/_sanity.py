@@ -126,7 +126,10 @@ def sanity_check(engine: Engine, items: Sequence[Item], max_new_tokens: int) -> 
         )
     outs = engine.generate([GenRequest(p, max_new_tokens=max_new_tokens) for p in prompts])
     result.answers = [o[0] for o in outs]
-    kinds = [degenerate_kind(a, getattr(loaded, "tokenizer", None)) for a in result.answers]
+    # A prompt the engine could not run (no room left in the context) is no answer either,
+    # but say so: "empty" would blame the model's weights for its context length.
+    kinds = ["prompt longer than the context" if getattr(a, "not_generated", None)
+             else degenerate_kind(a, getattr(loaded, "tokenizer", None)) for a in result.answers]
     degenerate = [k for k in kinds if k is not None]
     # More than half: one odd answer is a model's right; most answers missing is a broken model.
     if 2 * len(degenerate) > len(kinds):
