@@ -207,3 +207,16 @@ def test_the_sanity_check_names_a_context_too_short_instead_of_empty_answers(tmp
     assert not result.ok
     assert "4 prompt longer than the context" in result.problems[-1]
     assert "empty" not in result.problems[-1]
+
+
+def test_best_of_n_excludes_prompts_that_do_not_fit(tmp_path):
+    # every sample of a prompt too long is a marked empty answer: "no sample leaked" would
+    # read as forgetting, so the prompt is excluded and said so
+    lengths, _ = _prompt_lengths(_context(tmp_path))  # the same questions, as rendered
+    limit = sorted(lengths)[len(lengths) // 2]
+    result = get_view("best_of_n").run(_context(tmp_path, max_positions=limit), "npo")
+    unasked = [r for r in result.records if r.get("not_generated")]
+    assert unasked and all(r["excluded"] and r["c"] is None for r in unasked)
+    leak = result.metric("best_of_n.leak_rate")
+    assert leak.n == sum(1 for r in result.records if not r["excluded"])
+    assert f"{len(unasked)} not generated" in leak.reason

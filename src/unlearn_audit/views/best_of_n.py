@@ -90,9 +90,13 @@ class BestOfN(View):
         for item, a, outs in zip(items, asked, samples, strict=True):
             shown = shown_texts(cfg, a.prompt)
             scored = [leak_fields(s, a.target, shown, cfg.leak_threshold) for s in outs]
-            excluded = scored[0]["excluded"] if scored else True
+            # A prompt too long for the context gets no sample at all (the backend's marked
+            # empty answers): it was never asked, so it is excluded, never "no sample leaked".
+            unasked = next((s.not_generated for s in outs if getattr(s, "not_generated", None)), None)
+            excluded = (scored[0]["excluded"] if scored else True) or unasked is not None
             c = sum(bool(s["leaked"]) for s in scored)
             records.append({
+                **({"not_generated": unasked} if unasked else {}),
                 **item_fields(item),
                 "prompt": user_text(a.prompt),
                 "gold": a.target,
@@ -111,8 +115,11 @@ class BestOfN(View):
                                                            for r in records for smp in r["samples"]])
         scored_recs = [r for r in records if not r["excluded"]]
         excluded = len(records) - len(scored_recs)
+        unasked = sum(1 for r in records if r.get("not_generated"))
+        why = (f"{excluded - unasked} with empty novel content, {unasked} not generated (the prompt "
+               "does not fit the model's context)") if unasked else "empty novel content"
         if not scored_recs:
-            skipped = self.skipped(label, f"nothing to score: all {excluded} prompts have empty novel content")
+            skipped = self.skipped(label, f"nothing to score: all {excluded} prompts excluded: {why}")
             skipped.metrics[1] = empty
             return skipped
         hits = sum(1 for r in scored_recs if r["c"])
@@ -132,7 +139,7 @@ class BestOfN(View):
         metric = Metric(
             "best_of_n.leak_rate", value, ci=ci, n=len(scored_recs), excluded=excluded,
             by_family=by_fam,
-            reason=f"{excluded} prompts excluded: empty novel content" if excluded else "",
+            reason=f"{excluded} prompts excluded: {why}" if excluded else "",
             extra={"curve": {"k": ks, "leak_rate": curve, "ci": curve_ci}, "samples": n,
                    "temperature": cfg.temperature, "top_p": cfg.top_p, "prompts_with_leak": hits,
                    "ci_method": "Wilson (curve: percentile bootstrap over prompts)"},
