@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,16 +154,20 @@ def _num_list(value: Any, where: str) -> list[float]:
     return [_num(v, where) for v in value]
 
 
+def perturbed_count(counts: Iterable[int]) -> int:
+    """A split's perturbed-answer count: the most common one (the larger on a tie), 0 for
+    no items. Taking the largest instead let one item with an extra answer drop all others."""
+    tally = Counter(counts)
+    return max(tally, key=lambda c: (tally[c], c)) if tally else 0
+
+
 def _even(rows: list[list[float]] | None) -> list[list[float]] | None:
-    """Perturbed-answer lists of one count: the most common one; an item with another
+    """Perturbed-answer lists of one count (:func:`perturbed_count`); an item with another
     count gets ``nan`` for all, so it drops out of the truth ratio and is counted there
     (as :func:`~unlearn_audit.scoring.tofu_records.splits_from_records` does)."""
     if not rows:
         return rows
-    counts: dict[int, int] = {}
-    for row in rows:
-        counts[len(row)] = counts.get(len(row), 0) + 1
-    k = max(counts, key=lambda c: (counts[c], c))
+    k = perturbed_count(len(row) for row in rows)
     return [row if len(row) == k else [math.nan] * k for row in rows]
 
 

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from unlearn_audit.scoring.logs import LEGACY_FILES
+from unlearn_audit.scoring.logs import LEGACY_FILES, perturbed_count
 from unlearn_audit.scoring.tofu import Generation, SplitScores
 
 __all__ = [
@@ -70,12 +69,8 @@ def splits_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, Split
     Returns:
         Split name -> scores, for the splits the records hold, items in record order.
     """
-    by_split: dict[str, list[Mapping[str, Any]]] = {}
-    for rec in records:
-        by_split.setdefault(rec["split"], []).append(rec)
     out = {}
-    for split, recs in by_split.items():
-        k = _split_k([len(r.get("perturbed_mean_nll") or ()) for r in recs])
+    for split, (k, recs) in _by_split(records).items():
         pert = None
         if k:
             pert = []
@@ -104,10 +99,14 @@ def splits_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, Split
     return out
 
 
-def _split_k(counts: list[int]) -> int:
-    """A split's perturbed-answer count: the most common one (the larger on a tie)."""
-    tally = Counter(counts)
-    return max(tally, key=lambda c: (tally[c], c)) if tally else 0
+def _by_split(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, list[Mapping[str, Any]]]]:
+    """Split -> (its perturbed-answer count, :func:`~unlearn_audit.scoring.logs.perturbed_count`;
+    its records in order)."""
+    by_split: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        by_split.setdefault(rec["split"], []).append(rec)
+    return {split: (perturbed_count(len(r.get("perturbed_mean_nll") or ()) for r in recs), recs)
+            for split, recs in by_split.items()}
 
 
 def uneven_perturbed(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, list[Mapping[str, Any]]]]:
@@ -117,12 +116,8 @@ def uneven_perturbed(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[in
     quality (:func:`splits_from_records`); the tofu view states them in its warnings. Only
     splits with such records are returned.
     """
-    by_split: dict[str, list[Mapping[str, Any]]] = {}
-    for rec in records:
-        by_split.setdefault(rec["split"], []).append(rec)
     out = {}
-    for split, recs in by_split.items():
-        k = _split_k([len(r.get("perturbed_mean_nll") or ()) for r in recs])
+    for split, (k, recs) in _by_split(records).items():
         odd = [r for r in recs if len(r.get("perturbed_mean_nll") or ()) != k]
         if k and odd:
             out[split] = (k, odd)
