@@ -29,15 +29,35 @@ def world_ctx(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _views_imported_before_pytester(request):
-    """Import every view module before a pytester run of the plugin.
+def _isolated_views_and_summary(monkeypatch):
+    """Every test gets its own copy of the view registry, so a view a test (or a pytester
+    run's fake views) registers never reaches the next test; and none appends to a real
+    ``$GITHUB_STEP_SUMMARY`` (a test that means to sets it itself)."""
+    from unlearn_audit.views import _base
+
+    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _imported_before_pytester(request):
+    """Import every view module, and the report writer's lazy dependencies, before a
+    pytester run of the plugin.
 
     Views are imported on first use (the lazy registry), so an in-process pytester run
     would import them, numpy and scipy included, and pytester then drops every module the
     run imported; numpy's C extensions cannot be imported twice in one process. Importing
-    them here, before pytester takes its snapshot of ``sys.modules``, keeps them loaded.
+    them here, before pytester takes its snapshot of ``sys.modules``, keeps them loaded
+    (and spares each run importing matplotlib afresh).
     """
     if "pytester" in request.fixturenames:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        import tabulate  # noqa: F401
+        import yaml  # noqa: F401
+
         from unlearn_audit.views import BUILTIN_VIEWS, view_class
 
         for name in BUILTIN_VIEWS:

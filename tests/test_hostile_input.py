@@ -21,26 +21,6 @@ from unlearn_audit.report import MetricRow, RunReport, ViewOutcome
 from unlearn_audit.report._writer import PLOTS_MANIFEST, format_ci, format_value, write_report
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _warm_imports():
-    """As in test_plugin: import the writer's lazy dependencies once, not per inner run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    import tabulate  # noqa: F401
-    import yaml  # noqa: F401
-
-
-@pytest.fixture(autouse=True)
-def _isolated_registry(monkeypatch):
-    """Fake views register in process (see test_plugin); each test gets its own registry."""
-    from unlearn_audit.views import _base
-
-    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
-
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     # no_reraise_ctrlc: an inner run's SIGINT stays inside it instead of stopping this session.
     return pytester.runpytest(*ISOLATED, *args, no_reraise_ctrlc=True)

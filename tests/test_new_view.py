@@ -41,13 +41,6 @@ def test_answer_length(audit, model):
 '''
 
 
-@pytest.fixture(autouse=True)
-def _isolated_registry(monkeypatch):
-    from unlearn_audit.views import _base
-
-    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
-
-
 def test_a_view_defined_in_a_test_module_reaches_the_report(pytester: pytest.Pytester):
     rows = [{"question": f"q{i}?", "answer": " ".join(["word"] * (i + 2)), "paraphrased_question": "p?",
              "paraphrased_answer": "p.", "perturbed_answer": ["x.", "y."]} for i in range(3)]

@@ -112,31 +112,6 @@ def test_tofu(audit, model):
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _warm_imports():
-    """pytester drops every module an in-process run imported; importing the writer's lazy
-    dependencies here, once, keeps each run from importing matplotlib afresh."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    import tabulate  # noqa: F401
-    import yaml  # noqa: F401
-
-
-@pytest.fixture(autouse=True)
-def _isolated_registry(monkeypatch):
-    """The fake views register in process; give each test its own copy of the registry.
-
-    Importing ``unlearn_audit.views`` first registers the real views in the real registry,
-    so none registers into a copy that is thrown away.
-    """
-    from unlearn_audit.views import _base
-
-    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
-
 # The inner sessions load only this plugin: pytester re-imports (and re-rewrites) every
 # other installed plugin on each in-process run, which costs seconds per run.
 ISOLATED = ("-p", "no:hypothesispytest", "-p", "no:benchmark", "-p", "no:anyio", "-p", "no:cacheprovider")

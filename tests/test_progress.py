@@ -62,13 +62,6 @@ def test_slow_fail(audit, model):
 STATUS = re.compile(r"\x1b7 cand · slow_view: score (\d)/4 seq\x1b8")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_registry(monkeypatch):
-    from unlearn_audit.views import _base
-
-    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
-
-
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     data = pytester.mkdir("data")

@@ -425,13 +425,9 @@ def test_a_relative_gate_against_a_non_finite_reference_is_an_error_not_a_verdic
         assert g.outcome == "error" and "cannot be decided" in g.message and g.threshold is None
 
 
-def test_the_probe_end_to_end_only_a_relative_gate_and_no_reference_fails_the_run(pytester, monkeypatch):
+def test_the_probe_end_to_end_only_a_relative_gate_and_no_reference_fails_the_run(pytester):
     # the probe of main: this session ended "npo: PASS (0 gate(s) passed)" and exit 0
     from test_plugin import ISOLATED, MODELS, VIEWS, make_project
-    from unlearn_audit.views import _base
-
-    # The inner session's fake views register in process: keep them out of later tests.
-    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
 
     gates = ("schema_version: 1\ngates:\n  - {metric: tofu.model_utility, op: '>=', relative_to: full, factor: 0.8,\n"
              "     rationale: keep 80% of full's utility}\n")

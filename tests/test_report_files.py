@@ -26,26 +26,6 @@ SUMMARY = "leak_by_view_and_family.png"
 VIEW_PLOT = "format_shift_npo.png"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _warm_imports():
-    """As in test_plugin: import the writer's lazy dependencies once, not per inner run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    import tabulate  # noqa: F401
-    import yaml  # noqa: F401
-
-
-@pytest.fixture(autouse=True)
-def _isolated_registry(monkeypatch):
-    """The fake views register in process (see test_plugin); each test gets its own registry."""
-    from unlearn_audit.views import _base
-
-    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
-
 def _run(records: int = 3, plots: bool = True) -> RunReport:
     """A run that draws the summary plot (a leak rate by family) and one view plot."""
     rows = [MetricRow("npo", "novel_recall", "novel_recall.leak_rate", 0.2, outcome="info",

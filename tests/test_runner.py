@@ -25,13 +25,6 @@ from unlearn_audit.views import Metric, Plot, Skip, View, ViewResult, register_v
 DATASET = str(REPO / "fixtures" / "tiny_world")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_registry(monkeypatch):
-    from unlearn_audit.views import _base
-
-    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
-
-
 def mock_models() -> dict[str, MockModel]:
     forget = load_split(DATASET, "forget10_perturbed")
     retain = load_split(DATASET, "retain_perturbed")

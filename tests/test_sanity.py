@@ -111,7 +111,6 @@ def _gate_row(pytester: pytest.Pytester, label: str) -> dict:
 @pytest.fixture
 def _private_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("UNLEARN_AUDIT_CACHE", str(tmp_path / "ua-cache"))
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
 
 @pytest.mark.usefixtures("_private_caches")

@@ -19,13 +19,6 @@ from unlearn_audit.views._options import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated_registry(monkeypatch):
-    from unlearn_audit.views import _base
-
-    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
-
-
 @pytest.mark.parametrize(("opt", "raw", "value"), [
     (Option("n", int, 1, "h"), "7", 7),
     (Option("n", int, 1, "h"), 7.0, 7),
