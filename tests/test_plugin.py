@@ -574,11 +574,19 @@ def _pairs_section(md: str) -> str:
     return md[md.index("## Not run"):]
 
 
-def test_sigterm_writes_the_partial_report_as_sigint_does(pytester):
+def _signalling_project(pytester: pytest.Pytester, **acts: str) -> None:
+    """The fake world, where ``view__model="SIGTERM" | "SIGINT" | "die"`` makes that test
+    signal its own process or vanish (see :data:`SIGNALLING_CONFTEST`)."""
     views = json.loads(json.dumps(VIEWS))
-    views["tofu"]["laundered"] = "SIGTERM"
+    for pair, act in acts.items():
+        view, model = pair.split("__")
+        views[view][model] = act
     make_project(pytester, views=views)
     pytester.makeconftest(SIGNALLING_CONFTEST)
+
+
+def test_sigterm_writes_the_partial_report_as_sigint_does(pytester):
+    _signalling_project(pytester, tofu__laundered="SIGTERM")
     # A real process: SIGTERM's default action would end it (and this session) at once.
     result = pytester.runpytest_subprocess(*ISOLATED, "--model", "npo", "--model", "laundered",
                                            "--full-model", "full", timeout=300)
@@ -597,10 +605,7 @@ def test_sigterm_writes_the_partial_report_as_sigint_does(pytester):
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_an_interrupt_during_the_first_test_still_leaves_a_report(pytester, sig):
-    views = json.loads(json.dumps(VIEWS))
-    views["novel_recall"]["npo"] = sig  # the first test of the session
-    make_project(pytester, views=views)
-    pytester.makeconftest(SIGNALLING_CONFTEST)
+    _signalling_project(pytester, novel_recall__npo=sig)  # the first test of the session
     result = pytester.runpytest_subprocess(*ISOLATED, "--model", "npo", "--model", "laundered",
                                            "--full-model", "full", timeout=300)
     assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
@@ -615,11 +620,7 @@ def test_an_interrupt_during_the_first_test_still_leaves_a_report(pytester, sig)
 
 
 def test_a_dead_xdist_workers_pairs_are_listed_as_not_run_and_the_verdict_is_incomplete(pytester):
-    views = json.loads(json.dumps(VIEWS))
-    views["novel_recall"]["npo"] = "die"
-    views["tofu"]["npo"] = "die"
-    make_project(pytester, views=views)
-    pytester.makeconftest(SIGNALLING_CONFTEST)
+    _signalling_project(pytester, novel_recall__npo="die", tofu__npo="die")
     # No --model: the tiny world's mode, where a model is known only from what reported.
     result = run(pytester, "-n", "2")
     out = result.stdout.str()
