@@ -201,16 +201,20 @@ def test_{view}(audit, model):
 ''' for view in ("tofu", "novel_recall", "format_shift", "likelihood"))
 
 
-def test_xdist_workers_compute_each_result_once_with_the_same_numbers(pytester: pytest.Pytester):
-    pytester.makeconftest(CONFTEST)
+def _mock_project(pytester: pytest.Pytester, conftest: str, gates: str) -> None:
+    """A project auditing the mock world of ``conftest`` with AUDITS, gated by ``gates``
+    (the YAML list under ``gates:``)."""
+    pytester.makeconftest(conftest)
     pytester.makepyfile(test_audits=AUDITS)
     ref = pytester.mkdir("reference_results")
-    (ref / "gates.yaml").write_text(textwrap.dedent("""\
-        schema_version: 1
-        gates:
+    (ref / "gates.yaml").write_text("schema_version: 1\ngates:\n" + textwrap.dedent(gates))
+
+
+def test_xdist_workers_compute_each_result_once_with_the_same_numbers(pytester: pytest.Pytester):
+    _mock_project(pytester, CONFTEST, """\
           - {metric: tofu.model_utility, op: ">=", relative_to: full, factor: 0.0,
              rationale: "relative to full, so the candidate needs full's number"}
-    """))
+    """)
     # `--opt=value`: a path given as its own argument would move pytest's rootdir to the repo.
     # --limit=20: the fewest items forget quality is reported on (FORGET_QUALITY_MIN_ITEMS).
     common = (*ISOLATED, f"--rootdir={pytester.path}", f"--dataset={DATASET}", "--limit=20",
@@ -266,15 +270,11 @@ def pytest_unlearn_audit_context(config, audit_config, tiny_world):
 
 
 def test_xdist_gives_labels_that_differ_only_in_punctuation_their_own_verdicts(pytester: pytest.Pytester):
-    pytester.makeconftest(PUNCTUATION_CONFTEST)
-    pytester.makepyfile(test_audits=AUDITS)
-    ref = pytester.mkdir("reference_results")
-    (ref / "gates.yaml").write_text(textwrap.dedent("""\
-        schema_version: 1
-        gates:
+    _mock_project(pytester, PUNCTUATION_CONFTEST, """\
           - {metric: novel_recall.leak_rate, op: "<=", value: 0.10, rationale: "at most 1 in 10"}
-    """))
-    models = [pytester.mkdir(name) for name in ("npo+v1", "npo_v1")]  # labels come from the paths
+    """)
+    # --model sources; the labels are the mock context's own (punctuation_models)
+    models = [pytester.mkdir(name) for name in ("npo+v1", "npo_v1")]
     common = (*ISOLATED, f"--rootdir={pytester.path}", f"--dataset={DATASET}", "--limit=8",
               f"--cache-dir={pytester.path / 'cache'}", "--views=novel_recall",
               *(f"--model={m}" for m in models))
