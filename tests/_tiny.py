@@ -177,3 +177,10 @@ def save_checkpoint(directory: Path, tokenizer=None, model=None, **model_kwargs)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def chat_engine(loaded, cache_dir=None):
+    """An :class:`~unlearn_audit.model.Engine` on ``loaded`` with its chat format, no progress."""
+    from unlearn_audit.model import Engine, make_format
+
+    return Engine(loaded, make_format(loaded.tokenizer, kind="chat"), cache_dir=cache_dir, progress=False)

@@ -105,3 +105,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A tiny random Llama checkpoint (``_tiny.save_checkpoint``), one per test module."""
+    from _tiny import save_checkpoint
+
+    return save_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir, one_thread):
+    """:data:`tiny_dir` loaded on the CPU, uncached file hashes, on one torch thread."""
+    from unlearn_audit.model import ModelSpec, load_model
+
+    return load_model(ModelSpec(str(tiny_dir), "tiny", device="cpu"), hash_cache=None)

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _tiny import chat_engine
 from test_plugin import CONFTEST, ISOLATED, MODELS, VIEWS, make_project, report_md, results
 from unlearn_audit.context import AuditConfig
 from unlearn_audit.report import MetricRow, RunReport, ViewOutcome
@@ -265,31 +266,6 @@ def test_a_directory_name_with_no_label_characters_asks_for_an_explicit_label(tm
 
 
 # --- tiny checkpoints for the model cases (8, 9, 11, 13) ---------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from _tiny import save_checkpoint
-
-    return save_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    import torch
-
-    from unlearn_audit.model import ModelSpec, load_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices on a shared two-core machine
-    yield load_model(ModelSpec(str(tiny_dir), "tiny", device="cpu"), hash_cache=None)
-    torch.set_num_threads(threads)
-
-
-def _engine(loaded, cache_dir):
-    from unlearn_audit.model import Engine, make_format
-
-    return Engine(loaded, make_format(loaded.tokenizer, kind="chat"), cache_dir=cache_dir, progress=False)
-
-
 def _score(engine, continuation="In Port Aldric."):
     from unlearn_audit.model import Prompt, ScoreRequest
 
@@ -298,18 +274,18 @@ def _score(engine, continuation="In Port Aldric."):
 
 # --- case 8: a corrupted or unusable engine cache never stops the audit ---------------------------------
 def test_a_corrupted_cache_file_is_moved_aside_and_recomputed(tiny, tmp_path):
-    expected = _score(_engine(tiny, None)).logprobs
+    expected = _score(chat_engine(tiny, None)).logprobs
     cache_file = tmp_path / f"engine-{tiny.fingerprint}.sqlite"
     cache_file.write_bytes(b"garbage, not a database" * 100)
     with pytest.warns(RuntimeWarning) as caught:
-        got = _score(_engine(tiny, tmp_path)).logprobs
+        got = _score(chat_engine(tiny, tmp_path)).logprobs
     (warning,) = [str(w.message) for w in caught]
     assert warning.startswith(f"engine cache {cache_file} was not a usable SQLite database (file is not a database)")
     assert f"moved it to {cache_file.name}.corrupt-1 and recomputing" in warning
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert (tmp_path / f"{cache_file.name}.corrupt-1").read_bytes().startswith(b"garbage")
     # the rebuilt file works: a second engine reads the answer back without computing
-    again = _engine(tiny, tmp_path)
+    again = chat_engine(tiny, tmp_path)
     _score(again)
     assert again.cache.hits == 1 and again.stats["score_rows"] == 0
 
@@ -317,7 +293,7 @@ def test_a_corrupted_cache_file_is_moved_aside_and_recomputed(tiny, tmp_path):
 def test_an_uncreatable_cache_dir_runs_uncached_with_one_warning(tiny, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache directory should be")
-    engine = _engine(tiny, blocker / "cache")
+    engine = chat_engine(tiny, blocker / "cache")
     with pytest.warns(RuntimeWarning) as caught:
         first = _score(engine)
         second = _score(engine, "Port Aldric, by the sea.")
@@ -332,7 +308,7 @@ def test_a_read_only_cache_file_runs_uncached_with_one_warning(tiny, tmp_path, m
 
     from unlearn_audit.model import _cache
 
-    engine = _engine(tiny, tmp_path)
+    engine = chat_engine(tiny, tmp_path)
     _score(engine)  # opens the cache; now every write fails as on a read-only mount
 
     def read_only(*args, **kwargs):
@@ -425,7 +401,7 @@ LONG_ANSWER = " ".join(["Elena Marwick was born in the city of Port Aldric, by t
 def test_a_sequence_longer_than_the_context_is_truncated_like_tofu(tiny, tmp_path):
     from unlearn_audit.model import Prompt, ScoreRequest
 
-    engine = _engine(tiny, tmp_path)
+    engine = chat_engine(tiny, tmp_path)
     assert engine.max_positions == 512
     prompt = Prompt.question("Where was Elena Marwick born?")
     n_prompt = len(engine.fmt.encode_prompt(prompt))
@@ -436,7 +412,7 @@ def test_a_sequence_longer_than_the_context_is_truncated_like_tofu(tiny, tmp_pat
     assert cut.n_tokens == 512 - n_prompt and cut.truncated_from == len(full)
     assert cut.token_ids == full[: cut.n_tokens] and np.isfinite(cut.logprobs).all()
     assert len(engine.truncated) == 1
-    warm = _engine(tiny, tmp_path)  # a cached answer still says it was cut
+    warm = chat_engine(tiny, tmp_path)  # a cached answer still says it was cut
     (again,) = warm.score([ScoreRequest(prompt, LONG_ANSWER)])
     assert warm.stats["score_rows"] == 0 and again.truncated_from == len(full) and len(warm.truncated) == 1
 
@@ -445,16 +421,16 @@ def test_a_generation_stops_at_the_context(tiny, monkeypatch):
     from unlearn_audit.model import GenRequest, Prompt
 
     request = GenRequest(Prompt.question("Where was Elena Marwick born?"), max_new_tokens=300)
-    ((free,),) = _engine(tiny, None).generate([request])  # this random model talks ~140 tokens
+    ((free,),) = chat_engine(tiny, None).generate([request])  # this random model talks ~140 tokens
     monkeypatch.setattr(tiny.model.config, "max_position_embeddings", 100)
-    ((cut,),) = _engine(tiny, None).generate([request])
+    ((cut,),) = chat_engine(tiny, None).generate([request])
     assert free.startswith(cut) and len(cut) < len(free)
 
 
 def test_a_prompt_that_fills_the_context_is_one_line_saying_so(tiny):
     from unlearn_audit.model import Prompt, ScoreRequest
 
-    engine = _engine(tiny, None)
+    engine = chat_engine(tiny, None)
     with pytest.raises(ValueError) as e:
         engine.score([ScoreRequest(Prompt.question(LONG_ANSWER), "Port Aldric.")])
     message = str(e.value)

@@ -11,6 +11,7 @@ import pickle
 import pytest
 
 from _data import REPO
+from _tiny import chat_engine
 from unlearn_audit.context import AuditConfig
 from unlearn_audit.model._types import PROMPT_TOO_LONG, GenRequest, NotGenerated, Prompt
 from unlearn_audit.model.mock import MockModel, knowing, mock_context
@@ -18,26 +19,6 @@ from unlearn_audit.views import get_view
 
 SHORT = Prompt.question("Where was Elena Marwick born?")
 LONG = Prompt.question(" ".join(["Elena Marwick writes gothic mystery novels set by the sea."] * 12))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    import torch
-
-    from _tiny import save_checkpoint
-    from unlearn_audit.model import ModelSpec, load_model
-
-    d = save_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices on a shared two-core machine
-    yield load_model(ModelSpec(str(d), "tiny", device="cpu"), hash_cache=None)
-    torch.set_num_threads(threads)
-
-
-def _engine(loaded, cache_dir):
-    from unlearn_audit.model import Engine, make_format
-
-    return Engine(loaded, make_format(loaded.tokenizer, kind="chat"), cache_dir=cache_dir, progress=False)
 
 
 def test_not_generated_is_an_empty_str_that_keeps_its_reason():
@@ -48,30 +29,30 @@ def test_not_generated_is_an_empty_str_that_keeps_its_reason():
 
 
 def test_engine_does_not_run_a_prompt_that_leaves_no_room(tiny, tmp_path, monkeypatch):
-    n_short = len(_engine(tiny, None).fmt.encode_prompt(SHORT))
-    n_long = len(_engine(tiny, None).fmt.encode_prompt(LONG))
+    n_short = len(chat_engine(tiny, None).fmt.encode_prompt(SHORT))
+    n_long = len(chat_engine(tiny, None).fmt.encode_prompt(LONG))
     assert n_long > n_short + 40
     reqs = [GenRequest(SHORT, max_new_tokens=8), GenRequest(LONG, max_new_tokens=8),
             GenRequest(LONG, max_new_tokens=8, n=3, temperature=1.0)]
-    ((alone,),) = _engine(tiny, None).generate(reqs[:1])
+    ((alone,),) = chat_engine(tiny, None).generate(reqs[:1])
     monkeypatch.setattr(tiny.model.config, "max_position_embeddings", n_short + 20)
-    engine = _engine(tiny, tmp_path)
+    engine = chat_engine(tiny, tmp_path)
     (short,), (long,), sampled = engine.generate(reqs)
     assert short == alone and not isinstance(short, NotGenerated)
     assert isinstance(long, NotGenerated) and long.not_generated == PROMPT_TOO_LONG
     assert len(sampled) == 3 and all(isinstance(s, NotGenerated) for s in sampled)
     assert engine.stats["gen_rows"] == 1  # the long prompt never reached the model
     assert sorted(engine.prompts_too_long.values()) == [n_long, n_long]
-    warm = _engine(tiny, tmp_path)  # a warm run says the same, and caches nothing for it
+    warm = chat_engine(tiny, tmp_path)  # a warm run says the same, and caches nothing for it
     (short2,), (long2,), _ = warm.generate(reqs)
     assert warm.stats["gen_rows"] == 0 and short2 == short and isinstance(long2, NotGenerated)
     assert len(warm.prompts_too_long) == 2
 
 
 def test_exactly_one_free_position_is_enough(tiny, monkeypatch):
-    n_short = len(_engine(tiny, None).fmt.encode_prompt(SHORT))
+    n_short = len(chat_engine(tiny, None).fmt.encode_prompt(SHORT))
     monkeypatch.setattr(tiny.model.config, "max_position_embeddings", n_short + 1)
-    engine = _engine(tiny, None)
+    engine = chat_engine(tiny, None)
     ((answer,),) = engine.generate([GenRequest(SHORT, max_new_tokens=8)])
     assert not isinstance(answer, NotGenerated) and not engine.prompts_too_long
     monkeypatch.setattr(tiny.model.config, "max_position_embeddings", n_short)
@@ -137,12 +118,12 @@ def test_the_report_states_how_many_prompts_did_not_fit(tmp_path):
 
 
 def test_answers_capped_by_the_context_are_counted(tiny, tmp_path, monkeypatch):
-    n_short = len(_engine(tiny, None).fmt.encode_prompt(SHORT))
+    n_short = len(chat_engine(tiny, None).fmt.encode_prompt(SHORT))
     monkeypatch.setattr(tiny.model.config, "max_position_embeddings", n_short + 5)
-    engine = _engine(tiny, tmp_path)
+    engine = chat_engine(tiny, tmp_path)
     engine.generate([GenRequest(SHORT, max_new_tokens=5), GenRequest(SHORT, max_new_tokens=8)])
     assert list(engine.answers_capped.values()) == [5]  # only the one asking for more than fits
-    warm = _engine(tiny, tmp_path)
+    warm = chat_engine(tiny, tmp_path)
     warm.generate([GenRequest(SHORT, max_new_tokens=8)])
     assert warm.stats["gen_rows"] == 0 and list(warm.answers_capped.values()) == [5]
 

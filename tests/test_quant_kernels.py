@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny import save_checkpoint
 from unlearn_audit.model import (
     Engine,
     GenRequest,
@@ -46,11 +45,6 @@ CONTINUATIONS = ["Port Aldric, in 1961.", "Mostly crime novels", "Yes"]
 def _private_hash_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("UNLEARN_AUDIT_CACHE", str(tmp_path / "ua-cache"))
     monkeypatch.delenv(NF4_CPU_KERNEL_ENV, raising=False)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def _bnb():
