@@ -98,20 +98,24 @@ def test_novel_recall_excludes_items_whose_prompt_does_not_fit(tmp_path):
     assert ctx.engine_notes("npo")["prompts_too_long"] == too_long
 
 
-def test_the_report_states_how_many_prompts_did_not_fit(tmp_path):
+def _novel_recall_report(ctx, tmp_path) -> str:
+    """report.md of a session that ran novel_recall on ``ctx``'s candidate, with no gates."""
     from unlearn_audit.report import AuditSession, PlannedModel
 
-    lengths, _ = _prompt_lengths(_context(tmp_path))
-    limit = sorted(lengths)[len(lengths) // 2]
-    too_long = sum(n + 1 > limit for n in lengths)
     (tmp_path / "gates.yaml").write_text("gates: []\n")
-    ctx = _context(tmp_path, max_positions=limit)
     session = AuditSession(ctx.config, tiny_world=False,
                            plan=lambda: [PlannedModel("npo", "candidate", "mock:npo")],
                            context_factory=lambda: ctx, reference_dir=tmp_path,
                            gates_path=tmp_path / "gates.yaml", root=tmp_path)
     session.collect(session.measure("novel_recall", "npo").outcome.to_payload())
-    md = session.finish()["report.md"].read_text()
+    return session.finish()["report.md"].read_text()
+
+
+def test_the_report_states_how_many_prompts_did_not_fit(tmp_path):
+    lengths, _ = _prompt_lengths(_context(tmp_path))
+    limit = sorted(lengths)[len(lengths) // 2]
+    too_long = sum(n + 1 > limit for n in lengths)
+    md = _novel_recall_report(_context(tmp_path, max_positions=limit), tmp_path)
     assert "## Inputs longer than the model's context" in md
     assert (f"- npo: {too_long} generation prompt(s) left no room for a new token in its context "
             f"({limit} positions), so nothing was generated for them") in md
@@ -129,17 +133,9 @@ def test_answers_capped_by_the_context_are_counted(tiny, tmp_path, monkeypatch):
 
 
 def test_the_report_states_answers_capped_by_the_context(tmp_path, monkeypatch):
-    from unlearn_audit.report import AuditSession, PlannedModel
-
-    (tmp_path / "gates.yaml").write_text("gates: []\n")
     ctx = _context(tmp_path)
     monkeypatch.setattr(ctx, "engine_notes", lambda label: {"truncated": 0, "max_positions": 64, "answers_capped": 3})
-    session = AuditSession(ctx.config, tiny_world=False,
-                           plan=lambda: [PlannedModel("npo", "candidate", "mock:npo")],
-                           context_factory=lambda: ctx, reference_dir=tmp_path,
-                           gates_path=tmp_path / "gates.yaml", root=tmp_path)
-    session.collect(session.measure("novel_recall", "npo").outcome.to_payload())
-    md = session.finish()["report.md"].read_text()
+    md = _novel_recall_report(ctx, tmp_path)
     assert ("- npo: 3 generation prompt(s) left fewer positions in its context (64) than max_new_tokens; "
             "their answers stop at the context") in md
 
