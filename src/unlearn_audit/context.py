@@ -207,8 +207,7 @@ class AuditContext:
         if engine is None:
             self._build_engine(label)
             engine = self._engines[label]
-        value = getattr(engine, "tokenizer_hash", None)
-        return str(value) if value else None
+        return engine.tokenizer_hash or None
 
     def reference_warnings(self, label: str, needs) -> list[str]:
         """Warnings for a result of ``label`` that reads the results ``needs`` (``(view,

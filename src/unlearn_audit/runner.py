@@ -134,10 +134,9 @@ class SharedResults:
             ok = False
         if ok:
             return fingerprint, result
-        n = 1
-        while (aside := done.with_name(f"{done.name}.corrupt-{n}")).exists():
-            n += 1
-        os.replace(done, aside)
+        from unlearn_audit.model._cache import move_aside
+
+        aside = move_aside(done)
         if not self._damage_said:
             self._damage_said = True
             import warnings
@@ -282,16 +281,12 @@ class Runner:
             return None
         return dataclasses.asdict(spec) if dataclasses.is_dataclass(spec) else repr(spec)
 
-    def _known_fingerprint(self, model: str) -> str | None:
-        known = getattr(self.ctx, "known_fingerprint", None)
-        return known(model) if callable(known) else None
-
     def _compute(self, v: Any, view: str, model: str) -> ViewResult:
         if self.shared is None:
             return self._run(v, view, model)
         return self.shared.get_or_compute(
             view, model, lambda: self._run(v, view, model),
-            identity=self._identity(model), fingerprint=lambda: self._known_fingerprint(model),
+            identity=self._identity(model), fingerprint=lambda: self.ctx.known_fingerprint(model),
         )
 
     def _run(self, v: Any, view: str, model: str) -> ViewResult:
@@ -303,9 +298,8 @@ class Runner:
         except BackendUnavailable as e:  # a typed skip: the audit did not fully run here
             result = v.skipped(model, f"the backend of {model} cannot run {view}: {e}", Skip.BACKEND_UNAVAILABLE)
         # Before the result is shared, so every worker's copy carries the warnings.
-        warn = getattr(self.ctx, "reference_warnings", None)  # fake contexts in tests lack it
-        if callable(warn):
-            result.warnings.extend(w for w in warn(model, v.requires(self.ctx, model)) if w not in result.warnings)
+        warnings = self.ctx.reference_warnings(model, v.requires(self.ctx, model))
+        result.warnings.extend(w for w in warnings if w not in result.warnings)
         self.computed.append({"view": view, "model": model, "worker": worker_id()})
         return result
 

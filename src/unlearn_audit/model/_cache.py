@@ -55,6 +55,16 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def move_aside(path: Path) -> Path:
+    """Rename a damaged cache file to the first free ``<name>.corrupt-N`` beside it (kept for
+    a look, never read again) and return the new path."""
+    n = 1
+    while (aside := path.with_name(f"{path.name}.corrupt-{n}")).exists():
+        n += 1
+    os.replace(path, aside)
+    return aside
+
+
 def entry_checksum(fingerprint: str, key: str, value_text: str) -> str:
     """SHA-256 binding a stored value to its key and to the model (the file's fingerprint)."""
     return hashlib.sha256(f"{fingerprint}\n{key}\n{value_text}".encode()).hexdigest()
@@ -141,10 +151,7 @@ class ResultCache:
 
     def _move_aside(self, problem: str) -> None:
         assert self.path is not None
-        n = 1
-        while (aside := self.path.with_name(f"{self.path.name}.corrupt-{n}")).exists():
-            n += 1
-        os.replace(self.path, aside)
+        aside = move_aside(self.path)
         for extra in ("-wal", "-shm"):  # journal files of the broken database are broken too
             with contextlib.suppress(OSError):
                 self.path.with_name(self.path.name + extra).unlink()
