@@ -502,13 +502,14 @@ class Engine:
         # entry cached before this check existed) reports it the same way.
         limit = self.max_positions
         results: dict[str, list[str]] = {}
-        for k, r in zip(keys, requests, strict=True):
-            if limit is not None and len(encoded(r.prompt)) + 1 > limit:
-                self.prompts_too_long[k] = len(encoded(r.prompt))
+        for k, r in zip(keys, requests, strict=True) if limit is not None else ():
+            n = len(encoded(r.prompt))
+            if n + 1 > limit:
+                self.prompts_too_long[k] = n
                 results[k] = [NotGenerated(PROMPT_TOO_LONG) for _ in range(r.n)]
-            elif limit is not None and len(encoded(r.prompt)) + r.max_new_tokens > limit:
+            elif n + r.max_new_tokens > limit:
                 # Its answer may stop at the context, short of max_new_tokens: stated too.
-                self.answers_capped[k] = limit - len(encoded(r.prompt))
+                self.answers_capped[k] = limit - n
         results.update(self._cache.get_many([k for k in keys if k not in results]))
         todo: dict[str, GenRequest] = {}
         for k, r in zip(keys, requests, strict=True):

@@ -614,7 +614,9 @@ def dequantize_4bit(packed, quant_state):
     packs elements ``2i`` (high nibble) and ``2i+1`` (low nibble); element ``j`` is
     ``code[nibble_j] * absmax[j // blocksize]``. With nested (double) quantization the
     absmax are themselves 8-bit: ``state2.code[absmax_8bit[b]] * state2.absmax[b // 256] + offset``.
-    One float32 multiply per element, so the result is the same on every CPU.
+    One float32 multiply per element, so the result is the same on every CPU. (Not
+    ``bitsandbytes.functional.dequantize_4bit``: on the CPU that runs bitsandbytes' native
+    kernels, which pick AVX-512 variants by CPUID themselves.)
     """
     import torch
 
