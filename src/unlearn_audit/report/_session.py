@@ -310,11 +310,9 @@ class AuditSession:
             # A view's plots as data (views.Plot); anything else becomes a note in report.md.
             plots=jsonable([p.to_json() if hasattr(p, "to_json") else {"kind": f"<{type(p).__name__}>", "caption": str(p)}
                             for p in result.plots or ()]),
-            warnings=[str(w) for w in getattr(result, "warnings", None) or ()],
+            warnings=[str(w) for w in result.warnings],
+            engine=dict(ctx.engine_notes(label)),
         )
-        notes = getattr(ctx, "engine_notes", None)  # fake contexts in tests may lack it
-        if callable(notes):
-            outcome.engine = dict(notes(label))
         if self.tiny_world:
             if role == "candidate":
                 failures += check_expectations(
