@@ -208,17 +208,19 @@ class RunReport:
         missing = {p for p in self.planned if p not in have}
         return sorted(missing, key=lambda p: (order.get(p[1], len(order)), _view_key(p[0])))
 
-    def truncated(self) -> dict[str, tuple[int, int]]:
-        """model -> (sequences cut to its context, the context in positions), in model order.
+    def engine_notes(self) -> dict[str, dict[str, int]]:
+        """model -> the largest of each engine note (``truncated``, ``prompts_too_long``,
+        ``answers_capped``, ``max_positions``; see ``AuditContext.engine_notes``), for the
+        models that have any, in model order.
 
-        Each outcome carries the engine's running count, so the largest one is the session's.
+        Each outcome carries the engine's running counts, so the largest is the session's.
         """
-        out: dict[str, tuple[int, int]] = {}
+        out: dict[str, dict[str, int]] = {}
         for o in self.sorted_outcomes():
-            n = int((o.engine or {}).get("truncated", 0))
-            if n and n > out.get(o.model, (0, 0))[0]:
-                out[o.model] = (n, int(o.engine.get("max_positions", 0)))
-        return out
+            for key, value in (o.engine or {}).items():
+                if int(value) > out.setdefault(o.model, {}).get(key, 0):
+                    out[o.model][key] = int(value)
+        return {m: notes for m, notes in out.items() if notes}
 
     def not_run_reason(self) -> str:
         """Why planned pairs have no outcome, as the report words it."""
@@ -632,42 +634,33 @@ def render_markdown(
     lines.append("")
     lines.append(_compat_line(run.config.get("compat", "none")))
     lines.append("")
-    truncated = run.truncated()
-    if truncated:
-        lines += ["## Inputs longer than the model's context", ""]
-        for model, (n, positions) in truncated.items():
-            lines.append(
-                f"- {md_text(model)}: {n} scored sequence(s) of prompt + answer were longer than its context "
-                f"({positions} positions) and were cut to it, as TOFU and open-unlearning truncate "
-                "to max_length; the answer tokens past the limit are not scored."
-            )
-        lines.append("")
-    # Generation prompts with no room for a new token (context.engine_notes): never run.
-    gen_notes: dict[str, dict[str, int]] = {}  # model -> largest running count of each
-    for o in run.sorted_outcomes():
-        for key in ("prompts_too_long", "answers_capped", "max_positions"):
-            k = int((o.engine or {}).get(key, 0))
-            if k > gen_notes.setdefault(o.model, {}).get(key, 0):
-                gen_notes[o.model][key] = k
-    gen_lines = []
-    for model, g in gen_notes.items():
+    # What the engines did to inputs that did not fit (context.engine_notes): scored
+    # sequences cut to the context, generation prompts never run or answers capped by it.
+    notes = run.engine_notes()
+    cut, unasked, capped = [], [], []
+    for model, g in notes.items():
         positions = g.get("max_positions", 0)
+        if g.get("truncated"):
+            cut.append(
+                f"- {md_text(model)}: {g['truncated']} scored sequence(s) of prompt + answer were longer than "
+                f"its context ({positions} positions) and were cut to it, as TOFU and open-unlearning "
+                "truncate to max_length; the answer tokens past the limit are not scored."
+            )
         if g.get("prompts_too_long"):
-            gen_lines.append(
+            unasked.append(
                 f"- {md_text(model)}: {g['prompts_too_long']} generation prompt(s) left no room for a new token "
                 f"in its context ({positions} positions), so nothing was generated for them; their "
                 "items are excluded from the leak rates (counted in excluded), not counted as not leaking."
             )
         if g.get("answers_capped"):
-            gen_lines.append(
+            capped.append(
                 f"- {md_text(model)}: {g['answers_capped']} generation prompt(s) left fewer positions in its "
                 f"context ({positions}) than max_new_tokens; their answers stop at the context, "
                 "so what a longer answer would have said is not scored."
             )
-    if gen_lines:
-        if not truncated:
-            lines += ["## Inputs longer than the model's context", ""]
-        lines += [*gen_lines, ""]
+    if cut or unasked or capped:
+        lines += ["## Inputs longer than the model's context", ""]
+        lines += [*cut, *([""] if cut else []), *unasked, *capped, *([""] if unasked or capped else [])]
     not_run = run.not_run()
     if not_run:
         lines += ["## Not run", "", f"These (view, model) pairs have no numbers: {run.not_run_reason()}.", ""]
