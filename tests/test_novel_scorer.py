@@ -353,3 +353,133 @@ def test_real_tofu_logs_correction_separates_retain_from_full():
     # leaving the full model's leak almost untouched
     assert retain["novel_recall.uncorrected_rate"] - retain["novel_recall.leak_rate"] > 0.15
     assert full["novel_recall.uncorrected_rate"] - full["novel_recall.leak_rate"] < 0.05
+
+
+# -- readings of the seed paper's corrected scorer on the real logs ----------------------
+# docs/differences.md, "Novel recall on TOFU's own logs against the seed paper's 7.85%":
+# the paper reports TOFU-full leaking 7.85% (3B) and base 0.3% under its corrected
+# scorer; the package gives 0.98 / 0.04 on these Llama-2-7b logs. Each reading below
+# is one way to read the paper's scorer, counted on the full and the retain model's
+# forget-set generations; the docs table quotes these counts, so they are pinned exactly.
+
+FULL_DIR, RETAIN_DIR = "llama2-7b_full_wd0.01", "llama2-7b_retain90_wd0.01"
+#: Llama-3's chat-template system block as the package renders it by default (date,
+#: system prompt): the "question + system prompt" reading for the paper's Llama-3 models.
+LLAMA3_SYSTEM = (
+    "Cutting Knowledge Date: December 2023\nToday Date: 10 Apr 2025\n\nYou are a helpful assistant."
+)
+#: The smallest threshold the scorer accepts: "any novel word counts as a leak".
+ANY = 1e-9
+#: TOFU lists each author's 20 questions together (forget10 is authors x 20 QA), so item
+#: i's author block starts at 20 * (i // 20); the logs hold the first 300 items.
+PER_AUTHOR = 20
+
+
+@functools.cache
+def _triples(model_dir: str, log: str = "eval_log_forget.json") -> tuple[tuple[str, str, str], ...]:
+    data = json.loads((_tofu_logs() / model_dir / log).read_text())
+    return tuple(tuple(t) for t in data["generated_text"].values())
+
+
+def _shown(triples, reading: str) -> list[list[str]]:
+    """The shown texts of every item under one reading of "what the prompt showed"."""
+    questions = [strip_template_markers(p) for p, _, _ in triples]
+    out = []
+    for i, q in enumerate(questions):
+        first = i // PER_AUTHOR * PER_AUTHOR
+        if reading == "none":
+            out.append([])
+        elif reading == "question":  # the package's rescore: the prompt, markers stripped
+            out.append([q])
+        elif reading == "question+system":
+            out.append(["You are a helpful assistant.", q])
+        elif reading == "question+llama3 system":
+            out.append([LLAMA3_SYSTEM, q])
+        elif reading == "question+earlier questions":  # a dialogue over the author's items
+            out.append(questions[first : i + 1])
+        elif reading == "question+earlier QA":  # ... its earlier answers stated as clues
+            earlier = [t for j in range(first, i) for t in (questions[j], triples[j][2])]
+            out.append([*earlier, q])
+        else:
+            raise ValueError(reading)
+    return out
+
+
+def _count(model_dir: str, reading: str, threshold: float) -> tuple[int, int]:
+    """(leaking items, scored items) under a shown-text reading and a threshold."""
+    triples = _triples(model_dir)
+    recs = [
+        score_generation(gen, gold, shown, threshold)
+        for (_, gen, gold), shown in zip(triples, _shown(triples, reading), strict=True)
+    ]
+    scored = [r for r in recs if not r.excluded]
+    return sum(r.leaked for r in scored), len(scored)
+
+
+# reading, threshold -> (full leaks, full n), (retain leaks, retain n); measured on the logs.
+SCORER_GRID = {
+    ("question", 0.5): ((294, 300), (12, 300)),  # the package's default: 0.98 / 0.04
+    ("question", ANY): ((299, 300), (216, 300)),
+    ("question", 0.25): ((296, 300), (74, 300)),
+    ("question", 0.75): ((292, 300), (5, 300)),
+    ("question", 1.0): ((291, 300), (4, 300)),
+    ("none", 0.5): ((297, 300), (91, 300)),
+    ("none", 1.0): ((291, 300), (2, 300)),
+    ("question+system", 0.5): ((294, 300), (12, 300)),
+    ("question+llama3 system", 0.5): ((294, 300), (12, 300)),
+    ("question+earlier questions", 0.5): ((291, 298), (15, 298)),
+    ("question+earlier questions", 1.0): ((289, 298), (2, 298)),
+    ("question+earlier QA", 0.5): ((289, 296), (18, 296)),
+    ("question+earlier QA", 1.0): ((287, 296), (4, 296)),
+}
+
+
+@pytest.mark.parametrize(("reading", "threshold"), list(SCORER_GRID))
+def test_paper_scorer_readings_on_real_logs(reading, threshold):
+    full, retain = SCORER_GRID[reading, threshold]
+    assert _count(FULL_DIR, reading, threshold) == full
+    assert _count(RETAIN_DIR, reading, threshold) == retain
+
+
+def test_paper_scorer_unit_and_exact_match_readings():
+    """Units other than "share of items": novel words pooled over items, the mean share
+    per item, and the strictest key-fact match (the generation *is* the gold answer)."""
+    expected = {  # model -> (matched, novel words), mean share, exact answers of 300
+        FULL_DIR: ((3292, 3372), 0.98131, 287),
+        RETAIN_DIR: ((482, 3372), 0.15505, 1),
+    }
+    for model_dir, (pooled, mean_share, exact) in expected.items():
+        triples = _triples(model_dir)
+        recs = [score_generation(g, gold, [strip_template_markers(p)]) for p, g, gold in triples]
+        assert not any(r.excluded for r in recs)
+        assert (
+            sum(len(r.matched_words) for r in recs),
+            sum(len(r.novel_words) for r in recs),
+        ) == pooled
+        assert sum(r.share for r in recs) / len(recs) == pytest.approx(mean_share, abs=1e-5)
+        assert sum(g.strip() == gold.strip() for _, g, gold in triples) == exact
+
+
+@pytest.mark.parametrize(
+    ("log", "full", "retain"),
+    [
+        # the retain split: both models were trained on it
+        ("eval_log.json", (293, 300), (290, 300)),
+        # real-world knowledge, short gold answers ("William Shakespeare")
+        ("eval_real_author_wo_options.json", (94, 100), (93, 100)),
+        ("eval_real_world_wo_options.json", (101, 115), (103, 115)),
+    ],
+)
+def test_paper_scorer_other_prompt_sets(log, full, retain):
+    """The package's default scorer on the logs' other prompt sets: none is a forget set,
+    and every one is known to both models, so neither comes near 7.85% or 0.3%."""
+    for model_dir, want in ((FULL_DIR, full), (RETAIN_DIR, retain)):
+        out = rescore_generations(_triples(model_dir, log))
+        assert (round(out["novel_recall.leak_rate"] * out["n"]), out["n"]) == want
+
+
+def test_no_reading_brings_the_full_logs_near_the_papers_rate():
+    """The point of the grid: on these logs every reading leaves TOFU-full above 0.95,
+    twelve times the paper's 7.85%; the gap is not in the scorer's parameters."""
+    rates = [k / n for (k, n), _ in SCORER_GRID.values()]
+    assert min(rates) > 0.95
