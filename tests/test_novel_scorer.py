@@ -443,12 +443,13 @@ def test_paper_scorer_readings_on_real_logs(reading, threshold):
 
 def test_paper_scorer_unit_and_exact_match_readings():
     """Units other than "share of items": novel words pooled over items, the mean share
-    per item, and the strictest key-fact match (the generation *is* the gold answer)."""
-    expected = {  # model -> (matched, novel words), mean share, exact answers of 300
-        FULL_DIR: ((3292, 3372), 0.98131, 287),
-        RETAIN_DIR: ((482, 3372), 0.15505, 1),
+    per item, the strictest key-fact match (the generation *is* the gold answer), and
+    TOFU's uncorrected ROUGE-L recall at the same 0.5."""
+    expected = {  # model -> (matched, novel words), mean share, exact of 300, ROUGE-L of 300
+        FULL_DIR: ((3292, 3372), 0.98131, 287, 297),
+        RETAIN_DIR: ((482, 3372), 0.15505, 1, 85),
     }
-    for model_dir, (pooled, mean_share, exact) in expected.items():
+    for model_dir, (pooled, mean_share, exact, rouge) in expected.items():
         triples = _triples(model_dir)
         recs = [score_generation(g, gold, [strip_template_markers(p)]) for p, g, gold in triples]
         assert not any(r.excluded for r in recs)
@@ -458,6 +459,7 @@ def test_paper_scorer_unit_and_exact_match_readings():
         ) == pooled
         assert sum(r.share for r in recs) / len(recs) == pytest.approx(mean_share, abs=1e-5)
         assert sum(g.strip() == gold.strip() for _, g, gold in triples) == exact
+        assert sum(r.uncorrected_leak for r in recs) == rouge
 
 
 @pytest.mark.parametrize(
