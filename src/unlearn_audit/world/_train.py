@@ -68,7 +68,10 @@ def encode_dialogue(tokenizer, system: str | None, turns: list[tuple[str, str, s
     boundaries fall on special tokens, so the pieces tokenize exactly as the whole.
     ``learn_prompt`` also learns the user turns after the first (the base model's lessons).
     """
-    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    from unlearn_audit.model._format import end_of_turn_token_id
+
+    eot = end_of_turn_token_id(tokenizer)
+    eot_text = tokenizer.convert_ids_to_tokens(eot)
     messages = [{"role": "system", "content": system}] if system else []
     ids: list[int] = []
     learn: list[bool] = []
@@ -85,6 +88,9 @@ def encode_dialogue(tokenizer, system: str | None, turns: list[tuple[str, str, s
         learn += [learn_prompt and bool(ids[: -len(piece) - len(ans)])] * len(piece) + [True] * len(ans)
         messages.append({"role": "assistant", "content": stem + cont})
         rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+        # Up to the closing token: what a template writes after it ("\n" in ChatML) opens
+        # the next turn's piece. The tiny world's Llama-3 template ends at <|eot_id|>.
+        rendered = rendered[: rendered.rindex(eot_text) + len(eot_text)]
     return Example(tuple(ids), (), tuple(learn))
 
 
