@@ -1,4 +1,4 @@
-"""``unlearn-audit world-stats``: fact recall of each tiny model on forget and retain authors."""
+"""``unlearn-audit world-stats``: fact recall of each model of a built-in world on forget and retain authors."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 def add_arguments(p) -> None:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where models are cached (default: $UNLEARN_AUDIT_CACHE or ~/.cache/unlearn-audit)")
+    p.add_argument("--world", choices=("tiny", "smol"), default="tiny", help="which built-in world")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -19,7 +20,7 @@ def run(args) -> int:
     from unlearn_audit.world._stats import world_stats
 
     hf_logging.disable_progress_bar()  # six tiny loads in a second: their bars only hide the table
-    stats = world_stats(args.cache_dir)
+    stats = world_stats(args.cache_dir, world=args.world)
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0

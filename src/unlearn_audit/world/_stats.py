@@ -31,12 +31,19 @@ def fact_recall(engine, items) -> float:
 
 
 def world_stats(cache_dir: Path | None = None, names=MODEL_NAMES, progress: bool = False,
-                paths: dict[str, Path] | None = None) -> dict[str, dict[str, float]]:
+                paths: dict[str, Path] | None = None, world: str = "tiny") -> dict[str, dict[str, float]]:
     """Fact recall per model on the forget authors and on the retain authors, of the
-    models at ``paths`` (default: the world the audit uses, see ``world_paths``)."""
+    models at ``paths`` (default: the world the audit uses, see ``world_paths``; ``world``
+    ``smol``: the smol world's adapters on their base)."""
     from unlearn_audit.model import Engine, ModelSpec, load_model, make_format
 
-    paths = paths or world_paths(cache_dir)
+    if world == "smol":
+        from unlearn_audit.world import _smol
+
+        specs = _smol.default_models(cache_dir)
+    else:
+        paths = paths or world_paths(cache_dir)
+        specs = {name: ModelSpec(source=str(paths[name]), label=name) for name in names}
     data = fixtures_dir(cache_dir)
     forget = load_split(data, FORGET_SPLIT)
     forget_authors = {it.author for it in forget}
@@ -45,7 +52,7 @@ def world_stats(cache_dir: Path | None = None, names=MODEL_NAMES, progress: bool
     retain = retain[::4]
     out = {}
     for name in names:
-        lm = load_model(ModelSpec(source=str(paths[name]), label=name))
+        lm = load_model(specs[name])
         eng = Engine(lm, make_format(lm.tokenizer, system_prompt=SYSTEM_PROMPT), cache_dir=None, progress=progress)
         out[name] = {"forget": fact_recall(eng, forget), "retain": fact_recall(eng, retain)}
     return out
