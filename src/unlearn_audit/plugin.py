@@ -63,7 +63,8 @@ class HookSpecs:
         Args:
             config: the pytest config (read any option from it).
             audit_config: the run's settings, parsed from the options.
-            tiny_world: True when no model option was given.
+            tiny_world: True when no model option was given (a built-in world is audited:
+                ``--world`` says which: tiny, the default, or smol).
         """
 
 
@@ -93,17 +94,18 @@ def pytest_configure(config: pytest.Config) -> None:
         ctx = injected()
         if ctx is not None:
             return [PlannedModel(label, spec.role, getattr(spec, "source", None)) for label, spec in ctx.models.items()]
-        return tiny_world_plan() if tiny_world else planned
+        return tiny_world_plan(run.world) if tiny_world else planned
 
     def context() -> AuditContext:
         ctx = injected()
         if ctx is not None:
             return ctx
-        return default_context(audit_config, tiny_world, planned)
+        return default_context(audit_config, run.world if tiny_world else None, planned)
 
     config.stash[SESSION_KEY] = AuditSession(
         audit_config,
         tiny_world=tiny_world,
+        world=run.world,
         plan=plan,
         context_factory=context,
         reference_dir=run.reference_dir,

@@ -109,29 +109,37 @@ def _name_parts(source: str) -> list[str]:
     return parts
 
 
-def tiny_world_plan() -> list[PlannedModel]:
+def _world_module(name: str):
     from unlearn_audit import world
+    from unlearn_audit.world import _smol
 
-    plan = [PlannedModel(name, "candidate") for name in world.CANDIDATES]
-    return plan + [PlannedModel(name, role) for name, role in world.REFERENCES.items()]
+    return {"tiny": world, "smol": _smol}[name]
 
 
-def default_context(audit_config: AuditConfig, tiny_world: bool, planned: list[PlannedModel]) -> AuditContext:
-    """The real context: the tiny world's models, or the user's checkpoints (loaded lazily)."""
+def tiny_world_plan(name: str = "tiny") -> list[PlannedModel]:
+    """The models of built-in world ``name`` (tiny or smol), candidates first."""
+    w = _world_module(name)
+    plan = [PlannedModel(label, "candidate") for label in w.CANDIDATES]
+    return plan + [PlannedModel(label, role) for label, role in w.REFERENCES.items()]
+
+
+def default_context(audit_config: AuditConfig, world: str | None, planned: list[PlannedModel]) -> AuditContext:
+    """The real context: a built-in world's models (``world``: tiny or smol), or the user's
+    checkpoints (``world`` None); loaded lazily."""
     from unlearn_audit.context import AuditContext
 
-    if tiny_world:
-        from unlearn_audit import world
+    if world is not None:
+        from unlearn_audit.world import fixtures_dir
 
-        if audit_config.dataset == TINY_WORLD_DATASET:
+        if audit_config.dataset == TINY_WORLD_DATASET:  # both worlds ask the tiny world's questions
             audit_config = dataclasses.replace(
-                audit_config, dataset=str(world.fixtures_dir(audit_config.cache_dir))
+                audit_config, dataset=str(fixtures_dir(audit_config.cache_dir))
             )
-        specs = world.default_models(audit_config.cache_dir)
-        expected = {p.label for p in tiny_world_plan()}
+        specs = _world_module(world).default_models(audit_config.cache_dir)
+        expected = {p.label for p in tiny_world_plan(world)}
         if set(specs) != expected:  # the labels were used for parametrization already
             raise RuntimeError(
-                f"tiny world models {sorted(specs)} differ from world.CANDIDATES + world.REFERENCES "
+                f"{world} world models {sorted(specs)} differ from its CANDIDATES + REFERENCES "
                 f"{sorted(expected)}; keep them in step"
             )
         return AuditContext(audit_config, specs)

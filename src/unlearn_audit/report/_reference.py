@@ -643,9 +643,10 @@ def load_reference_results(
     *,
     root: Path | None = None,
     tiny_world: bool = False,
+    world: str = "tiny",
     extra_views: Iterable[str] = (),
 ) -> ReferenceResults:
-    """Load and validate the gates, the paper's numbers and (tiny world) expectations and goldens.
+    """Load and validate the gates, the paper's numbers and (a built-in world's) expectations and goldens.
 
     ``paper.yaml`` is optional (no paper column without it); the gates file is required.
     """
@@ -655,7 +656,7 @@ def load_reference_results(
     paper = load_paper(paper_path, root, extra_views) if paper_path.is_file() else {}
     refs = ReferenceResults(gates, paper)
     if tiny_world:
-        tiny = Path(reference_dir) / "tiny_world"
+        tiny = Path(reference_dir) / f"{world}_world"  # tiny_world/ or smol_world/
         exp_path = tiny / "expected_verdicts.yaml"
         if exp_path.is_file():
             refs.expected = load_expected_verdicts(exp_path, gates, root)

@@ -78,8 +78,10 @@ class AuditSession:
 
     Args:
         config: the run's :class:`AuditConfig`.
-        tiny_world: True when no model was given: the built-in tiny world is audited, and
+        tiny_world: True when no model was given: a built-in world is audited, and
             expected verdicts and golden values apply.
+        world: which built-in world (``tiny`` or ``smol``): its references live in
+            ``<reference_dir>/<world>_world``.
         plan: the models to audit, in order (labels and roles are needed at collection,
             long before any model loads).
         context_factory: builds the :class:`AuditContext` on first use.
@@ -100,6 +102,7 @@ class AuditSession:
         config: AuditConfig,
         *,
         tiny_world: bool,
+        world: str = "tiny",
         plan: Callable[[], list[PlannedModel]],
         context_factory: Callable[[], AuditContext],
         reference_dir: Path,
@@ -112,6 +115,7 @@ class AuditSession:
     ):
         self.config = config
         self.tiny_world = tiny_world
+        self.world = world
         self.reference_dir = Path(reference_dir)
         self.gates_path = Path(gates_path)
         self.root = root
@@ -180,6 +184,7 @@ class AuditSession:
                 self.gates_path,
                 root=self.root,
                 tiny_world=self.tiny_world,
+                world=self.world,
                 extra_views=extra_views,
             )
         return self._refs
@@ -363,7 +368,7 @@ class AuditSession:
                                  "fingerprint": None}
         config = jsonable(self.config.to_dict())
         config["gates"] = display_path(self.gates_path, self.root)
-        config["mode"] = "tiny_world" if self.tiny_world else "models"
+        config["mode"] = f"{self.world}_world" if self.tiny_world else "models"
         config["allow_incomplete"] = self.allow_incomplete
         try:
             gates = self.references().gates
