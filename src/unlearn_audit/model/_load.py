@@ -659,6 +659,10 @@ def _dequantized_linear4bit_class():
         The same steps as bitsandbytes' unpacked CPU path (compute-dtype choice, dequantize,
         ``torch.nn.functional.linear``), minus its CPUID switch to the packed bfloat16
         kernel; the matmul is torch's, which ``ATEN_CPU_CAPABILITY`` and MKL's settings cover.
+        The dequantized weight is kept after the first call (the same tensor every call, so
+        the same numbers): dequantizing every layer at every decoding step made the
+        quantization view on a 30-layer model cost more than all other views together. On
+        the CPU the view measures what rounding does to answers, not memory.
         """
 
         def forward(self, x):
@@ -669,7 +673,11 @@ def _dequantized_linear4bit_class():
             inp_dtype = x.dtype
             if self.compute_dtype is not None:
                 x = x.to(self.compute_dtype)
-            weight = dequantize_4bit(self.weight.data, self.weight.quant_state).to(x.dtype)
+            cached = getattr(self, "_dequantized", None)
+            if cached is None or cached.dtype != x.dtype:
+                cached = dequantize_4bit(self.weight.data, self.weight.quant_state).to(x.dtype)
+                self._dequantized = cached
+            weight = cached
             bias = None if self.bias is None else self.bias.to(x.dtype)
             return torch.nn.functional.linear(x, weight, bias).to(inp_dtype)
 
