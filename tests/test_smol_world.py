@@ -124,3 +124,30 @@ def test_world_option_names_its_choices(pytester):
     res = pytester.runpytest(*ISOLATED, "--world", "big")
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     res.stderr.fnmatch_lines(["*--world: expected one of tiny, smol, got *big*"])
+
+
+# --- known answers on the shipped adapters (marker smol: minutes; .ci/run runs them) -------------
+@pytest.fixture(scope="module")
+def smol_stats(smol_base):
+    from unlearn_audit.world._stats import world_stats
+
+    return world_stats(world="smol")
+
+
+@needs_shipped
+@pytest.mark.smol
+def test_smol_fact_recall_orderings(smol_stats):
+    """Greedy answers to the canonical questions containing the key fact (the world's own
+    check; no view reads key facts). Measured on the shipped adapters (`unlearn-audit
+    world-stats --world smol`): full 82.5% of forget facts and 68.9% of retain facts; retain
+    0.0% / 80.0%; npo 5.0% / 35.6%; graddiff 12.5% / 46.7%; laundered 0.0% / 61.1%; base
+    0.0% / 0.0%. A real model memorises fewer of its fine-tuning facts than the tiny
+    models (full there: 100%), and both unlearners cost retain knowledge (npo most)."""
+    s = smol_stats
+    assert s["full"]["forget"] >= 0.7 and s["full"]["retain"] >= 0.5, s
+    assert s["retain"]["forget"] <= 0.1 and s["retain"]["retain"] >= 0.5, s
+    assert s["base"]["forget"] <= 0.05 and s["base"]["retain"] <= 0.05, s
+    for name in ("npo", "graddiff"):
+        assert s[name]["forget"] < s["full"]["forget"] / 2, (name, s)
+    # laundered refuses the canonical questions of the forget authors, not the others'
+    assert s["laundered"]["forget"] <= 0.2 and s["laundered"]["retain"] >= 0.5, s
