@@ -36,14 +36,13 @@ machine's float32 matmul throughput at the model's shapes, and how the package's
 rate compares with the ceiling that throughput sets at ~2 x parameters FLOPs per token.
 Measure on an idle machine: the script prints the load average and warns above 0.5.
 
-Measured (not clean: 2 cores that a training job kept busy, load average 4-5; ``--limit 3
---new-tokens 32 --threads 1``, torch 2.13.0+cpu, transformers 5.24): package 13.1 s, plain
-loop 33.7 s (2.57x), open-unlearning evaluate() 34.6 s (2.64x; 47.3 s, 3.61x, with its
-start-up); matmul 84 GFLOP/s, so a ceiling of ~312 tokens/s at 269 MFLOP per token; the
-package scored 259 computed (544 workload) tokens/s, the plain loop 193, open-unlearning 168;
-generation 43.4 new tokens/s batched against 17.1 (plain) and 16.3 (open-unlearning). A
-2-thread run at ``--limit 5`` under that load did not finish its first arm in 5 minutes
-(two torch threads against two busy workers stall each other): rerun it idle.
+Measured on the smol base model, idle 2-core EPYC (load 0.35), ``--limit 5`` (20 items), 64
+new tokens, 2 threads, torch 2.13.0+cpu, transformers 5.24: package 14.3 s, plain loop 54.8 s
+(3.83x; scoring 3.48x, generation 4.05x), open-unlearning evaluate() 32.6 s (2.28x; 42.2 s,
+2.95x, with its start-up); matmul 195 GFLOP/s, so a ceiling of ~726 tokens/s at 269 MFLOP per
+token; the package scored 493 computed (1,171 workload) tokens/s, 68% of it, the plain loop 336,
+open-unlearning 346; generation 87.5 new tokens/s batched against 21.6 (plain) and 40.2
+(open-unlearning). Under load (a training job on both cores) the ratios were 2.6x and 2.6x.
 
 **open-unlearning setup** (nothing of its code is in this repository; all of it lives in
 ``--ou-dir`` and a temp dir this script makes):
