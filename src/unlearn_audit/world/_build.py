@@ -564,15 +564,22 @@ def shipped_world(verify: bool = True) -> dict[str, Path]:
                                     "Fix: `unlearn-audit build-world --ship`.")
         d = SHIPPED_DIR / name
         if verify:
-            for fname, digest in files.items():
-                f = d / fname
-                if not f.is_file() or _sha256(f) != digest:
-                    raise ShippedWorldError(
-                        f"{f} is {'missing' if not f.is_file() else 'altered'} (sha256 differs from {manifest_path}). "
-                        "Fix: `git checkout -- fixtures/tiny_world/models` (or `unlearn-audit build-world --ship` "
-                        "after an intended rebuild).")
+            check_shipped_files(d, files, manifest_path, ShippedWorldError,
+                                "Fix: `git checkout -- fixtures/tiny_world/models` (or `unlearn-audit "
+                                "build-world --ship` after an intended rebuild).")
         paths[name] = d
     return paths
+
+
+def check_shipped_files(directory: Path, files: dict[str, str], manifest_path: Path, error: type[Exception],
+                        fix: str) -> None:
+    """Raise ``error`` naming the first of ``files`` (name -> sha256) in ``directory`` that is
+    missing or whose bytes differ from the manifest's, with ``fix`` appended."""
+    for fname, digest in files.items():
+        f = directory / fname
+        if not f.is_file() or _sha256(f) != digest:
+            raise error(f"{f} is {'missing' if not f.is_file() else 'altered'} (sha256 differs from "
+                        f"{manifest_path}). {fix}")
 
 
 def world_paths(cache_dir: Path | None = None) -> dict[str, Path]:

@@ -423,8 +423,7 @@ def shipped_adapters(verify: bool = True) -> dict[str, Path]:
         SmolIntegrityError: no manifest, an adapter missing or altered, or a manifest written
             for another recipe, other fixtures or another base (the fix is in the message).
     """
-    from unlearn_audit.model._load import file_sha256
-    from unlearn_audit.world._build import FIXTURES_DIR
+    from unlearn_audit.world._build import FIXTURES_DIR, check_shipped_files
 
     manifest_path = SHIPPED_DIR / MANIFEST
     if not manifest_path.is_file():
@@ -447,12 +446,8 @@ def shipped_adapters(verify: bool = True) -> dict[str, Path]:
                                      "Fix: `unlearn-audit build-world --world smol --ship`.")
         d = ADAPTERS_DIR / name
         if verify:
-            for fname, digest in files.items():
-                f = d / fname
-                if not f.is_file() or file_sha256(f) != digest:
-                    raise SmolIntegrityError(
-                        f"{f} is {'missing' if not f.is_file() else 'altered'} (sha256 differs from "
-                        f"{manifest_path}). Fix: `git checkout -- {ADAPTERS_DIR.relative_to(SHIPPED_DIR.parent.parent)}`.")
+            check_shipped_files(d, files, manifest_path, SmolIntegrityError,
+                                f"Fix: `git checkout -- {ADAPTERS_DIR.relative_to(SHIPPED_DIR.parent.parent)}`.")
         paths[name] = d
     return paths
 
