@@ -132,7 +132,7 @@ def test_kernel_path_names_the_arithmetic(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert _load.quantized_kernel_path(None, cpu) is None
     assert _load.quantized_kernel_path("nf4", cpu) == "cpu-dequantize"
-    assert _load.quantized_kernel_path("int8", cpu) == "cpu-exact-int8"
+    assert _load.quantized_kernel_path("int8", cpu) == "cpu-exact-int8-f64"
     assert _load.quantized_kernel_path("nf4", cuda) == "cuda-bitsandbytes"  # CUDA keeps bitsandbytes
     assert _load.quantized_kernel_path("int8", cuda) == "cuda-bitsandbytes"
     monkeypatch.setenv(NF4_CPU_KERNEL_ENV, "bitsandbytes-unpacked")
@@ -215,4 +215,34 @@ def test_int8_answers_do_not_depend_on_onednns_isa(tiny_dir, tmp_path):
     native = _int8_logits(tiny_dir, tmp_path)
     avx2 = _int8_logits(tiny_dir, tmp_path, ONEDNN_MAX_CPU_ISA="AVX2")
     assert native["logits"] == avx2["logits"]  # exactly
-    assert native["kernel_path"] == "cpu-exact-int8"
+    assert native["kernel_path"] == "cpu-exact-int8-f64"
+
+
+def test_int8_on_the_cpu_computes_every_float_in_float64(tiny_dir):
+    # LLM.int8 rounds activations to float16, then int8: steps where a float32 difference
+    # between CPU kernels became another answer (20 of 40 int8 answers of one smol-world
+    # model, AVX-512 against AVX2). In float64 the kernels' differences stay far below them.
+    _bnb()
+    lm = load_model(ModelSpec(str(tiny_dir), "q", device="cpu", quantization="int8"), hash_cache=None)
+    kinds = {p.dtype for p in lm.model.parameters()}
+    assert kinds <= {torch.float64, torch.int8} and torch.int8 in kinds
+    with torch.no_grad():
+        out = lm.model(torch.tensor([[0, 5, 9, 3, 7, 11, 2]]), output_hidden_states=True)
+    assert out.logits.dtype == torch.float64
+    assert all(h.dtype == torch.float64 for h in out.hidden_states)
+    norm = next(m for m in lm.model.modules() if type(m).__name__.endswith("RMSNorm"))
+    x = torch.randn(2, 3, norm.weight.shape[0], dtype=torch.float64)
+    want = norm.weight * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    torch.testing.assert_close(norm(x), want, rtol=1e-14, atol=1e-14)
+    rotary = next(m for m in lm.model.modules() if type(m).__name__.endswith("RotaryEmbedding"))
+    cos, _ = rotary(x, torch.tensor([[0, 1, 2]]))
+    assert cos.dtype == torch.float64
+
+
+def test_int8_answers_do_not_depend_on_torchs_cpu_capability(tiny_dir, tmp_path):
+    _bnb()
+    native = _int8_logits(tiny_dir, tmp_path)
+    portable = _int8_logits(tiny_dir, tmp_path, ATEN_CPU_CAPABILITY="default", MKL_ENABLE_INSTRUCTIONS="SSE4_2")
+    assert portable["isa"] == "DEFAULT"
+    gap = np.abs(np.array(native["logits"]) - np.array(portable["logits"])).max()
+    assert gap < 1e-9, gap  # float64 arithmetic; float32 differs by 1e-7 and up

@@ -568,9 +568,10 @@ def quantized_kernel_path(mode: str | None, device) -> str | None:
       see :func:`_pin_cpu_4bit_kernels`. bitsandbytes itself would pick by CPUID (its native
       ``has_avx512bf16``, which ``ATEN_CPU_CAPABILITY`` never reaches) between a packed
       bfloat16 kernel and this float path, so two CPUs gave two sets of NF4 answers.
-    - ``cpu-exact-int8`` (INT8 on the CPU): bitsandbytes' LLM.int8 layers (quantize,
+    - ``cpu-exact-int8-f64`` (INT8 on the CPU): bitsandbytes' LLM.int8 layers (quantize,
       dequantize and outliers are torch code) with the int8 matmul pinned to its exact
-      int32 value, see :func:`_pin_cpu_int8_matmul`. bitsandbytes' own choice is
+      int32 value, see :func:`_pin_cpu_int8_matmul`, and every float of the model in
+      float64, see :func:`_widen_to_float64`. bitsandbytes' own choice is
       ``torch._int_mm`` where torch's CPU capability is AVX512 (oneDNN inside, whose kernels
       without AVX-512 VNNI saturate: off by up to 84745 on one 512-wide product), else a
       float32 matmul (exact only for input widths up to ``2**24 / 127**2``, 1040).
@@ -589,7 +590,7 @@ def quantized_kernel_path(mode: str | None, device) -> str | None:
     if kind != "cpu":
         return f"{kind}-bitsandbytes"
     if mode != "nf4":
-        return "cpu-exact-int8"
+        return "cpu-exact-int8-f64"
     choice = os.environ.get(NF4_CPU_KERNEL_ENV, "dequantize").strip().lower() or "dequantize"
     if choice == "dequantize":
         return "cpu-dequantize"
@@ -742,6 +743,64 @@ def _pin_cpu_int8_matmul() -> None:
     _INT8_MATMUL_PINNED = True
 
 
+#: Rotary types whose frequencies change per forward call (their own forward is kept).
+_DYNAMIC_ROPE = frozenset({"dynamic", "longrope"})
+
+
+def _rms_norm_f64(module, hidden_states):
+    """RMSNorm in float64 (transformers' own forward computes it in float32)."""
+    import torch
+
+    eps = getattr(module, "variance_epsilon", None)
+    eps = getattr(module, "eps", 1e-6) if eps is None else eps
+    x = hidden_states.to(torch.float64)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return module.weight.to(torch.float64) * x
+
+
+def _rotary_f64(module, x, position_ids):
+    """Rotary cos/sin in float64 (transformers' own forward computes them in float32)."""
+    import torch
+
+    freqs = position_ids[..., None].to(torch.float64) * module.inv_freq.to(x.device, torch.float64)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    scale = float(getattr(module, "attention_scaling", 1.0))
+    return (emb.cos() * scale).to(x.dtype), (emb.sin() * scale).to(x.dtype)
+
+
+def _widen_to_float64(model) -> None:
+    """Compute every float of a CPU LLM.int8 model in float64 (the int8 weights stay int8).
+
+    LLM.int8 rounds each activation to float16 and then to int8 (and moves a column to
+    the float path when it crosses the outlier threshold): steps, where a float32 rounding
+    difference between CPU kernels (AVX-512 against AVX2 sums, vectorised against scalar
+    ``cos``) becomes a different int8 value, and over 30 layers and 48 greedy tokens a
+    different answer. Measured on the smol world before this: 20 of 40 int8 answers of one
+    model changed between an AVX-512 and an AVX2 CPU. In float64 those differences are near
+    1e-16, under float16's 1e-3 steps by 13 orders, so the steps land alike on every CPU.
+    Norms and rotary embeddings, which transformers computes in float32 whatever the model's
+    dtype, get float64 forwards; a model with another kind of norm (one whose forward casts
+    to float32 on its own) keeps it, and is only as reproducible as that cast allows.
+    """
+    import functools
+
+    import torch
+
+    for param in model.parameters():
+        if param.is_floating_point():
+            param.data = param.data.to(torch.float64)
+    for module in model.modules():
+        for name, buf in list(module._buffers.items()):
+            if buf is not None and buf.is_floating_point():
+                module._buffers[name] = buf.to(torch.float64)
+        kind = type(module).__name__
+        if kind.endswith("RMSNorm") and isinstance(getattr(module, "weight", None), torch.Tensor):
+            module.forward = functools.partial(_rms_norm_f64, module)
+        elif (kind.endswith("RotaryEmbedding") and hasattr(module, "inv_freq")
+              and getattr(module, "rope_type", "default") not in _DYNAMIC_ROPE):
+            module.forward = functools.partial(_rotary_f64, module)
+
+
 def _unpack_cpu_4bit_kernels(model) -> None:
     """Keep bitsandbytes' own 4-bit layers off its packed AVX-512 BF16 kernel (the
     ``bitsandbytes-unpacked`` debugging choice of :func:`quantized_kernel_path`)."""
@@ -823,8 +882,9 @@ def _from_pretrained(directory: Path, spec: ModelSpec, device, dtype: str, quant
             _pin_cpu_4bit_kernels(model)
         elif kernel_path == "cpu-bitsandbytes" and quant_mode == "nf4":
             _unpack_cpu_4bit_kernels(model)
-        elif kernel_path == "cpu-exact-int8":
+        elif kernel_path == "cpu-exact-int8-f64":
             _pin_cpu_int8_matmul()
+            _widen_to_float64(model)
         _smoke_forward(model, quant_mode, device)
         return model
     model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)

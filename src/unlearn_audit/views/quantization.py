@@ -18,7 +18,8 @@ answers). When bitsandbytes cannot quantize on this machine
 ``skipped`` with that reason. Per-kind deltas (question only, paraphrase only) are in
 ``extra["by_kind"]``; ``extra["kernel_path"]`` says which arithmetic the quantized copy
 ran (``cpu-dequantize``: NF4 dequantized, then a torch matmul, the same on every CPU;
-``cpu-exact-int8``: LLM.int8 with its int8 matmul exact, the same on every CPU;
+``cpu-exact-int8-f64``: LLM.int8 with its int8 matmul exact and every float of the model
+in float64, so its rounding steps land alike on every CPU;
 ``cuda-bitsandbytes``). Unlearning that only nudges weights within a rounding step comes
 undone here (Zhang et al., "Catastrophic Failure of LLM Unlearning via Quantization",
 ICLR 2025).
