@@ -751,10 +751,8 @@ def _rms_norm_f64(module, hidden_states):
     """RMSNorm in float64 (transformers' own forward computes it in float32)."""
     import torch
 
-    eps = getattr(module, "variance_epsilon", None)
-    eps = getattr(module, "eps", 1e-6) if eps is None else eps
     x = hidden_states.to(torch.float64)
-    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + module.variance_epsilon)
     return module.weight.to(torch.float64) * x
 
 
@@ -794,7 +792,8 @@ def _widen_to_float64(model) -> None:
             if buf is not None and buf.is_floating_point():
                 module._buffers[name] = buf.to(torch.float64)
         kind = type(module).__name__
-        if kind.endswith("RMSNorm") and isinstance(getattr(module, "weight", None), torch.Tensor):
+        if (kind.endswith("RMSNorm") and hasattr(module, "variance_epsilon")
+              and isinstance(getattr(module, "weight", None), torch.Tensor)):
             module.forward = functools.partial(_rms_norm_f64, module)
         elif (kind.endswith("RotaryEmbedding") and hasattr(module, "inv_freq")
               and getattr(module, "rope_type", "default") not in _DYNAMIC_ROPE):
