@@ -496,15 +496,88 @@ def test_generation_stops_at_end_of_turn(loaded, chat, monkeypatch):
     words = tok("Port Aldric", add_special_tokens=False)["input_ids"]
     engine = Engine(loaded, chat, None, progress=False)
 
-    def fake_generate(input_ids, **kwargs):
-        tail = torch.tensor(words + [chat.eot_token_id] + words)
-        return torch.cat([input_ids, tail.expand(input_ids.shape[0], -1)], dim=1)
+    def fake_decode(model, ids, mask, rooms, stop_ids, sampler, **kw):
+        return [(words + [chat.eot_token_id] + words)[:room] for room in rooms]
 
-    monkeypatch.setattr(loaded.model, "generate", fake_generate)
+    monkeypatch.setattr("unlearn_audit.model._engine.decode", fake_decode)
     out = engine.generate(
         [GenRequest(PROMPTS[0], max_new_tokens=50), GenRequest(PROMPTS[1], max_new_tokens=1)]
     )
     assert out == [["Port Aldric"], [tok.decode(words[:1])]]
+
+
+def _generate_reference(loaded, chat, prompts, max_new, stop=None):
+    """transformers' own greedy ``generate`` on the left-padded batch, cut per row at the
+    first stop token: what the decode loop must reproduce."""
+    from transformers import GenerationConfig
+
+    engine = Engine(loaded, chat, None, progress=False)
+    ids, mask, _ = engine._pad([chat.encode_prompt(p) for p in prompts], "left")
+    stop = chat.stop_token_ids() if stop is None else stop
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=max_new, eos_token_id=stop,
+                           pad_token_id=engine._pad_id)
+    with torch.no_grad():
+        out = loaded.model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)
+    rows = []
+    for toks in out[:, ids.shape[1]:].tolist():
+        cut = next((i + 1 for i, t in enumerate(toks) if t in stop), len(toks))
+        rows.append(toks[:cut])
+    return ids, mask, stop, rows
+
+
+def test_decode_loop_equals_transformers_generate_and_drops_finished_rows(loaded, chat, monkeypatch):
+    """Greedy tokens of every row equal ``model.generate``'s on the same padded batch (cut at
+    each row's room), while each forward pass carries only the rows still running."""
+    from unlearn_audit.model._decode import decode
+    from unlearn_audit.model._sampling import _PerRowSampler
+
+    n = len(PROMPTS)
+    ids, mask, stop, want = _generate_reference(loaded, chat, PROMPTS, 24, [-1])
+    rooms = [1 + (5 * i) % 24 for i in range(n)]
+    assert len(set(rooms)) > 2
+    rows_seen = []
+    forward = loaded.model.forward
+
+    def counting(*args, **kwargs):
+        rows_seen.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(loaded.model, "forward", counting)
+    sampler = _PerRowSampler([0.0] * n, [1.0] * n, [0] * n, "cpu")
+    with torch.no_grad():
+        got = decode(loaded.model, ids, mask, rooms, stop, sampler, logits_to_keep=True)
+    assert got == [w[:r] for w, r in zip(want, rooms, strict=True)]
+    # Step k runs the rows with more than k tokens to go, and nothing else.
+    assert rows_seen == [sum(r > k for r in rooms) for k in range(max(rooms))]
+
+
+def test_decode_loop_ends_a_row_at_its_stop_token_and_maps_rows_for_the_sampler(loaded, chat):
+    """Scripted answers (a sampler that forces each row's next token) ending at a stop token
+    at different steps: each row keeps its stop token last, and the sampler is told which
+    batch rows are still running."""
+    from unlearn_audit.model._decode import decode
+
+    stop = 7
+    scripts = [[3, 4, stop, 9], [5, stop], [6, 6, 6, 6, 6, stop], [8, 8, 8]]  # last: room 3
+    seen = []
+
+    class Scripted:
+        def select(self, scores, rows):
+            seen.append(list(rows))
+            out = torch.full_like(scores, -1e9)
+            for j, i in enumerate(rows):
+                out[j, scripts[i][len(steps[i])]] = 0.0
+                steps[i].append(None)
+            return out
+
+    scripted = Scripted()
+    steps = [[] for _ in scripts]
+    ids, mask, _ = Engine(loaded, chat, None, progress=False)._pad(
+        [chat.encode_prompt(p) for p in PROMPTS[:4]], "left")
+    with torch.no_grad():
+        got = decode(loaded.model, ids, mask, [48, 48, 48, 3], [stop], scripted, logits_to_keep=True)
+    assert got == [[3, 4, stop], [5, stop], [6, 6, 6, 6, 6, stop], [8, 8, 8]]
+    assert seen == [[0, 1, 2, 3], [0, 1, 2, 3], [0, 2, 3], [2], [2], [2]]
 
 
 # --- hidden states ----------------------------------------------------------------------------

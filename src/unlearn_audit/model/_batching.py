@@ -114,12 +114,9 @@ def _plan_score(
     return batches
 
 
-def _plan_generate(
-    rows: list[_GenRow], budget: int, max_rows: int, device_type: str
-) -> list[list[_GenRow]]:
-    # Generation memory is mostly KV cache (logits only for the last position), so
-    # a batch may hold more tokens than a scoring pass on a GPU.
-    gen_budget = budget * (4 if device_type == "cuda" else 1)
+def _plan_generate(rows: list[_GenRow], gen_budget: int, max_rows: int) -> list[list[_GenRow]]:
+    """Batches of generation rows, each at most ``gen_budget`` tokens of prompt plus new
+    tokens (see ``_resources._generation_scale``), same ``max_new_tokens`` together."""
     ordered = sorted(rows, key=lambda r: (r.request.max_new_tokens, len(r.prompt_ids)))
     return _plan_by_length(
         ordered,

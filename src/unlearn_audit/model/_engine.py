@@ -59,10 +59,15 @@ from unlearn_audit.model._batching import (
     _ScoreRow,
 )
 from unlearn_audit.model._cache import CACHE_VERSION, ResultCache, request_key
+from unlearn_audit.model._decode import cache_kwarg, decode
 from unlearn_audit.model._format import PromptFormat
 from unlearn_audit.model._load import LoadedModel, load_model
 from unlearn_audit.model._logits import _compute_dtype, _gather
-from unlearn_audit.model._resources import _default_budget, _limit_threads_for_small_cpu_model
+from unlearn_audit.model._resources import (
+    _default_budget,
+    _generation_scale,
+    _limit_threads_for_small_cpu_model,
+)
 from unlearn_audit.model._sampling import _PerRowSampler, _sample_seed
 from unlearn_audit.model._scores import (
     _copy_scores,
@@ -152,6 +157,8 @@ class Engine:
         self._cache = ResultCache(self._cache_dir, loaded.fingerprint)
         self._budget = token_budget or self._default_budget()
         self._budget_explicit = token_budget is not None
+        self._gen_scale = (4 if self._device_type() == "cuda" else 1) if token_budget else (
+            _generation_scale(self._text_config(), self._device_type(), self._budget))
         tok = loaded.tokenizer
         self._pad_id = next(
             (int(i) for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None), 0
@@ -162,6 +169,7 @@ class Engine:
         self._takes_logits_to_keep = (
             "logits_to_keep" in inspect.signature(loaded.model.forward).parameters
         )
+        self._cache_kwarg = cache_kwarg(loaded.model)
         _limit_threads_for_small_cpu_model(loaded.model, self._device_type())
         # Scored sequences cut to the model's context (request key -> (kept, full) answer
         # tokens), for the report; see _fit_context.
@@ -462,14 +470,15 @@ class Engine:
             past_attn, past_real = past_attn[index], past_real[index]
             pos = past_real[:, None] + _positions(mask)
             attn = torch.cat([past_attn, attn], dim=1)
-            kwargs["past_key_values"] = cache
+            kwargs[self._cache_kwarg] = cache
         if not want_logits and self._takes_logits_to_keep:
             kwargs["logits_to_keep"] = 1  # only the cache is wanted
         out = self._forward(input_ids=ids, attention_mask=attn, position_ids=pos, **kwargs)
         if want_logits:
             return out.logits, lefts
         real = mask.sum(dim=1) if state is None else past_real + mask.sum(dim=1)
-        return out.past_key_values, attn, real
+        new_cache = getattr(out, "cache", None)
+        return (out.past_key_values if new_cache is None else new_cache), attn, real
 
     # --- generation -------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenRequest]) -> list[list[str]]:
@@ -540,46 +549,58 @@ class Engine:
         return [list(results[k]) for k in keys]
 
     def _plan_generate(self, rows: list[_GenRow], budget: int) -> list[list[_GenRow]]:
-        return _plan_generate(rows, budget, self.batch_size or 1 << 30, self._device_type())
+        # ``budget`` is the scoring budget (halved on CUDA OOM); generation holds more.
+        return _plan_generate(rows, int(budget * self._gen_scale), self.batch_size or 1 << 30)
 
     def _generate_batch(self, batch: list[_GenRow]) -> list[str]:
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
 
         ids, mask, _ = self._pad([r.prompt_ids for r in batch], "left")
         stop = self._stop_ids()
-        max_new = max(r.request.max_new_tokens for r in batch)
         sampler = _PerRowSampler(
             [float(r.request.temperature) for r in batch],
             [float(r.request.top_p) for r in batch],
             [_sample_seed(r.request.seed, r.sample_index) for r in batch],
             ids.device,
         )
+        limit = self.max_positions
+        # Per row, so a batch never changes an answer: no token past the model's context
+        # (tokens are causal, so cutting afterwards equals stopping there).
+        rooms = [row.request.max_new_tokens if limit is None else min(
+            row.request.max_new_tokens, max(limit - len(row.prompt_ids), 0)) for row in batch]
+        self.stats["generate_calls"] += 1
         if self.compat == "open-unlearning":
-            # Theirs: the checkpoint's generation_config with these overrides
-            # (configs/generation/default.yaml, metrics/utils.py::eval_text_similarity).
-            gen_cfg = copy.deepcopy(self.model.generation_config)
-            gen_cfg.update(
-                do_sample=False,
-                top_p=None,
-                temperature=None,
-                max_new_tokens=max_new,
-                use_cache=True,
-                eos_token_id=stop,
-                pad_token_id=self.tokenizer.eos_token_id,
-            )
+            new = self._generate_open_unlearning(ids, mask, stop, sampler, batch)
         else:
-            gen_cfg = GenerationConfig(
-                do_sample=False,
-                num_beams=1,
-                max_new_tokens=max_new,
-                eos_token_id=stop,
-                pad_token_id=self._pad_id,
-                use_cache=True,
-                repetition_penalty=1.0,
-                no_repeat_ngram_size=0,
-                min_new_tokens=0,
-            )
+            with torch.inference_mode():
+                new = decode(self.model, ids, mask, rooms, stop, sampler,
+                             logits_to_keep=self._takes_logits_to_keep)
+        texts = []
+        stop_set = set(stop)
+        for row, room, toks in zip(batch, rooms, new, strict=True):
+            toks = toks[:room]
+            cut = next((i for i, t in enumerate(toks) if t in stop_set), len(toks))
+            texts.append(self.fmt.finish_generation(toks[:cut], row.request.prompt))
+        return texts
+
+    def _generate_open_unlearning(self, ids, mask, stop, sampler, batch) -> list[list[int]]:
+        """``model.generate`` as open-unlearning calls it: the checkpoint's generation_config
+        made greedy, whatever else it sets (a repetition penalty, say) applied as theirs is."""
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        # Theirs: the checkpoint's generation_config with these overrides
+        # (configs/generation/default.yaml, metrics/utils.py::eval_text_similarity).
+        gen_cfg = copy.deepcopy(self.model.generation_config)
+        gen_cfg.update(
+            do_sample=False,
+            top_p=None,
+            temperature=None,
+            max_new_tokens=max(r.request.max_new_tokens for r in batch),
+            use_cache=True,
+            eos_token_id=stop,
+            pad_token_id=self.tokenizer.eos_token_id,
+        )
         model = self.model
         saved = model.generation_config
         # The checkpoint's own generation_config.json (Llama-3: do_sample, temperature 0.6,
@@ -587,7 +608,6 @@ class Engine:
         model.generation_config = GenerationConfig()
         try:
             with torch.inference_mode():
-                self.stats["generate_calls"] += 1
                 out = model.generate(
                     input_ids=ids,
                     attention_mask=self._attn(ids, mask),
@@ -596,19 +616,7 @@ class Engine:
                 )
         finally:
             model.generation_config = saved
-        new = out[:, ids.shape[1] :].cpu().tolist()
-        texts = []
-        stop_set = set(stop)
-        limit = self.max_positions
-        for row, toks in zip(batch, new, strict=True):
-            # Per row, so a batch never changes an answer: no token past the model's context
-            # (tokens are causal, so cutting afterwards equals stopping there).
-            room = row.request.max_new_tokens if limit is None else min(
-                row.request.max_new_tokens, max(limit - len(row.prompt_ids), 0))
-            toks = toks[:room]
-            cut = next((i for i, t in enumerate(toks) if t in stop_set), len(toks))
-            texts.append(self.fmt.finish_generation(toks[:cut], row.request.prompt))
-        return texts
+        return out[:, ids.shape[1] :].cpu().tolist()
 
     def _stop_ids(self) -> list[int]:
         """Token ids that end a generation: the format's (end-of-turn and EOS), or with

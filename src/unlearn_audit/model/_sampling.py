@@ -1,7 +1,8 @@
 """Sampling that does not depend on batch composition.
 
-:class:`_PerRowSampler` is the logits processor ``Engine.generate`` hands to
-``model.generate``: each sampled row draws from its own ``torch.Generator``, seeded by
+:class:`_PerRowSampler` picks the next token's scores in ``Engine.generate``'s decode loop
+(and is the logits processor it hands ``model.generate`` with open-unlearning's format): each
+sampled row draws from its own ``torch.Generator``, seeded by
 :func:`_sample_seed` from ``(request.seed, sample index)``, so a sample is the same alone
 or in any batch. torch is imported inside the functions, as everywhere in the model package.
 """
@@ -44,14 +45,22 @@ class _PerRowSampler:
             self.generators[i] = g
 
     def __call__(self, input_ids, scores):
+        """The logits-processor form (``model.generate``): ``scores`` holds every batch row."""
+        return self.select(scores, range(scores.shape[0]))
+
+    def select(self, scores, rows):
+        """Scores whose argmax is each row's next token; ``scores`` row ``j`` belongs to batch
+        row ``rows[j]`` (the decode loop drops finished rows, so those running are a subset)."""
         import torch
 
-        if not self.sampled:
+        here = [j for j, i in enumerate(rows) if self.temps[i] > 0]
+        if not here:
             return scores
-        idx = torch.tensor(self.sampled, device=scores.device)
-        temps = torch.tensor([self.temps[i] for i in self.sampled], device=scores.device, dtype=torch.float64)
+        sampled = [rows[j] for j in here]
+        idx = torch.tensor(here, device=scores.device)
+        temps = torch.tensor([self.temps[i] for i in sampled], device=scores.device, dtype=torch.float64)
         scaled = scores[idx].double() / temps[:, None]
-        top_p = torch.tensor([self.top_ps[i] for i in self.sampled], device=scores.device, dtype=torch.float64)
+        top_p = torch.tensor([self.top_ps[i] for i in sampled], device=scores.device, dtype=torch.float64)
         if bool((top_p < 1.0).any()):
             probs = torch.softmax(scaled, dim=-1)
             sorted_p, order = probs.sort(dim=-1, descending=True)
@@ -61,7 +70,7 @@ class _PerRowSampler:
             drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
             scaled = scaled.masked_fill(drop, -math.inf)
         u = torch.stack([torch.rand(scores.shape[-1], generator=self.generators[i], device=scores.device,
-                                    dtype=torch.float64) for i in self.sampled])
+                                    dtype=torch.float64) for i in sampled])
         gumbel = -torch.log(-torch.log(u.clamp(min=1e-300, max=1.0 - 1e-16)))
         chosen = (scaled + gumbel).argmax(dim=-1)
         out = scores.clone()

@@ -20,7 +20,10 @@ answers). When bitsandbytes cannot quantize on this machine
 ran (``cpu-dequantize``: NF4 dequantized, then a torch matmul, the same on every CPU;
 ``cpu-exact-int8-f64``: LLM.int8 with its int8 matmul exact and every float of the model
 in float64, so its rounding steps land alike on every CPU;
-``cuda-bitsandbytes``). Unlearning that only nudges weights within a rounding step comes
+``cuda-bitsandbytes``). LLM.int8 chooses its outlier columns over every row of a pass, so
+an int8 answer depends on which rows share its passes: the engine's batch plan, which
+follows from token counts and the model's shape only, so it is the same on every CPU (on a
+GPU the token budget follows free memory). Unlearning that only nudges weights within a rounding step comes
 undone here (Zhang et al., "Catastrophic Failure of LLM Unlearning via Quantization",
 ICLR 2025).
 
