@@ -174,7 +174,8 @@ def test_the_fingerprint_covers_the_kernel_path(tiny_dir):
 
 
 def test_exact_int8_matmul_is_exact_past_float32s_reach():
-    # 4096-wide int8 products overflow float32's 24-bit mantissa; float64 does not.
+    # A 4096-wide sum of int8 products overflows float32's 24-bit mantissa; the kernel's
+    # 1024-wide float32 chunks, summed in int32, never round.
     gen = torch.Generator().manual_seed(0)
     a = torch.randint(-127, 128, (16, 4096), generator=gen, dtype=torch.int8)
     b = torch.randint(-127, 128, (64, 4096), generator=gen, dtype=torch.int8)
@@ -184,6 +185,10 @@ def test_exact_int8_matmul_is_exact_past_float32s_reach():
     assert got.dtype == torch.int32 and torch.equal(got.long(), exact)
     out = torch.empty(16, 64, dtype=torch.int32)
     assert _load._exact_int8_matmul(a, b, out) is out and torch.equal(out.long(), exact)
+    b.neg_()  # the float32 copy kept beside b must follow a write in place
+    assert torch.equal(_load._exact_int8_matmul(a, b).long(), -exact)
+    assert torch.equal(_load._exact_int8_matmul(a[:, :1000], b[:, :1000].contiguous()).long(),
+                       a[:, :1000].long() @ b[:, :1000].long().t())
 
 
 _INT8_LOGITS = textwrap.dedent("""
