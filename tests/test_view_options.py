@@ -84,7 +84,7 @@ def test_a_view_reads_the_value_set_or_its_default():
     restricted = ProbeSettings.from_config(AuditConfig(view_options={"masked_probe": {"kind": "restricted"}}))
     assert (restricted.kind, restricted.lr) == ("restricted", 1e-2)  # lr's default follows the kind
     budget = RttBudget.from_config(AuditConfig(view_options={"rtt": {"epochs": 5, "lora": "true"}}), 10)
-    assert (budget.epochs, budget.lora, budget.lr) == (5, True, 1e-4)
+    assert (budget.epochs, budget.lora, budget.lr) == (5, True, 1e-3)
     opts = (Option("n", int, 3, "h"), Option("x", float, 0.5, "h"))
     assert values_of(AuditConfig(), "v", opts) == {"n": 3, "x": 0.5}
     assert values_of(AuditConfig(view_options={"v": {"n": "4"}}), "v", opts) == {"n": 4, "x": 0.5}

@@ -361,7 +361,10 @@ def test_rtt_budget_defaults_and_overrides():
     small = RttBudget.from_config(AuditConfig(), 1_000_000)
     assert (small.lora, small.epochs, small.lr) == (False, 3, 1e-3)
     big = RttBudget.from_config(AuditConfig(seed=3), 1_000_000_000)
-    assert big.lora and big.lr == 1e-4 and big.seed == 3
+    assert big.lora and big.lr == 1e-3 and big.seed == 3
+    # Every pretrained checkpoint gets LoRA: SmolLM2-135M's size does (a full fine-tune at
+    # 1e-3 wrecked it), the tiny world's from-scratch models' does not.
+    assert RttBudget.from_config(AuditConfig(), 134_515_008).lora
     forced = RttBudget.from_config(AuditConfig(view_options={"rtt": {"lora": "false", "lr": "5e-4"}}), 10**10)
     assert not forced.lora and forced.lr == 5e-4
     with pytest.raises(ValueError, match="rtt.lora: expected one of auto, true, false"):

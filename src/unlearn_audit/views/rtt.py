@@ -58,12 +58,19 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_LR", "LORA_FROM_PARAMS", "Rtt", "RttBudget", "delta_metric",
            "leak_rate_of", "leak_records", "paired_rows", "split_authors"]
 
-#: Models with at least this many parameters are fine-tuned with LoRA under ``lora=auto``.
-LORA_FROM_PARAMS = 500_000_000
+#: Models with at least this many parameters are fine-tuned with LoRA under ``lora=auto``:
+#: every pretrained checkpoint (the smallest chat models have about 135M). A full fine-tune
+#: at 1e-3 suits only the tiny world's from-scratch models (well under 1M parameters): on
+#: SmolLM2-135M-Instruct it wrecked the model (full's leak rate on half B fell by 75 points),
+#: so RTT could not tell full from retain; it was chosen there while this stood at 500M.
+LORA_FROM_PARAMS = 50_000_000
 #: Default learning rates. A full fine-tune is only chosen for small models (under
-#: :data:`LORA_FROM_PARAMS`), whose own training used rates of 1e-3 and up; LoRA's rate is
-#: the usual one for its low-rank update.
-DEFAULT_LR = {"full": 1e-3, "lora": 1e-4}
+#: :data:`LORA_FROM_PARAMS`), whose own training used rates of 1e-3 and up. LoRA's is high
+#: for LoRA because the budget is a handful of steps from a zero-initialised update: on the
+#: smol world (3 epochs of 10 pairs, batch 4: 9 steps) 1e-4 changed no answer of any model,
+#: so the view could not fail; at 1e-3 the laundered model's refusals came undone (+90 pp on
+#: half B), npo recovered 10 pp, and full, retain and base kept every answer (0 pp).
+DEFAULT_LR = {"full": 1e-3, "lora": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,7 @@ class RttBudget:
 OPTIONS = (
     Option("epochs", int, RttBudget.epochs, "passes over half A's QA pairs",
            check=lambda v: v >= 1, expect="a whole number >= 1"),
-    Option("lr", float, None, "AdamW learning rate (default 1e-3 for a full fine-tune, 1e-4 for LoRA)",
+    Option("lr", float, None, "AdamW learning rate (default 1e-3, for a full fine-tune and for LoRA)",
            check=lambda v: v > 0, expect="a number > 0"),
     Option("batch_size", int, RttBudget.batch_size, "examples per step",
            check=lambda v: v >= 1, expect="a whole number >= 1"),
