@@ -29,6 +29,18 @@ def cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def cache_of(out):
+    """The KV cache a forward returned (``cache`` from transformers 5.x, else
+    ``past_key_values``)."""
+    cache = getattr(out, "cache", None)
+    return out.past_key_values if cache is None else cache
+
+
+def positions(mask):
+    """Position ids counting real tokens only, so padding never shifts a position."""
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
 def decode(
     model,
     ids,
@@ -53,14 +65,13 @@ def decode(
     rows = list(range(ids.shape[0]))  # batch row of each row still running
     attn = mask
     real = mask.sum(dim=1)  # real tokens so far, per running row: the next token's position
-    step_ids, pos = ids, (mask.cumsum(dim=1) - 1).clamp(min=0)
+    step_ids, pos = ids, positions(mask)
     kwargs = {"use_cache": True}
     if logits_to_keep:
         kwargs["logits_to_keep"] = 1
     while True:
         res = model(input_ids=step_ids, attention_mask=attn, position_ids=pos, **kwargs)
-        cache = getattr(res, "cache", None)
-        kwargs[name] = res.past_key_values if cache is None else cache
+        kwargs[name] = cache_of(res)
         scores = sampler.select(res.logits[:, -1].to(dtype=torch.float32, copy=True), rows)
         del res  # the prompt pass's logits may be large
         nxt = scores.argmax(dim=-1)

@@ -59,7 +59,8 @@ from unlearn_audit.model._batching import (
     _ScoreRow,
 )
 from unlearn_audit.model._cache import CACHE_VERSION, ResultCache, request_key
-from unlearn_audit.model._decode import cache_kwarg, decode
+from unlearn_audit.model._decode import cache_kwarg, cache_of, decode
+from unlearn_audit.model._decode import positions as _positions
 from unlearn_audit.model._format import PromptFormat
 from unlearn_audit.model._load import LoadedModel, load_model
 from unlearn_audit.model._logits import _compute_dtype, _gather
@@ -477,8 +478,7 @@ class Engine:
         if want_logits:
             return out.logits, lefts
         real = mask.sum(dim=1) if state is None else past_real + mask.sum(dim=1)
-        new_cache = getattr(out, "cache", None)
-        return (out.past_key_values if new_cache is None else new_cache), attn, real
+        return cache_of(out), attn, real
 
     # --- generation -------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenRequest]) -> list[list[str]]:
@@ -946,11 +946,6 @@ def tokenizer_hash(tok) -> str:
     h.update(json.dumps(flags, sort_keys=True, default=str).encode())
     h.update(json.dumps(getattr(tok, "chat_template", None), sort_keys=True, default=str).encode())
     return h.hexdigest()
-
-
-def _positions(mask):
-    """Position ids counting real tokens only, so padding never shifts a position."""
-    return (mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
 def _check_gen_request(i: int, r: Any) -> None:
