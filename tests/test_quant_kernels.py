@@ -132,7 +132,7 @@ def test_kernel_path_names_the_arithmetic(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert _load.quantized_kernel_path(None, cpu) is None
     assert _load.quantized_kernel_path("nf4", cpu) == "cpu-dequantize"
-    assert _load.quantized_kernel_path("int8", cpu) == "cpu-exact-int8-f64"
+    assert _load.quantized_kernel_path("int8", cpu) == "cpu-exact-int8-f64-per-token"
     assert _load.quantized_kernel_path("nf4", cuda) == "cuda-bitsandbytes"  # CUDA keeps bitsandbytes
     assert _load.quantized_kernel_path("int8", cuda) == "cuda-bitsandbytes"
     monkeypatch.setenv(NF4_CPU_KERNEL_ENV, "bitsandbytes-unpacked")
@@ -220,7 +220,7 @@ def test_int8_answers_do_not_depend_on_onednns_isa(tiny_dir, tmp_path):
     native = _int8_logits(tiny_dir, tmp_path)
     avx2 = _int8_logits(tiny_dir, tmp_path, ONEDNN_MAX_CPU_ISA="AVX2")
     assert native["logits"] == avx2["logits"]  # exactly
-    assert native["kernel_path"] == "cpu-exact-int8-f64"
+    assert native["kernel_path"] == "cpu-exact-int8-f64-per-token"
 
 
 def test_int8_on_the_cpu_computes_every_float_in_float64(tiny_dir):
@@ -251,3 +251,28 @@ def test_int8_answers_do_not_depend_on_torchs_cpu_capability(tiny_dir, tmp_path)
     assert portable["isa"] == "DEFAULT"
     gap = np.abs(np.array(native["logits"]) - np.array(portable["logits"])).max()
     assert gap < 1e-9, gap  # float64 arithmetic; float32 differs by 1e-7 and up
+
+
+def test_int8_rows_take_their_own_outliers_as_if_alone(tiny_dir):
+    # bitsandbytes moves a column to the float path for every row of a pass once one row has
+    # an outlier there, so a row's answer depended on its batch (padding, batch plan, cache
+    # hits, --limit). The CPU path gives each row what bitsandbytes gives it alone.
+    import bitsandbytes as bnb
+
+    lm = load_model(ModelSpec(str(tiny_dir), "q", device="cpu", quantization="int8"), hash_cache=None)
+    layer = next(m for m in lm.model.modules() if isinstance(m, bnb.nn.Linear8bitLt))
+    assert isinstance(layer, _load._per_token_linear8bit_class())
+    assert layer.state.threshold == 6.0
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, layer.in_features, generator=gen, dtype=torch.float64)
+    x[1, 5] = 9.0  # an outlier in row 1 only; rows 0 and 2 have none
+    x[2, 7] = -7.5
+    with torch.no_grad():
+        batched = layer(x)
+        alone = torch.cat([layer(x[i:i + 1]) for i in range(3)])
+        own_alone = torch.cat([bnb.nn.Linear8bitLt.forward(layer, x[i:i + 1]) for i in range(3)])
+        own_batched = bnb.nn.Linear8bitLt.forward(layer, x)
+    torch.testing.assert_close(alone, own_alone, rtol=0, atol=0)
+    torch.testing.assert_close(batched, own_alone, rtol=1e-13, atol=1e-13)
+    # bitsandbytes' own batched pass gives row 0 another result: what the pin removes.
+    assert (own_batched[0] - own_alone[0]).abs().max() > 1e-6

@@ -475,7 +475,7 @@ def test_quantized_loads_run_on_this_machine(world, tmp_path, monkeypatch):
         assert m.value == pytest.approx((m.extra[f"leak_rate_{mode}"] - m.extra["leak_rate_full"]) * 100)
     # Which arithmetic ran is recorded: on the CPU, NF4 is pinned to dequantize-then-matmul.
     assert res.metric("quantization.nf4_delta_pp").extra["kernel_path"] == "cpu-dequantize"
-    assert res.metric("quantization.int8_delta_pp").extra["kernel_path"] == "cpu-exact-int8-f64"
+    assert res.metric("quantization.int8_delta_pp").extra["kernel_path"] == "cpu-exact-int8-f64-per-token"
     # Each precision keeps its own cache file (the fingerprint covers the mode).
     assert len(list((tmp_path / "cache").glob("engine-*.sqlite"))) == 3
     assert {r["precision"] for r in res.records} == {"full", "int8", "nf4"}

@@ -30,7 +30,7 @@ from typing import Any
 
 # Bump when the engine's arithmetic changes (tokenisation, masking, dtype handling), so
 # old cached numbers are not served for new code.
-CACHE_VERSION = 2  # 2: Gumbel-max sampling, answers cut at the model's context
+CACHE_VERSION = 3  # 2: Gumbel-max sampling, answers cut at the model's context; 3: the decode loop, LLM.int8 outliers per token
 
 
 def default_cache_dir() -> Path:

@@ -569,10 +569,11 @@ def quantized_kernel_path(mode: str | None, device) -> str | None:
       see :func:`_pin_cpu_4bit_kernels`. bitsandbytes itself would pick by CPUID (its native
       ``has_avx512bf16``, which ``ATEN_CPU_CAPABILITY`` never reaches) between a packed
       bfloat16 kernel and this float path, so two CPUs gave two sets of NF4 answers.
-    - ``cpu-exact-int8-f64`` (INT8 on the CPU): bitsandbytes' LLM.int8 layers (quantize,
+    - ``cpu-exact-int8-f64-per-token`` (INT8 on the CPU): bitsandbytes' LLM.int8 layers (quantize,
       dequantize and outliers are torch code) with the int8 matmul pinned to its exact
-      int32 value, see :func:`_pin_cpu_int8_matmul`, and every float of the model in
-      float64, see :func:`_widen_to_float64`. bitsandbytes' own choice is
+      int32 value, see :func:`_pin_cpu_int8_matmul`, every float of the model in
+      float64, see :func:`_widen_to_float64`, and outliers taken per token, see
+      :func:`_per_token_int8_outliers`. bitsandbytes' own choice is
       ``torch._int_mm`` where torch's CPU capability is AVX512 (oneDNN inside, whose kernels
       without AVX-512 VNNI saturate: off by up to 84745 on one 512-wide product), else a
       float32 matmul (exact only for input widths up to ``2**24 / 127**2``, 1040).
@@ -591,7 +592,7 @@ def quantized_kernel_path(mode: str | None, device) -> str | None:
     if kind != "cpu":
         return f"{kind}-bitsandbytes"
     if mode != "nf4":
-        return "cpu-exact-int8-f64"
+        return "cpu-exact-int8-f64-per-token"
     choice = os.environ.get(NF4_CPU_KERNEL_ENV, "dequantize").strip().lower() or "dequantize"
     if choice == "dequantize":
         return "cpu-dequantize"
@@ -703,6 +704,80 @@ def _pin_cpu_4bit_kernels(model) -> int:
             if getattr(getattr(module.weight, "quant_state", None), "packing_format_for_cpu", False):
                 raise QuantizationUnavailable("an NF4 weight was already repacked for bitsandbytes' "
                                               "AVX-512 kernel before it could be pinned")
+            module.__class__ = cls
+            n += 1
+    return n
+
+
+_PER_TOKEN_LINEAR8BIT = None
+
+
+def _per_token_linear8bit_class():
+    """``bitsandbytes.nn.Linear8bitLt`` whose outlier columns are each token's own (made
+    once, on first use, so importing this module never imports bitsandbytes)."""
+    global _PER_TOKEN_LINEAR8BIT
+    if _PER_TOKEN_LINEAR8BIT is not None:
+        return _PER_TOKEN_LINEAR8BIT
+    import bitsandbytes as bnb
+    import torch
+
+    class PerTokenLinear8bitLt(bnb.nn.Linear8bitLt):
+        """LLM.int8 with each row's outliers its own: row ``i`` computes exactly what
+        bitsandbytes computes for row ``i`` alone (a one-token pass).
+
+        bitsandbytes moves a column to the float path for every row of a pass as soon as one
+        row has an outlier there (``|x| >= threshold``), so a row's result depended on the
+        rows beside it: on the padding, on the batch plan, on which rows a cache already
+        held, on ``--limit``. An audit's per-item record must not. The steps are
+        bitsandbytes' own (float16 cast, outliers zeroed, row absmax, round, its
+        ``int8_scaled_mm`` and ``int8_vectorwise_dequant``); only the outlier mask is per
+        row. Inference only: a training or gradient-taking call keeps bitsandbytes' forward.
+        """
+
+        def forward(self, x):
+            if self.training or (torch.is_grad_enabled() and x.requires_grad):
+                return super().forward(x)
+            if self.weight.CB is not None:
+                self.init_8bit_state()
+            CB, SCB = self.state.CB, self.state.SCB
+            if CB is None or SCB is None:
+                return super().forward(x)
+            ops = torch.ops.bitsandbytes
+            shape = x.shape
+            A = x.reshape(-1, shape[-1])
+            A16 = A.to(torch.float16)
+            threshold = float(self.state.threshold or 0.0)
+            outliers = A16.abs() >= threshold if threshold > 0 else None
+            if outliers is not None and bool(outliers.any()):
+                A16 = A16.masked_fill(outliers, 0)
+            else:
+                outliers = None
+            SCA = A16.abs().amax(dim=1).float()
+            CA = torch.round(A16 * (127.0 / SCA.unsqueeze(-1))).to(torch.int8)
+            bias = None if self.bias is None else self.bias.to(A.dtype)
+            out = ops.int8_scaled_mm.default(CA, CB, SCA, SCB, bias=bias, dtype=A.dtype)
+            if outliers is not None:
+                cols = outliers.any(dim=0).nonzero().view(-1)
+                # Only each row's own outliers take the float path; its other entries of these
+                # columns are already in its int8 product.
+                sub_a = A[:, cols] * outliers[:, cols]
+                sub_b = ops.int8_vectorwise_dequant.default(CB[:, cols].contiguous(), SCB)
+                out = out.addmm(sub_a, sub_b.to(A.dtype).t())
+            return out.reshape(*shape[:-1], CB.shape[0])
+
+    _PER_TOKEN_LINEAR8BIT = PerTokenLinear8bitLt
+    return PerTokenLinear8bitLt
+
+
+def _per_token_int8_outliers(model) -> int:
+    """Swap every ``Linear8bitLt`` of ``model`` to :func:`_per_token_linear8bit_class`
+    (``isinstance`` still holds); returns how many."""
+    import bitsandbytes as bnb
+
+    cls = _per_token_linear8bit_class()
+    n = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear8bitLt) and not isinstance(module, cls):
             module.__class__ = cls
             n += 1
     return n
@@ -908,9 +983,10 @@ def _from_pretrained(directory: Path, spec: ModelSpec, device, dtype: str, quant
             _pin_cpu_4bit_kernels(model)
         elif kernel_path == "cpu-bitsandbytes" and quant_mode == "nf4":
             _unpack_cpu_4bit_kernels(model)
-        elif kernel_path == "cpu-exact-int8-f64":
+        elif kernel_path == "cpu-exact-int8-f64-per-token":
             _pin_cpu_int8_matmul()
             _widen_to_float64(model)
+            _per_token_int8_outliers(model)
         _smoke_forward(model, quant_mode, device)
         return model
     model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)

@@ -18,12 +18,13 @@ answers). When bitsandbytes cannot quantize on this machine
 ``skipped`` with that reason. Per-kind deltas (question only, paraphrase only) are in
 ``extra["by_kind"]``; ``extra["kernel_path"]`` says which arithmetic the quantized copy
 ran (``cpu-dequantize``: NF4 dequantized, then a torch matmul, the same on every CPU;
-``cpu-exact-int8-f64``: LLM.int8 with its int8 matmul exact and every float of the model
-in float64, so its rounding steps land alike on every CPU;
-``cuda-bitsandbytes``). LLM.int8 chooses its outlier columns over every row of a pass, so
-an int8 answer depends on which rows share its passes: the engine's batch plan, which
-follows from token counts and the model's shape only, so it is the same on every CPU (on a
-GPU the token budget follows free memory). Unlearning that only nudges weights within a rounding step comes
+``cpu-exact-int8-f64-per-token``: LLM.int8 with its int8 matmul exact, every float of the
+model in float64, so its rounding steps land alike on every CPU, and each token's outlier
+columns its own; ``cuda-bitsandbytes``). bitsandbytes chooses outlier columns over every
+row of a pass, so there an int8 answer depends on which rows share its passes (the batch
+plan, the padding, which rows a cache already held, ``--limit``); on the CPU each row gets
+what bitsandbytes gives it alone, so per-item records do not move with the batch.
+Unlearning that only nudges weights within a rounding step comes
 undone here (Zhang et al., "Catastrophic Failure of LLM Unlearning via Quantization",
 ICLR 2025).
 
