@@ -265,7 +265,7 @@ def test_int8_rows_take_their_own_outliers_as_if_alone(tiny_dir):
     assert layer.state.threshold == 6.0
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, layer.in_features, generator=gen, dtype=torch.float64)
-    x[1, 5] = 9.0  # an outlier in row 1 only; rows 0 and 2 have none
+    x[1, 5] = 9.0  # outliers in rows 1 and 2, in two columns; row 0 has none
     x[2, 7] = -7.5
     with torch.no_grad():
         batched = layer(x)
